@@ -1,0 +1,107 @@
+"""Suite-wide fixtures: a running directory and a tenant with a small org tree.
+
+Every service's tests and tests/integration use these; servers are real (see
+crm_platform.testing)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+
+from crm_platform.runtime import Runtime
+from crm_platform.testing.harness import ServiceStarter
+
+BOOTSTRAP = "test-bootstrap-token"
+
+
+@pytest.fixture(scope="session")
+async def directory(starter: ServiceStarter) -> Runtime:
+    from crm_directory.__main__ import DEFINITION
+
+    return await starter.start(DEFINITION, bootstrap_token=BOOTSTRAP)
+
+
+@dataclass
+class Tenant:
+    """A tenant with HQ -> east region -> dealers d1, d2 and tokens for users in each."""
+
+    slug: str
+    id: str
+    units: dict[str, dict[str, str]] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict)
+    directory_url: str = ""
+
+    def auth(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[who]}"}
+
+
+async def make_tenant(directory: Runtime) -> Tenant:
+    base = f"http://127.0.0.1:{directory.http_port}"
+    slug = "t" + uuid.uuid4().hex[:8]
+    async with httpx.AsyncClient(base_url=base, timeout=10) as c:
+        r = await c.post(
+            "/v1/tenants",
+            json={"slug": slug, "display_name": "Test Co", "admin_username": "admin",
+                  "admin_password": "admin-pass-1"},
+            headers={"Authorization": f"Bootstrap {BOOTSTRAP}"},
+        )
+        r.raise_for_status()
+        created = r.json()
+        tenant = Tenant(slug=slug, id=created["tenant"]["id"], directory_url=base)
+        tenant.units["hq"] = created["root"]
+
+        async def login(user: str, password: str) -> str:
+            resp = await c.post("/v1/auth/token", json={"tenant": slug, "username": user, "password": password})
+            resp.raise_for_status()
+            return str(resp.json()["access_token"])
+
+        tenant.tokens["admin"] = await login("admin", "admin-pass-1")
+        admin = tenant.auth("admin")
+
+        async def unit(name: str, parent: str, kind: str) -> None:
+            resp = await c.post(
+                "/v1/org-units",
+                json={"parent_id": tenant.units[parent]["id"], "kind": kind, "code": name,
+                      "display_name": name.upper()},
+                headers=admin,
+            )
+            resp.raise_for_status()
+            tenant.units[name] = resp.json()
+
+        await unit("east", "hq", "REGION")
+        await unit("d1", "east", "DEALER")
+        await unit("d2", "east", "DEALER")
+        for user, where, roles in (
+            ("hq-manager", "hq", ["manager"]),
+            ("d1-rep", "d1", ["rep"]),
+            ("d2-rep", "d2", ["rep"]),
+        ):
+            resp = await c.post(
+                "/v1/users",
+                json={"org_unit_id": tenant.units[where]["id"], "username": user,
+                      "password": f"{user}-pw-123", "roles": roles},
+                headers=admin,
+            )
+            resp.raise_for_status()
+            tenant.tokens[user] = await login(user, f"{user}-pw-123")
+    return tenant
+
+
+@pytest.fixture(scope="session")
+async def tenant(directory: Runtime) -> Tenant:
+    return await make_tenant(directory)
+
+
+@pytest.fixture
+async def other_tenant(directory: Runtime) -> Tenant:
+    return await make_tenant(directory)
+
+
+@pytest.fixture
+async def dir_client(directory: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{directory.http_port}", timeout=10) as c:
+        yield c

@@ -1,0 +1,178 @@
+"""Durable pull consumers with an inbox: each event's effect and its inbox row commit in one
+transaction, then the message is acked. Redelivered events are recognised and skipped;
+poison messages and those past ``max_deliver`` go to the dead-letter subject."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import nats.errors
+import sqlalchemy as sa
+from nats.aio.msg import Msg
+from opentelemetry import trace
+from sqlalchemy.dialects.postgresql import UUID, insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from crm_platform import metrics
+from crm_platform.bus import EventBus
+from crm_platform.db import Database, platform_metadata
+from crm_platform.events import HEADER_DLQ_REASON, PoisonMessage, ReceivedEvent, parse_event
+from crm_platform.telemetry import extract_context
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("crm_platform.consumers")
+
+inbox = sa.Table(
+    "crm_inbox",
+    platform_metadata,
+    sa.Column("consumer", sa.Text, primary_key=True),
+    sa.Column("event_id", UUID(as_uuid=True), primary_key=True),
+    sa.Column(
+        "processed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+)
+
+EventHandler = Callable[[AsyncConnection, ReceivedEvent], Awaitable[None]]
+# Delay before redelivery after a transient failure, by delivery attempt.
+REDELIVERY_BACKOFF_SECONDS = (1, 5, 30, 120, 600)
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """``name`` is the durable consumer name (``<service>-<purpose>``, no dots)."""
+
+    name: str
+    event_type: str
+    handler: EventHandler
+
+
+async def record_once(conn: AsyncConnection, consumer: str, event: ReceivedEvent) -> bool:
+    """Insert the inbox row; False if this consumer already processed the event."""
+    result = await conn.execute(
+        insert(inbox)
+        .values(consumer=consumer, event_id=event.id)
+        .on_conflict_do_nothing()
+        .returning(inbox.c.event_id)
+    )
+    return result.first() is not None
+
+
+class ConsumerRunner:
+    def __init__(
+        self,
+        spec: ConsumerSpec,
+        *,
+        db: Database,
+        bus: EventBus,
+        batch_size: int = 100,
+        max_deliver: int = 8,
+        ack_wait: float = 30.0,
+    ) -> None:
+        self.spec = spec
+        self._db = db
+        self._bus = bus
+        self._batch = batch_size
+        self._max_deliver = max_deliver
+        self._ack_wait = ack_wait
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        sub = await self._bus.pull_subscription(
+            durable=self.spec.name,
+            event_type=self.spec.event_type,
+            max_deliver=self._max_deliver,
+            ack_wait=self._ack_wait,
+        )
+        while not self._stopping.is_set():
+            try:
+                msgs = await sub.fetch(self._batch, timeout=1.0)
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue
+            except nats.errors.Error:
+                # NATS is away; the client reconnects by itself.
+                await asyncio.sleep(0.5)
+                continue
+            for msg in msgs:
+                await self.handle(msg)
+
+    async def handle(self, msg: Msg) -> None:
+        subject = self.spec.event_type
+        started = time.perf_counter()
+        with tracer.start_as_current_span(
+            f"{subject} process",
+            context=extract_context(msg.headers),
+            kind=trace.SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.destination.name": msg.subject,
+                "messaging.consumer.group.name": self.spec.name,
+            },
+        ):
+            outcome = await self._process(msg)
+        metrics.EVENTS_CONSUMED.labels(subject, self.spec.name, outcome).inc()
+        metrics.EVENT_HANDLING.labels(subject, self.spec.name).observe(
+            time.perf_counter() - started
+        )
+
+    async def _process(self, msg: Msg) -> str:
+        try:
+            event = parse_event(msg.data)
+            async with self._db.unit_of_work() as conn:
+                if not await record_once(conn, self.spec.name, event):
+                    duplicate = True
+                else:
+                    duplicate = False
+                    trace.get_current_span().set_attribute("crm.tenant_id", str(event.tenant_id))
+                    await self.spec.handler(conn, event)
+        except PoisonMessage as exc:
+            await self._dead_letter(msg, f"poison: {exc}")
+            return "dlq"
+        except Exception as exc:
+            delivered = msg.metadata.num_delivered
+            if delivered >= self._max_deliver:
+                await self._dead_letter(msg, f"failed {delivered} times: {exc!r}")
+                return "dlq"
+            log.warning(
+                "handler %s failed (attempt %d), will retry",
+                self.spec.name,
+                delivered,
+                exc_info=True,
+            )
+            delay = REDELIVERY_BACKOFF_SECONDS[min(delivered, len(REDELIVERY_BACKOFF_SECONDS)) - 1]
+            await self._settle(msg.nak(delay=delay))
+            return "nak"
+        await self._settle(msg.ack())
+        return "duplicate" if duplicate else "ack"
+
+    async def _dead_letter(self, msg: Msg, reason: str) -> None:
+        metrics.EVENTS_DEAD_LETTERED.labels(self.spec.name).inc()
+        log.error("dead-lettering message on %s: %s", msg.subject, reason)
+        meta = msg.metadata
+        headers = dict(msg.headers or {})
+        headers[HEADER_DLQ_REASON] = reason[:500]
+        try:
+            await self._bus.publish_dlq(
+                self.spec.event_type,
+                msg.data,
+                headers,
+                msg_id=f"{self.spec.name}:{meta.stream}:{meta.sequence.stream}",
+            )
+        except nats.errors.Error:
+            # Could not park it: leave it unacked so it is redelivered rather than lost.
+            return
+        await self._settle(msg.term())
+
+    @staticmethod
+    async def _settle(op: Awaitable[None]) -> None:
+        # An ack lost to a NATS outage means a redelivery, which the inbox absorbs.
+        try:
+            await op
+        except nats.errors.Error:
+            log.info("could not settle message; it will be redelivered")

@@ -1,0 +1,103 @@
+"""Database access: one async engine per service, Core connections, one commit per use case."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# Tables every service has (outbox, inbox). Services put their own tables in their own
+# MetaData; migrations target both.
+platform_metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+OUTBOX_DIRTY = "crm_outbox_dirty"
+
+
+def new_metadata() -> sa.MetaData:
+    return sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def id_column(name: str = "id") -> sa.Column[Any]:
+    return sa.Column(name, UUID(as_uuid=True), primary_key=True)
+
+
+def owner_columns() -> list[sa.Column[Any]]:
+    """Columns every org-owned record carries; visibility filters on them."""
+    return [
+        sa.Column("tenant_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("owner_org_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("owner_org_path", sa.Text, nullable=False),
+    ]
+
+
+def owner_path_index(table_name: str) -> sa.Index:
+    # text_pattern_ops makes `owner_org_path LIKE '/acme/east/%'` an index range scan.
+    return sa.Index(
+        f"ix_{table_name}_visibility",
+        "tenant_id",
+        "owner_org_path",
+        postgresql_ops={"owner_org_path": "text_pattern_ops"},
+    )
+
+
+def timestamp_columns() -> list[sa.Column[Any]]:
+    return [
+        sa.Column(
+            "create_time", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
+        sa.Column(
+            "update_time", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
+    ]
+
+
+def json_column(name: str, *, nullable: bool = False) -> sa.Column[Any]:
+    return sa.Column(name, JSONB, nullable=nullable, server_default=sa.text("'{}'::jsonb"))
+
+
+class Database:
+    """Owns the engine and signals the outbox relay when a commit carried events."""
+
+    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+        self.engine: AsyncEngine = create_async_engine(
+            url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, echo=echo
+        )
+        self.outbox_signal = asyncio.Event()
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[AsyncConnection]:
+        """One transaction: the use case's rows and its outbox events commit together."""
+        async with self.engine.begin() as conn:
+            yield conn
+            dirty = conn.info.pop(OUTBOX_DIRTY, False)
+        if dirty:
+            self.outbox_signal.set()
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.connect() as conn:
+            yield conn
+
+    async def ping(self) -> bool:
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+        except Exception:
+            return False
+        return True
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,118 @@
+"""Domain errors: raised by service code, mapped once to gRPC status and HTTP problems."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import ClassVar
+
+import grpc
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+class DomainError(Exception):
+    """Base of every error a client may see. ``reason`` is a stable UPPER_SNAKE code."""
+
+    grpc_code: ClassVar[grpc.StatusCode] = grpc.StatusCode.UNKNOWN
+    http_status: ClassVar[int] = 500
+    title: ClassVar[str] = "Error"
+    default_reason: ClassVar[str] = "ERROR"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        violations: Iterable[FieldViolation] = (),
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason or self.default_reason
+        self.violations = list(violations)
+        self.metadata = dict(metadata or {})
+
+
+class InvalidArgument(DomainError):
+    """A request field is missing or malformed; ``violations`` says which and why."""
+
+    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    http_status = 422
+    title = "Invalid argument"
+    default_reason = "INVALID_ARGUMENT"
+
+
+class NotFound(DomainError):
+    """The resource does not exist or is not visible to the caller (same answer on purpose)."""
+
+    grpc_code = grpc.StatusCode.NOT_FOUND
+    http_status = 404
+    title = "Not found"
+    default_reason = "NOT_FOUND"
+
+
+class AlreadyExists(DomainError):
+    grpc_code = grpc.StatusCode.ALREADY_EXISTS
+    http_status = 409
+    title = "Already exists"
+    default_reason = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(DomainError):
+    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
+    http_status = 409
+    title = "Failed precondition"
+    default_reason = "FAILED_PRECONDITION"
+
+
+class EtagMismatch(DomainError):
+    grpc_code = grpc.StatusCode.ABORTED
+    http_status = 409
+    title = "Conflict"
+    default_reason = "ETAG_MISMATCH"
+
+
+class Unauthenticated(DomainError):
+    """Missing, malformed, expired or wrongly signed credentials."""
+
+    grpc_code = grpc.StatusCode.UNAUTHENTICATED
+    http_status = 401
+    title = "Unauthenticated"
+    default_reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(DomainError):
+    grpc_code = grpc.StatusCode.PERMISSION_DENIED
+    http_status = 403
+    title = "Forbidden"
+    default_reason = "PERMISSION_DENIED"
+
+
+class PayloadTooLarge(DomainError):
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    http_status = 413
+    title = "Payload too large"
+    default_reason = "PAYLOAD_TOO_LARGE"
+
+
+class Unavailable(DomainError):
+    """A dependency is down; retryable."""
+
+    grpc_code = grpc.StatusCode.UNAVAILABLE
+    http_status = 503
+    title = "Unavailable"
+    default_reason = "UNAVAILABLE"
+
+
+def invalid(field_name: str, description: str, reason: str = "INVALID_ARGUMENT") -> InvalidArgument:
+    """Shorthand for a single-field validation error."""
+    return InvalidArgument(
+        f"{field_name}: {description}",
+        reason=reason,
+        violations=[FieldViolation(field_name, description)],
+    )

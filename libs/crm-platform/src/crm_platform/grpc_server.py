@@ -1,0 +1,166 @@
+"""gRPC server bootstrap: grpc.aio with health, reflection and one interceptor that does
+authentication, error mapping to rich status, and RED metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+from opentelemetry import trace
+
+from crm_platform import metrics
+from crm_platform.auth import Authenticator, current_principal
+from crm_platform.errors import DomainError
+
+log = logging.getLogger(__name__)
+
+# Health and reflection are open; everything else needs credentials.
+PUBLIC_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+
+@dataclass(frozen=True)
+class GrpcBinding:
+    """One servicer: ``add`` is the generated ``add_XServicer_to_server``."""
+
+    servicer: object
+    add: Callable[[Any, grpc.aio.Server], None]
+    full_name: str  # e.g. "crm.leads.v1.LeadService"
+    # Methods callable without credentials (e.g. IssueToken).
+    public_methods: frozenset[str] = frozenset()
+
+
+def domain_error_status(exc: DomainError, domain: str) -> status_pb2.Status:
+    details: list[Any] = [
+        error_details_pb2.ErrorInfo(reason=exc.reason, domain=domain, metadata=exc.metadata)
+    ]
+    if exc.violations:
+        details.append(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description
+                    )
+                    for v in exc.violations
+                ]
+            )
+        )
+    packed = []
+    for d in details:
+        a = any_pb2.Any()
+        a.Pack(d)
+        packed.append(a)
+    return status_pb2.Status(code=exc.grpc_code.value[0], message=exc.message, details=packed)
+
+
+def _split(method: str) -> tuple[str, str]:
+    _, service, name = method.split("/")
+    return service, name
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self, authenticator: Authenticator, *, domain: str, public: set[str]) -> None:
+        self._auth = authenticator
+        self._domain = domain
+        self._public = public
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or method.startswith(PUBLIC_PREFIXES) or not handler.unary_unary:
+            return handler
+        service, name = _split(method)
+        needs_auth = method not in self._public
+        inner = handler.unary_unary
+
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            metrics.GRPC_STARTED.labels(service, name).inc()
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            token = None
+            try:
+                if needs_auth:
+                    md = dict(context.invocation_metadata() or ())
+                    principal = await self._auth.authenticate(md.get("authorization"))
+                    token = current_principal.set(principal)
+                    trace.get_current_span().set_attribute(
+                        "crm.tenant_id", str(principal.tenant_id)
+                    )
+                return await inner(request, context)
+            except DomainError as exc:
+                code = exc.grpc_code
+                await context.abort_with_status(
+                    rpc_status.to_status(domain_error_status(exc, self._domain))
+                )
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except Exception:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("unhandled error in %s", method)
+                span_ctx = trace.get_current_span().get_span_context()
+                await context.abort_with_status(
+                    rpc_status.to_status(
+                        status_pb2.Status(
+                            code=code_pb2.INTERNAL,
+                            message=f"internal error (trace {span_ctx.trace_id:032x})",
+                        )
+                    )
+                )
+            finally:
+                if token is not None:
+                    current_principal.reset(token)
+                metrics.GRPC_HANDLED.labels(service, name, code.name).inc()
+                metrics.GRPC_LATENCY.labels(service, name).observe(time.perf_counter() - started)
+
+        return grpc.unary_unary_rpc_method_handler(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def build_server(
+    bindings: Sequence[GrpcBinding], authenticator: Authenticator, *, domain: str
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    public = {f"/{b.full_name}/{m}" for b in bindings for m in b.public_methods}
+    server = grpc.aio.server(
+        interceptors=[ServerInterceptor(authenticator, domain=domain, public=public)],
+        options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
+    )
+    for b in bindings:
+        b.add(b.servicer, server)
+        for method in b.servicer.__class__.__dict__:
+            if method[:1].isupper():
+                metrics.GRPC_HANDLED.labels(b.full_name, method, "OK")  # pre-initialise series
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [b.full_name for b in bindings]
+    reflection.enable_server_reflection(
+        [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    return server, health_servicer
+
+
+async def set_serving(
+    health_servicer: health.aio.HealthServicer, names: Sequence[str], serving: bool
+) -> None:
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in ["", *names]:
+        await health_servicer.set(name, status)

@@ -1,0 +1,234 @@
+"""FastAPI app factory: problem+json errors (RFC 9457), body-size limit, RED metrics,
+/healthz, /readyz, /metrics, OpenAPI, and the principal dependency."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Annotated, Any
+
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message as ProtoMessage
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from opentelemetry import trace
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from crm_platform import metrics
+from crm_platform.auth import Authenticator, Principal
+from crm_platform.errors import DomainError, FieldViolation, PayloadTooLarge
+
+log = logging.getLogger(__name__)
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_BASE = "https://crm.example.dev/problems/"
+
+
+class ApiModel(BaseModel):
+    """Base of request bodies: unknown fields are errors, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class Problem(BaseModel):
+    type: str
+    title: str
+    status: int
+    detail: str
+    reason: str
+    violations: list[dict[str, str]] = []
+    trace_id: str = ""
+
+
+def _trace_id() -> str:
+    ctx = trace.get_current_span().get_span_context()
+    return f"{ctx.trace_id:032x}" if ctx.is_valid else ""
+
+
+def problem_response(
+    status: int,
+    title: str,
+    detail: str,
+    reason: str,
+    violations: Sequence[FieldViolation] = (),
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = Problem(
+        type=PROBLEM_BASE + reason.lower().replace("_", "-"),
+        title=title,
+        status=status,
+        detail=detail,
+        reason=reason,
+        violations=[{"field": v.field, "description": v.description} for v in violations],
+        trace_id=_trace_id(),
+    )
+    return JSONResponse(
+        body.model_dump(), status_code=status, media_type=PROBLEM_JSON, headers=headers
+    )
+
+
+def _loc_to_field(loc: Sequence[Any]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:] if parts[0] == "body" else parts
+    return ".".join(parts) or "body"
+
+
+async def _on_domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DomainError)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
+    return problem_response(
+        exc.http_status, exc.title, exc.message, exc.reason, exc.violations, headers
+    )
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        msg = (
+            next(e for e in errors if e.get("type") == "json_invalid")
+            .get("ctx", {})
+            .get("error", "")
+        )
+        return problem_response(
+            400,
+            "Malformed JSON",
+            f"request body is not valid JSON: {msg}",
+            "MALFORMED_JSON",
+            [FieldViolation("body", "not valid JSON")],
+        )
+    violations = [
+        FieldViolation(
+            _loc_to_field(e.get("loc", ())),
+            "unknown field" if e.get("type") == "extra_forbidden" else str(e.get("msg", "invalid")),
+        )
+        for e in errors
+    ]
+    detail = "; ".join(f"{v.field}: {v.description}" for v in violations)
+    return problem_response(422, "Invalid request", detail, "INVALID_ARGUMENT", violations)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    reason = {404: "ROUTE_NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
+    return problem_response(exc.status_code, str(exc.detail), str(exc.detail), reason)
+
+
+async def _on_unhandled(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem_response(500, "Internal error", "internal error; see trace id", "INTERNAL")
+
+
+class BodyLimitMiddleware:
+    """Rejects bodies over ``max_bytes`` with 413 before the app reads them whole."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise PayloadTooLarge(f"request body exceeds {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problem_response(
+            413,
+            "Payload too large",
+            f"request body exceeds {self.max_bytes} bytes",
+            "PAYLOAD_TOO_LARGE",
+        )
+        await response(scope, receive, send)
+
+
+ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
+
+
+def create_app(
+    *,
+    title: str,
+    routers: Sequence[APIRouter],
+    authenticator: Authenticator,
+    readiness: ReadinessCheck,
+    max_body_bytes: int,
+    version: str = "0.1.0",
+) -> FastAPI:
+    app = FastAPI(title=title, version=version, responses={"4XX": {"model": Problem}})
+    app.state.authenticator = authenticator
+    app.add_exception_handler(DomainError, _on_domain_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(Exception, _on_unhandled)
+
+    @app.middleware("http")
+    async def red_metrics(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.HTTP_REQUESTS.labels(request.method, path, str(response.status_code)).inc()
+        metrics.HTTP_LATENCY.labels(request.method, path).observe(time.perf_counter() - started)
+        return response
+
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        checks = await readiness()
+        ok = all(checks.values())
+        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        body, content_type = metrics.render_latest()
+        return Response(body, media_type=content_type)
+
+    for router in routers:
+        app.include_router(router)
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
+    return app
+
+
+async def _principal(request: Request) -> Principal:
+    authenticator: Authenticator = request.app.state.authenticator
+    principal = await authenticator.authenticate(request.headers.get("authorization"))
+    trace.get_current_span().set_attribute("crm.tenant_id", str(principal.tenant_id))
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(_principal)]
+
+
+def proto_json(message: ProtoMessage) -> dict[str, Any]:
+    """REST bodies are the proto3 JSON mapping with proto field names: one representation
+    for both transports."""
+    return MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )

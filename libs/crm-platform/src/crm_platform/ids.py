@@ -1,0 +1,21 @@
+"""Identifiers: UUIDv7, so primary keys are time-ordered (index-friendly, keyset-pageable)."""
+
+from __future__ import annotations
+
+import uuid
+
+import uuid_utils
+
+from crm_platform.errors import invalid
+
+
+def new_id() -> uuid.UUID:
+    return uuid.UUID(bytes=uuid_utils.uuid7().bytes)
+
+
+def parse_id(value: str, field_name: str = "id") -> uuid.UUID:
+    """Parse a client-supplied id; a malformed one is a field violation, not a 500."""
+    try:
+        return uuid.UUID(value)
+    except (ValueError, AttributeError, TypeError):
+        raise invalid(field_name, "must be a UUID") from None

@@ -1,0 +1,176 @@
+"""Transactional outbox: events are rows written in the use case's transaction; the relay
+publishes them to JetStream with ``Nats-Msg-Id`` = event id and marks them after the PubAck.
+Safe with several replicas: rows are claimed with ``FOR UPDATE SKIP LOCKED``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import Protocol
+
+import sqlalchemy as sa
+from google.protobuf.message import Message
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from crm_platform import metrics
+from crm_platform.db import OUTBOX_DIRTY, Database, platform_metadata
+from crm_platform.events import CONTENT_TYPE, HEADER_EVENT_TYPE, build_event
+from crm_platform.telemetry import inject_headers
+
+log = logging.getLogger(__name__)
+
+outbox = sa.Table(
+    "crm_outbox",
+    platform_metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("seq", sa.BigInteger, sa.Identity(), nullable=False, unique=True),
+    sa.Column("event_type", sa.Text, nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+    sa.Column("headers", JSONB, nullable=False),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_crm_outbox_pending", "seq", postgresql_where=sa.text("published_at IS NULL")),
+)
+
+
+async def add_event(
+    conn: AsyncConnection,
+    *,
+    event_type: str,
+    payload: Message,
+    tenant_id: uuid.UUID | str,
+    org_path: str,
+    producer: str,
+    correlation_id: str = "",
+    causation_id: str = "",
+) -> uuid.UUID:
+    """Stage an event in the caller's transaction. Returns the event id."""
+    envelope = build_event(
+        event_type=event_type,
+        payload=payload,
+        tenant_id=tenant_id,
+        org_path=org_path,
+        producer=producer,
+        correlation_id=correlation_id,
+        causation_id=causation_id,
+    )
+    event_id = uuid.UUID(envelope.id)
+    headers = inject_headers({HEADER_EVENT_TYPE: event_type, "Content-Type": CONTENT_TYPE})
+    await conn.execute(
+        outbox.insert().values(
+            id=event_id, event_type=event_type, data=envelope.SerializeToString(), headers=headers
+        )
+    )
+    conn.info[OUTBOX_DIRTY] = True
+    return event_id
+
+
+class Publisher(Protocol):
+    """What the relay needs from the bus (crm_platform.bus.EventBus)."""
+
+    async def publish(
+        self, event_type: str, data: bytes, headers: dict[str, str], msg_id: str
+    ) -> None: ...
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        db: Database,
+        publisher: Publisher,
+        *,
+        batch_size: int = 500,
+        poll_seconds: float = 0.5,
+        purge_after_seconds: float = 3600.0,
+    ) -> None:
+        self._db = db
+        self._publisher = publisher
+        self._batch_size = batch_size
+        self._poll = poll_seconds
+        self._purge_after = purge_after_seconds
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                published = await self.publish_batch()
+                failures = 0
+            except Exception:
+                failures += 1
+                metrics.EVENTS_PUBLISH_ERRORS.inc()
+                log.warning("outbox publish failed; will retry", exc_info=failures == 1)
+                await self._sleep(min(0.2 * 2**failures, 5.0))
+                continue
+            if published < self._batch_size:
+                await self._wait_for_work()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._db.outbox_signal.set()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _wait_for_work(self) -> None:
+        signal = self._db.outbox_signal
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(signal.wait(), self._poll)
+        signal.clear()
+
+    async def publish_batch(self) -> int:
+        """Claim up to one batch, publish all of it concurrently, mark it; one transaction.
+        If publishing fails the transaction rolls back and the rows stay pending."""
+        async with self._db.engine.begin() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(outbox.c.id, outbox.c.event_type, outbox.c.data, outbox.c.headers)
+                    .where(outbox.c.published_at.is_(None))
+                    .order_by(outbox.c.seq)
+                    .limit(self._batch_size)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            if not rows:
+                return 0
+            await asyncio.gather(
+                *(self._publisher.publish(r.event_type, r.data, r.headers, str(r.id)) for r in rows)
+            )
+            await conn.execute(
+                outbox.update()
+                .where(outbox.c.id.in_([r.id for r in rows]))
+                .values(published_at=sa.func.now())
+            )
+        return len(rows)
+
+    async def refresh_gauges(self) -> None:
+        async with self._db.read() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(sa.func.count(), sa.func.min(outbox.c.created_at)).where(
+                        outbox.c.published_at.is_(None)
+                    )
+                )
+            ).one()
+        metrics.OUTBOX_PENDING.set(row[0])
+        oldest = row[1]
+        metrics.OUTBOX_OLDEST_SECONDS.set(
+            (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
+        )
+
+    async def purge_published(self) -> int:
+        async with self._db.unit_of_work() as conn:
+            result = await conn.execute(
+                outbox.delete().where(
+                    outbox.c.published_at
+                    < sa.func.now() - sa.text(f"interval '{int(self._purge_after)} seconds'")
+                )
+            )
+        return result.rowcount or 0

@@ -1,0 +1,88 @@
+"""OpenTelemetry tracing and JSON logging, switched on by settings (environment)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping, MutableMapping
+
+from opentelemetry import context, propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from pythonjsonlogger.json import JsonFormatter
+
+from crm_platform.config import BaseServiceSettings
+
+_provider: TracerProvider | None = None
+_instrumented = False
+
+
+class _TraceContextFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        ctx = trace.get_current_span().get_span_context()
+        record.trace_id = f"{ctx.trace_id:032x}" if ctx.is_valid else ""
+        record.span_id = f"{ctx.span_id:016x}" if ctx.is_valid else ""
+        return True
+
+
+def configure_logging(settings: BaseServiceSettings) -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.addFilter(_TraceContextFilter())
+    if settings.log_json:
+        handler.setFormatter(
+            JsonFormatter(
+                "%(asctime)s %(levelname)s %(name)s %(message)s %(trace_id)s %(span_id)s",
+                static_fields={"service": settings.service_name},
+            )
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
+
+
+def init_tracing(
+    settings: BaseServiceSettings, extra_processors: tuple[SpanProcessor, ...] = ()
+) -> trace.Tracer:
+    """Install one global tracer provider per process (several in-process services in tests
+    share it; the span's service comes from the ``crm.service`` attribute then)."""
+    global _provider, _instrumented
+    if _provider is None:
+        resource = Resource.create(
+            {
+                "service.name": settings.service_name,
+                "service.namespace": "crm",
+                "service.version": settings.service_version,
+                "deployment.environment.name": settings.deployment_environment,
+            }
+        )
+        _provider = TracerProvider(resource=resource)
+        if settings.otel_exporter_otlp_endpoint:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+            _provider.add_span_processor(
+                BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otel_exporter_otlp_endpoint))
+            )
+        trace.set_tracer_provider(_provider)
+    for processor in extra_processors:
+        _provider.add_span_processor(processor)
+    if not _instrumented:
+        from opentelemetry.instrumentation.grpc import (
+            GrpcAioInstrumentorClient,
+            GrpcAioInstrumentorServer,
+        )
+
+        GrpcAioInstrumentorServer().instrument()
+        GrpcAioInstrumentorClient().instrument()
+        _instrumented = True
+    return trace.get_tracer(f"crm.{settings.service_name}")
+
+
+def inject_headers(carrier: MutableMapping[str, str]) -> MutableMapping[str, str]:
+    """Write W3C trace context of the current span into message headers."""
+    propagate.inject(carrier)
+    return carrier
+
+
+def extract_context(headers: Mapping[str, str] | None) -> context.Context:
+    return propagate.extract(dict(headers or {}))

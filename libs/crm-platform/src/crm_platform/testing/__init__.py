@@ -1,0 +1,1 @@
+"""Test support: real PostgreSQL and NATS servers (never fakes) and in-process services."""
