@@ -25,6 +25,47 @@ async def directory(starter: ServiceStarter) -> Runtime:
     return await starter.start(DEFINITION, bootstrap_token=BOOTSTRAP)
 
 
+async def _start(starter: ServiceStarter, directory: Runtime, service: str) -> Runtime:
+    module = __import__(f"crm_{service.replace('-', '_')}.__main__", fromlist=["DEFINITION"])
+    return await starter.start(module.DEFINITION, directory=directory)
+
+
+# One in-process instance of each service per test run, shared by service tests and
+# tests/integration (each has its own database; all share the run's NATS namespace).
+@pytest.fixture(scope="session")
+async def leads(starter: ServiceStarter, directory: Runtime) -> Runtime:
+    return await _start(starter, directory, "leads")
+
+
+@pytest.fixture(scope="session")
+async def customers(starter: ServiceStarter, directory: Runtime) -> Runtime:
+    return await _start(starter, directory, "customers")
+
+
+@pytest.fixture(scope="session")
+async def sales(starter: ServiceStarter, directory: Runtime) -> Runtime:
+    return await _start(starter, directory, "sales")
+
+
+@pytest.fixture(scope="session")
+async def service_desk(starter: ServiceStarter, directory: Runtime) -> Runtime:
+    return await _start(starter, directory, "service-desk")
+
+
+@pytest.fixture(scope="session")
+async def marketing(starter: ServiceStarter, directory: Runtime) -> Runtime:
+    return await _start(starter, directory, "marketing")
+
+
+@pytest.fixture(scope="session")
+async def analytics(starter: ServiceStarter, directory: Runtime) -> Runtime:
+    return await _start(starter, directory, "analytics")
+
+
+def http_client(rt: Runtime) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=f"http://127.0.0.1:{rt.http_port}", timeout=10)
+
+
 @dataclass
 class Tenant:
     """A tenant with HQ -> east region -> dealers d1, d2 and tokens for users in each."""
@@ -45,8 +86,12 @@ async def make_tenant(directory: Runtime) -> Tenant:
     async with httpx.AsyncClient(base_url=base, timeout=10) as c:
         r = await c.post(
             "/v1/tenants",
-            json={"slug": slug, "display_name": "Test Co", "admin_username": "admin",
-                  "admin_password": "admin-pass-1"},
+            json={
+                "slug": slug,
+                "display_name": "Test Co",
+                "admin_username": "admin",
+                "admin_password": "admin-pass-1",
+            },
             headers={"Authorization": f"Bootstrap {BOOTSTRAP}"},
         )
         r.raise_for_status()
@@ -55,7 +100,9 @@ async def make_tenant(directory: Runtime) -> Tenant:
         tenant.units["hq"] = created["root"]
 
         async def login(user: str, password: str) -> str:
-            resp = await c.post("/v1/auth/token", json={"tenant": slug, "username": user, "password": password})
+            resp = await c.post(
+                "/v1/auth/token", json={"tenant": slug, "username": user, "password": password}
+            )
             resp.raise_for_status()
             return str(resp.json()["access_token"])
 
@@ -65,8 +112,12 @@ async def make_tenant(directory: Runtime) -> Tenant:
         async def unit(name: str, parent: str, kind: str) -> None:
             resp = await c.post(
                 "/v1/org-units",
-                json={"parent_id": tenant.units[parent]["id"], "kind": kind, "code": name,
-                      "display_name": name.upper()},
+                json={
+                    "parent_id": tenant.units[parent]["id"],
+                    "kind": kind,
+                    "code": name,
+                    "display_name": name.upper(),
+                },
                 headers=admin,
             )
             resp.raise_for_status()
@@ -82,8 +133,12 @@ async def make_tenant(directory: Runtime) -> Tenant:
         ):
             resp = await c.post(
                 "/v1/users",
-                json={"org_unit_id": tenant.units[where]["id"], "username": user,
-                      "password": f"{user}-pw-123", "roles": roles},
+                json={
+                    "org_unit_id": tenant.units[where]["id"],
+                    "username": user,
+                    "password": f"{user}-pw-123",
+                    "roles": roles,
+                },
                 headers=admin,
             )
             resp.raise_for_status()
@@ -103,5 +158,7 @@ async def other_tenant(directory: Runtime) -> Tenant:
 
 @pytest.fixture
 async def dir_client(directory: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{directory.http_port}", timeout=10) as c:
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{directory.http_port}", timeout=10
+    ) as c:
         yield c

@@ -14,9 +14,9 @@ import asyncpg
 from sqlalchemy.engine import make_url
 
 sys.path.insert(0, os.path.dirname(__file__))
-from suite import definition  # noqa: E402
+from suite import definition
 
-from crm_platform.migrations import autogenerate  # noqa: E402
+from crm_platform.migrations import autogenerate
 
 
 async def run(service: str, message: str) -> None:

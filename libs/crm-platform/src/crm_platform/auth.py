@@ -195,3 +195,11 @@ class Authenticator:
         principal = await self._resolve_api_key(secret)
         self._api_key_cache[secret] = (now + self._api_key_ttl, principal)
         return principal
+
+
+def require_principal() -> Principal:
+    """The caller of the current gRPC request (set by the server interceptor)."""
+    principal = current_principal.get()
+    if principal is None:
+        raise Unauthenticated("no credentials", reason="CREDENTIALS_MISSING")
+    return principal

@@ -12,7 +12,8 @@ from crm_directory.models import metadata
 from crm_directory.settings import Settings
 from crm_platform.auth import ApiKeyResolver, Principal
 from crm_platform.db import platform_metadata
-from crm_platform.runtime import Runtime, ServiceDefinition, main as run_main
+from crm_platform.runtime import Runtime, ServiceDefinition
+from crm_platform.runtime import main as run_main
 
 
 async def _load_keys(rt: Runtime) -> None:

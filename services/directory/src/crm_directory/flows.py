@@ -25,8 +25,13 @@ def check_bootstrap(settings: Settings, authorization: str | None) -> None:
 
 
 async def onboard_tenant(
-    *, conn: AsyncConnection, slug: str, display_name: str, default_region: str,
-    admin_username: str, admin_password: str,
+    *,
+    conn: AsyncConnection,
+    slug: str,
+    display_name: str,
+    default_region: str,
+    admin_username: str,
+    admin_password: str,
 ) -> tuple[Any, Any, Any]:
     """Tenant + HQ root unit + first admin, atomically."""
     identity_rules.validate_username(admin_username)
@@ -35,7 +40,13 @@ async def onboard_tenant(
         conn=conn, slug=slug, display_name=display_name, default_region=default_region or "CN"
     )
     admin = await insert_user(
-        conn=conn, tenant_id=tenant.id, org_unit_id=root.id, username=admin_username,
-        password_hash=password_hash, display_name="Administrator", email="", roles=[ROLE_ADMIN],
+        conn=conn,
+        tenant_id=tenant.id,
+        org_unit_id=root.id,
+        username=admin_username,
+        password_hash=password_hash,
+        display_name="Administrator",
+        email="",
+        roles=[ROLE_ADMIN],
     )
     return tenant, root, admin

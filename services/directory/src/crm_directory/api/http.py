@@ -10,7 +10,12 @@ from pydantic import Field
 from crm.directory.v1 import directory_pb2
 from crm_directory import flows
 from crm_directory.identity import service as identity
-from crm_directory.mapping import api_key_to_proto, org_unit_to_proto, tenant_to_proto, user_to_proto
+from crm_directory.mapping import (
+    api_key_to_proto,
+    org_unit_to_proto,
+    tenant_to_proto,
+    user_to_proto,
+)
 from crm_directory.org import service as org
 from crm_directory.settings import Settings
 from crm_platform.http import ApiModel, CurrentPrincipal, proto_json
@@ -76,12 +81,17 @@ def router(rt: Runtime) -> APIRouter:  # noqa: C901 - one closure per route
         return dict(keys.jwks)
 
     @r.post("/v1/tenants", status_code=201, tags=["tenants"])
-    async def create_tenant(body: TenantIn, authorization: Annotated[str | None, Header()] = None) -> Json:
+    async def create_tenant(
+        body: TenantIn, authorization: Annotated[str | None, Header()] = None
+    ) -> Json:
         flows.check_bootstrap(settings, authorization)
         async with rt.db.unit_of_work() as conn:
             tenant, root, admin = await flows.onboard_tenant(
-                conn=conn, slug=body.slug, display_name=body.display_name,
-                default_region=body.default_region, admin_username=body.admin_username,
+                conn=conn,
+                slug=body.slug,
+                display_name=body.display_name,
+                default_region=body.default_region,
+                admin_username=body.admin_username,
                 admin_password=body.admin_password,
             )
         return {
@@ -93,7 +103,9 @@ def router(rt: Runtime) -> APIRouter:  # noqa: C901 - one closure per route
     @r.get("/v1/tenants/{tenant_id}", tags=["tenants"])
     async def get_tenant(tenant_id: str, principal: CurrentPrincipal) -> Json:
         async with rt.db.read() as conn:
-            row = await org.get_tenant(conn=conn, principal=principal, tenant_id=parse_id(tenant_id))
+            row = await org.get_tenant(
+                conn=conn, principal=principal, tenant_id=parse_id(tenant_id)
+            )
         return proto_json(tenant_to_proto(row))
 
     @r.post("/v1/auth/token", tags=["auth"])
@@ -103,15 +115,21 @@ def router(rt: Runtime) -> APIRouter:  # noqa: C901 - one closure per route
                 conn=conn, tenant_slug=body.tenant, username=body.username, password=body.password
             )
         ttl = settings.token_ttl_seconds
-        token = keys.issue(principal, issuer=settings.jwt_issuer, audience=settings.jwt_audience, ttl=ttl)
+        token = keys.issue(
+            principal, issuer=settings.jwt_issuer, audience=settings.jwt_audience, ttl=ttl
+        )
         return {"access_token": token, "token_type": "Bearer", "expires_in": ttl}
 
     @r.post("/v1/org-units", status_code=201, tags=["org-units"])
     async def create_org_unit(body: OrgUnitIn, principal: CurrentPrincipal) -> Json:
         async with rt.db.unit_of_work() as conn:
             row = await org.create_org_unit(
-                conn=conn, principal=principal, parent_id=parse_id(body.parent_id, "parent_id"),
-                kind=KINDS[body.kind], code=body.code, display_name=body.display_name,
+                conn=conn,
+                principal=principal,
+                parent_id=parse_id(body.parent_id, "parent_id"),
+                kind=KINDS[body.kind],
+                code=body.code,
+                display_name=body.display_name,
             )
         return proto_json(org_unit_to_proto(row))
 
@@ -123,19 +141,26 @@ def router(rt: Runtime) -> APIRouter:  # noqa: C901 - one closure per route
         async with rt.db.read() as conn:
             rows = await org.list_org_units(conn=conn, principal=principal, page=page)
         items, token = page_of(rows, page)
-        return {"org_units": [proto_json(org_unit_to_proto(x)) for x in items], "next_page_token": token}
+        return {
+            "org_units": [proto_json(org_unit_to_proto(x)) for x in items],
+            "next_page_token": token,
+        }
 
     @r.get("/v1/org-units/{org_unit_id}", tags=["org-units"])
     async def get_org_unit(org_unit_id: str, principal: CurrentPrincipal) -> Json:
         async with rt.db.read() as conn:
-            row = await org.get_org_unit(conn=conn, principal=principal, org_unit_id=parse_id(org_unit_id))
+            row = await org.get_org_unit(
+                conn=conn, principal=principal, org_unit_id=parse_id(org_unit_id)
+            )
         return proto_json(org_unit_to_proto(row))
 
     @r.post("/v1/org-units/{org_unit_id}:move", tags=["org-units"])
     async def move_org_unit(org_unit_id: str, body: MoveIn, principal: CurrentPrincipal) -> Json:
         async with rt.db.unit_of_work() as conn:
             row = await org.move_org_unit(
-                conn=conn, principal=principal, org_unit_id=parse_id(org_unit_id),
+                conn=conn,
+                principal=principal,
+                org_unit_id=parse_id(org_unit_id),
                 new_parent_id=parse_id(body.new_parent_id, "new_parent_id"),
             )
         return proto_json(org_unit_to_proto(row))
@@ -144,14 +169,21 @@ def router(rt: Runtime) -> APIRouter:  # noqa: C901 - one closure per route
     async def create_user(body: UserIn, principal: CurrentPrincipal) -> Json:
         async with rt.db.unit_of_work() as conn:
             row = await identity.create_user(
-                conn=conn, principal=principal, org_unit_id=parse_id(body.org_unit_id, "org_unit_id"),
-                username=body.username, password=body.password, display_name=body.display_name,
-                email=body.email, roles=body.roles,
+                conn=conn,
+                principal=principal,
+                org_unit_id=parse_id(body.org_unit_id, "org_unit_id"),
+                username=body.username,
+                password=body.password,
+                display_name=body.display_name,
+                email=body.email,
+                roles=body.roles,
             )
         return proto_json(user_to_proto(row))
 
     @r.get("/v1/users", tags=["users"])
-    async def list_users(principal: CurrentPrincipal, page_size: PageSize = 50, page_token: str = "") -> Json:
+    async def list_users(
+        principal: CurrentPrincipal, page_size: PageSize = 50, page_token: str = ""
+    ) -> Json:
         page = page_request(page_size, page_token)
         async with rt.db.read() as conn:
             rows = await identity.list_users(conn=conn, principal=principal, page=page)
@@ -172,8 +204,11 @@ def router(rt: Runtime) -> APIRouter:  # noqa: C901 - one closure per route
     async def create_api_key(body: ApiKeyIn, principal: CurrentPrincipal) -> Json:
         async with rt.db.unit_of_work() as conn:
             row, secret = await identity.create_api_key(
-                conn=conn, principal=principal, org_unit_id=parse_id(body.org_unit_id, "org_unit_id"),
-                display_name=body.display_name, roles=body.roles,
+                conn=conn,
+                principal=principal,
+                org_unit_id=parse_id(body.org_unit_id, "org_unit_id"),
+                display_name=body.display_name,
+                roles=body.roles,
             )
         return {"api_key": proto_json(api_key_to_proto(row)), "secret": secret}
 

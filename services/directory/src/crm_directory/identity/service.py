@@ -27,9 +27,8 @@ _hasher = PasswordHasher()
 # Verifying against this keeps an unknown username as slow as a wrong password.
 _DUMMY_HASH = _hasher.hash("not-a-real-password")
 
-_user_view = (
-    sa.select(*users.c, org_units.c.path.label("org_path"))
-    .join(org_units, org_units.c.id == users.c.org_unit_id)
+_user_view = sa.select(*users.c, org_units.c.path.label("org_path")).join(
+    org_units, org_units.c.id == users.c.org_unit_id
 )
 
 
@@ -38,45 +37,74 @@ async def hash_password(password: str) -> str:
 
 
 async def insert_user(
-    *, conn: AsyncConnection, tenant_id: uuid.UUID, org_unit_id: uuid.UUID, username: str,
-    password_hash: str, display_name: str, email: str, roles: list[str],
+    *,
+    conn: AsyncConnection,
+    tenant_id: uuid.UUID,
+    org_unit_id: uuid.UUID,
+    username: str,
+    password_hash: str,
+    display_name: str,
+    email: str,
+    roles: list[str],
 ) -> Any:
     user_id = new_id()
     try:
         async with conn.begin_nested():
             await conn.execute(
                 users.insert().values(
-                    id=user_id, tenant_id=tenant_id, org_unit_id=org_unit_id, username=username,
-                    display_name=display_name or username, email=email,
-                    password_hash=password_hash, roles=roles,
+                    id=user_id,
+                    tenant_id=tenant_id,
+                    org_unit_id=org_unit_id,
+                    username=username,
+                    display_name=display_name or username,
+                    email=email,
+                    password_hash=password_hash,
+                    roles=roles,
                 )
             )
     except IntegrityError:
         raise AlreadyExists(f"username {username!r} is taken", reason="USERNAME_TAKEN") from None
     row = (await conn.execute(_user_view.where(users.c.id == user_id))).one()
     await add_event(
-        conn, event_type="crm.directory.user.created.v1",
+        conn,
+        event_type="crm.directory.user.created.v1",
         payload=events_pb2.UserCreated(user=user_to_proto(row)),
-        tenant_id=tenant_id, org_path=row.org_path, producer="directory",
+        tenant_id=tenant_id,
+        org_path=row.org_path,
+        producer="directory",
     )
     return row
 
 
 async def create_user(
-    *, conn: AsyncConnection, principal: Principal, org_unit_id: uuid.UUID, username: str,
-    password: str, display_name: str, email: str, roles: list[str],
+    *,
+    conn: AsyncConnection,
+    principal: Principal,
+    org_unit_id: uuid.UUID,
+    username: str,
+    password: str,
+    display_name: str,
+    email: str,
+    roles: list[str],
 ) -> Any:
     principal.require_any([ROLE_ADMIN, ROLE_MANAGER])
     rules.validate_username(username)
     granted = rules.validate_roles(roles)
     if ROLE_ADMIN in granted and ROLE_ADMIN not in principal.roles:
-        raise PermissionDenied("only a tenant admin can grant tenant_admin", reason="ROLE_ESCALATION")
+        raise PermissionDenied(
+            "only a tenant admin can grant tenant_admin", reason="ROLE_ESCALATION"
+        )
     if email and "@" not in email:
         raise invalid("email", "not an email address")
     unit = await get_org_unit(conn=conn, principal=principal, org_unit_id=org_unit_id)
     return await insert_user(
-        conn=conn, tenant_id=unit.tenant_id, org_unit_id=unit.id, username=username,
-        password_hash=await hash_password(password), display_name=display_name, email=email,
+        conn=conn,
+        tenant_id=unit.tenant_id,
+        org_unit_id=unit.id,
+        username=username,
+        password_hash=await hash_password(password),
+        display_name=display_name,
+        email=email,
         roles=granted,
     )
 
@@ -97,7 +125,9 @@ async def get_user(*, conn: AsyncConnection, principal: Principal, user_id: uuid
     return row
 
 
-async def list_users(*, conn: AsyncConnection, principal: Principal, page: PageRequest) -> list[Any]:
+async def list_users(
+    *, conn: AsyncConnection, principal: Principal, page: PageRequest
+) -> list[Any]:
     stmt = _user_view.where(_visible_users(principal)).order_by(users.c.id).limit(page.size + 1)
     if page.after is not None:
         stmt = stmt.where(users.c.id > page.after)
@@ -122,13 +152,20 @@ async def authenticate_user(
     if row is None:
         raise Unauthenticated("wrong tenant, username or password", reason="LOGIN_FAILED")
     return Principal(
-        tenant_id=row.tenant_id, subject=str(row.id), org_unit_id=row.org_unit_id,
-        org_path=row.org_path, roles=frozenset(row.roles),
+        tenant_id=row.tenant_id,
+        subject=str(row.id),
+        org_unit_id=row.org_unit_id,
+        org_path=row.org_path,
+        roles=frozenset(row.roles),
     )
 
 
 async def create_api_key(
-    *, conn: AsyncConnection, principal: Principal, org_unit_id: uuid.UUID, display_name: str,
+    *,
+    conn: AsyncConnection,
+    principal: Principal,
+    org_unit_id: uuid.UUID,
+    display_name: str,
     roles: list[str],
 ) -> tuple[Any, str]:
     principal.require_any([ROLE_ADMIN, ROLE_MANAGER])
@@ -136,14 +173,21 @@ async def create_api_key(
         raise invalid("display_name", "required")
     granted = rules.api_key_roles(roles)
     if ROLE_ADMIN in granted and ROLE_ADMIN not in principal.roles:
-        raise PermissionDenied("only a tenant admin can grant tenant_admin", reason="ROLE_ESCALATION")
+        raise PermissionDenied(
+            "only a tenant admin can grant tenant_admin", reason="ROLE_ESCALATION"
+        )
     unit = await get_org_unit(conn=conn, principal=principal, org_unit_id=org_unit_id)
     secret, prefix, digest = rules.new_api_key()
     key_id = new_id()
     await conn.execute(
         api_keys.insert().values(
-            id=key_id, tenant_id=unit.tenant_id, org_unit_id=unit.id, display_name=display_name,
-            roles=granted, prefix=prefix, secret_sha256=digest,
+            id=key_id,
+            tenant_id=unit.tenant_id,
+            org_unit_id=unit.id,
+            display_name=display_name,
+            roles=granted,
+            prefix=prefix,
+            secret_sha256=digest,
         )
     )
     row = (await conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id))).one()
@@ -161,6 +205,9 @@ async def resolve_api_key(*, conn: AsyncConnection, secret: str) -> Principal:
     if row is None:
         raise Unauthenticated("unknown or revoked API key", reason="API_KEY_INVALID")
     return Principal(
-        tenant_id=row.tenant_id, subject=f"apikey:{row.id}", org_unit_id=row.org_unit_id,
-        org_path=row.org_path, roles=frozenset(row.roles),
+        tenant_id=row.tenant_id,
+        subject=f"apikey:{row.id}",
+        org_unit_id=row.org_unit_id,
+        org_path=row.org_path,
+        roles=frozenset(row.roles),
     )

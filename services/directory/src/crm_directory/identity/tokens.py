@@ -29,7 +29,9 @@ class SigningKeys:
         """Load the active key, creating one on first start (race-safe across replicas:
         a fixed advisory lock serialises the create)."""
         await conn.execute(sa.text("SELECT pg_advisory_xact_lock(727001)"))
-        rows = (await conn.execute(sa.select(signing_keys).order_by(signing_keys.c.create_time))).all()
+        rows = (
+            await conn.execute(sa.select(signing_keys).order_by(signing_keys.c.create_time))
+        ).all()
         if not rows:
             key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
             pem = key.private_bytes(
@@ -38,7 +40,9 @@ class SigningKeys:
                 serialization.NoEncryption(),
             )
             await conn.execute(
-                insert(signing_keys).values(kid=uuid.uuid4().hex, private_pem=pem).on_conflict_do_nothing()
+                insert(signing_keys)
+                .values(kid=uuid.uuid4().hex, private_pem=pem)
+                .on_conflict_do_nothing()
             )
             rows = (await conn.execute(sa.select(signing_keys))).all()
         keys = []

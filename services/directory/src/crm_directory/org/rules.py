@@ -13,7 +13,9 @@ REGION_RE = re.compile(r"^[A-Z]{2}$")
 
 def validate_code(code: str, field_name: str = "code") -> str:
     if not CODE_RE.fullmatch(code):
-        raise invalid(field_name, "1-40 characters of a-z, 0-9 and '-', starting with a letter or digit")
+        raise invalid(
+            field_name, "1-40 characters of a-z, 0-9 and '-', starting with a letter or digit"
+        )
     return code
 
 

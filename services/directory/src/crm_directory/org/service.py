@@ -34,7 +34,10 @@ async def create_tenant(
         async with conn.begin_nested():
             await conn.execute(
                 tenants.insert().values(
-                    id=tenant_id, slug=slug, display_name=display_name, default_region=default_region
+                    id=tenant_id,
+                    slug=slug,
+                    display_name=display_name,
+                    default_region=default_region,
                 )
             )
     except IntegrityError:
@@ -42,16 +45,24 @@ async def create_tenant(
     path = rules.root_path(slug)
     await conn.execute(
         org_units.insert().values(
-            id=root_id, tenant_id=tenant_id, parent_id=None, kind=directory_pb2.ORG_UNIT_KIND_HQ,
-            code=slug, display_name=display_name, path=path,
+            id=root_id,
+            tenant_id=tenant_id,
+            parent_id=None,
+            kind=directory_pb2.ORG_UNIT_KIND_HQ,
+            code=slug,
+            display_name=display_name,
+            path=path,
         )
     )
     tenant = (await conn.execute(sa.select(tenants).where(tenants.c.id == tenant_id))).one()
     root = (await conn.execute(sa.select(org_units).where(org_units.c.id == root_id))).one()
     await add_event(
-        conn, event_type="crm.directory.tenant.created.v1",
+        conn,
+        event_type="crm.directory.tenant.created.v1",
         payload=events_pb2.TenantCreated(tenant=tenant_to_proto(tenant)),
-        tenant_id=tenant_id, org_path=path, producer=PRODUCER,
+        tenant_id=tenant_id,
+        org_path=path,
+        producer=PRODUCER,
     )
     await _org_unit_created(conn, root)
     return tenant, root
@@ -59,9 +70,12 @@ async def create_tenant(
 
 async def _org_unit_created(conn: AsyncConnection, row: Any) -> None:
     await add_event(
-        conn, event_type="crm.directory.org_unit.created.v1",
+        conn,
+        event_type="crm.directory.org_unit.created.v1",
         payload=events_pb2.OrgUnitCreated(org_unit=org_unit_to_proto(row)),
-        tenant_id=row.tenant_id, org_path=row.path, producer=PRODUCER,
+        tenant_id=row.tenant_id,
+        org_path=row.path,
+        producer=PRODUCER,
     )
 
 
@@ -79,7 +93,9 @@ def _visible(principal: Principal) -> sa.ColumnElement[bool]:
     )
 
 
-async def get_org_unit(*, conn: AsyncConnection, principal: Principal, org_unit_id: uuid.UUID) -> Any:
+async def get_org_unit(
+    *, conn: AsyncConnection, principal: Principal, org_unit_id: uuid.UUID
+) -> Any:
     row = (
         await conn.execute(
             sa.select(org_units).where(org_units.c.id == org_unit_id, _visible(principal))
@@ -93,14 +109,24 @@ async def get_org_unit(*, conn: AsyncConnection, principal: Principal, org_unit_
 async def list_org_units(
     *, conn: AsyncConnection, principal: Principal, page: PageRequest
 ) -> list[Any]:
-    stmt = sa.select(org_units).where(_visible(principal)).order_by(org_units.c.id).limit(page.size + 1)
+    stmt = (
+        sa.select(org_units)
+        .where(_visible(principal))
+        .order_by(org_units.c.id)
+        .limit(page.size + 1)
+    )
     if page.after is not None:
         stmt = stmt.where(org_units.c.id > page.after)
     return list((await conn.execute(stmt)).all())
 
 
 async def create_org_unit(
-    *, conn: AsyncConnection, principal: Principal, parent_id: uuid.UUID, kind: int, code: str,
+    *,
+    conn: AsyncConnection,
+    principal: Principal,
+    parent_id: uuid.UUID,
+    kind: int,
+    code: str,
     display_name: str,
 ) -> Any:
     principal.require_any([ROLE_ADMIN, ROLE_MANAGER])
@@ -114,8 +140,13 @@ async def create_org_unit(
         async with conn.begin_nested():
             await conn.execute(
                 org_units.insert().values(
-                    id=unit_id, tenant_id=parent.tenant_id, parent_id=parent.id, kind=kind,
-                    code=code, display_name=display_name, path=rules.child_path(parent.path, code),
+                    id=unit_id,
+                    tenant_id=parent.tenant_id,
+                    parent_id=parent.id,
+                    kind=kind,
+                    code=code,
+                    display_name=display_name,
+                    path=rules.child_path(parent.path, code),
                 )
             )
     except IntegrityError:
@@ -159,10 +190,13 @@ async def move_org_unit(
         ) from None
     row = (await conn.execute(sa.select(org_units).where(org_units.c.id == node.id))).one()
     await add_event(
-        conn, event_type="crm.directory.org_unit.moved.v1",
+        conn,
+        event_type="crm.directory.org_unit.moved.v1",
         payload=events_pb2.OrgUnitMoved(
             org_unit=org_unit_to_proto(row), old_path=old_prefix, new_path=new_prefix
         ),
-        tenant_id=row.tenant_id, org_path=new_prefix, producer=PRODUCER,
+        tenant_id=row.tenant_id,
+        org_path=new_prefix,
+        producer=PRODUCER,
     )
     return row
