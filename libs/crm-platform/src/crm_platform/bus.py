@@ -68,8 +68,11 @@ class EventBus:
         return self.nc is not None and self.nc.is_connected
 
     async def close(self) -> None:
+        # Consumers have stopped fetching by now; unacked messages are redelivered to
+        # another replica, so a plain close is safe (drain would wait out its 30 s timeout
+        # on idle pull subscriptions).
         if self.nc is not None and not self.nc.is_closed:
-            await self.nc.drain()
+            await self.nc.close()
 
     async def ensure_streams(self) -> None:
         """Idempotently declare every stream of the suite (any service may start first)."""

@@ -3,12 +3,16 @@ namespace shared by the test run (so reruns and shared servers never collide).""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import make_url
 
 from crm_platform import migrations
 from crm_platform.runtime import Runtime, ServiceDefinition
+
+T = TypeVar("T")
 
 
 class ServiceStarter:
@@ -56,3 +60,17 @@ class ServiceStarter:
     async def stop_all(self) -> None:
         while self.running:
             await self.running.pop().stop(grace=1.0)
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T]], *, timeout: float = 20.0, interval: float = 0.1
+) -> T:
+    """Poll ``check`` until it returns without AssertionError (for event-driven effects)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            return await check()
+        except AssertionError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+        await asyncio.sleep(interval)

@@ -1,0 +1,47 @@
+"""Projection updates (from events) and report queries. Never commit."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from crm.leads.v1 import events_pb2
+from crm_analytics.leadcounts.models import lead_counts_daily as t
+from crm_platform.auth import Principal, visible_to
+from crm_platform.events import ReceivedEvent
+
+
+async def on_lead_created(conn: AsyncConnection, event: ReceivedEvent) -> None:
+    """+1 for the owning org unit on the day the lead was created (set-based upsert; runs in
+    the consumer's transaction together with the inbox row, so it applies exactly once)."""
+    assert isinstance(event.payload, events_pb2.LeadCreated)
+    lead = event.payload.lead
+    day = lead.create_time.ToDatetime().date()
+    stmt = insert(t).values(
+        tenant_id=lead.tenant_id,
+        owner_org_id=lead.owner_org_id,
+        day=day,
+        owner_org_path=lead.owner_org_path,
+        lead_count=1,
+    )
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[t.c.tenant_id, t.c.owner_org_id, t.c.day],
+            set_={"lead_count": t.c.lead_count + 1, "owner_org_path": stmt.excluded.owner_org_path},
+        )
+    )
+
+
+async def lead_counts(
+    *, conn: AsyncConnection, principal: Principal, start: date | None, end: date | None
+) -> list[Any]:
+    stmt = sa.select(t).where(visible_to(t, principal)).order_by(t.c.day, t.c.owner_org_path)
+    if start:
+        stmt = stmt.where(t.c.day >= start)
+    if end:
+        stmt = stmt.where(t.c.day <= end)
+    return list((await conn.execute(stmt)).all())

@@ -1,0 +1,108 @@
+"""Cross-service flows through public APIs and real NATS: visibility across the dealer
+tree, lead events feeding analytics, exactly-once under redelivery."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import nats
+import pytest
+
+from conftest import Tenant, http_client
+from crm_platform.events import Namespace, parse_event
+from crm_platform.runtime import Runtime
+from crm_platform.testing.harness import eventually
+
+pytestmark = pytest.mark.integration
+
+
+async def lead_total(analytics: Runtime, tenant: Tenant, who: str = "admin") -> int:
+    async with http_client(analytics) as c:
+        r = await c.get("/v1/reports/lead-counts", headers=tenant.auth(who))
+        assert r.status_code == 200, r.text
+        return int(r.json()["total"])
+
+
+async def create_lead(
+    leads: Runtime, tenant: Tenant, who: str, name: str = "Wang"
+) -> dict[str, str]:
+    async with http_client(leads) as c:
+        r = await c.post(
+            "/v1/leads",
+            json={"full_name": name, "email": f"{uuid.uuid4().hex[:8]}@example.com"},
+            headers=tenant.auth(who),
+        )
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
+
+async def test_dealer_lead_visible_to_hq_and_dealer_not_to_sibling(
+    leads: Runtime, tenant: Tenant
+) -> None:
+    lead = await create_lead(leads, tenant, "d1-rep")
+    async with http_client(leads) as c:
+        for who in ("d1-rep", "hq-manager", "admin"):
+            r = await c.get(f"/v1/leads/{lead['id']}", headers=tenant.auth(who))
+            assert r.status_code == 200, (who, r.text)
+        r = await c.get(f"/v1/leads/{lead['id']}", headers=tenant.auth("d2-rep"))
+        assert r.status_code == 404  # not 403: existence does not leak
+        listed = await c.get("/v1/leads", params={"page_size": 1000}, headers=tenant.auth("d2-rep"))
+        assert lead["id"] not in {x["id"] for x in listed.json()["leads"]}
+
+
+async def test_lead_event_updates_analytics_counts(
+    leads: Runtime, analytics: Runtime, tenant: Tenant
+) -> None:
+    before_hq = await lead_total(analytics, tenant)
+    before_d2 = await lead_total(analytics, tenant, "d2-rep")
+    await create_lead(leads, tenant, "d1-rep")
+
+    async def counted() -> None:
+        assert await lead_total(analytics, tenant) == before_hq + 1
+
+    await eventually(counted)
+    # The sibling dealer's report does not move: analytics applies the same visibility.
+    assert await lead_total(analytics, tenant, "d2-rep") == before_d2
+
+
+async def test_redelivered_event_is_applied_once(
+    leads: Runtime, analytics: Runtime, tenant: Tenant, nats_url: str
+) -> None:
+    await create_lead(leads, tenant, "d1-rep", name="Redelivered")
+
+    async def settled() -> int:
+        total = await lead_total(analytics, tenant)
+        pending = await analytics.bus.js.consumer_info(
+            Namespace(analytics.settings.nats_namespace).stream("CRM_LEADS"),
+            "analytics-lead-created",
+        )
+        assert pending.num_pending == 0 and pending.num_ack_pending == 0
+        return total
+
+    total = await eventually(settled)
+    # Publish the newest lead event again under a new Nats-Msg-Id, as a relay would after
+    # the de-duplication window: JetStream delivers it, the inbox must drop it.
+    ns = Namespace(analytics.settings.nats_namespace)
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        last = await js.get_last_msg(
+            ns.stream("CRM_LEADS"), ns.subject("crm.leads.lead.created.v1")
+        )
+        event = parse_event(last.data or b"")
+        assert event.payload.lead.full_name == "Redelivered"  # type: ignore[attr-defined]
+        await js.publish(
+            last.subject or "", last.data or b"", headers={"Nats-Msg-Id": f"replay-{uuid.uuid4()}"}
+        )
+    finally:
+        await nc.close()
+
+    async def replay_seen() -> None:
+        info = await analytics.bus.js.consumer_info(
+            ns.stream("CRM_LEADS"), "analytics-lead-created"
+        )
+        assert info.num_pending == 0 and info.num_ack_pending == 0
+
+    await eventually(replay_seen)
+    assert await lead_total(analytics, tenant) == total
