@@ -65,7 +65,7 @@ async def test_nats_outage_loses_no_event(
         assert pending == DURING
 
         server.start()
-        await eventually(lambda: reaches(BEFORE + DURING), timeout=60)
+        await eventually(lambda: reaches(BEFORE + DURING), within=60)
         await asyncio.sleep(2)  # late duplicates would land now
         assert await analytics_total() == BEFORE + DURING
         async with analytics.db.read() as conn:

@@ -63,10 +63,10 @@ class ServiceStarter:
 
 
 async def eventually(
-    check: Callable[[], Awaitable[T]], *, timeout: float = 20.0, interval: float = 0.1
+    check: Callable[[], Awaitable[T]], *, within: float = 20.0, interval: float = 0.1
 ) -> T:
     """Poll ``check`` until it returns without AssertionError (for event-driven effects)."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + within
     while True:
         try:
             return await check()
