@@ -23,6 +23,19 @@ async def lead_total(analytics: Runtime, tenant: Tenant, who: str = "admin") -> 
         return int(r.json()["total"])
 
 
+async def settled_total(analytics: Runtime, tenant: Tenant, who: str = "admin") -> int:
+    """The report once analytics has consumed everything published so far."""
+    ns = Namespace(analytics.settings.nats_namespace)
+
+    async def drained() -> int:
+        stream = ns.stream("CRM_LEADS")
+        info = await analytics.bus.js.consumer_info(stream, "analytics-lead-created")
+        assert info.num_pending == 0 and info.num_ack_pending == 0
+        return await lead_total(analytics, tenant, who)
+
+    return await eventually(drained)
+
+
 async def create_lead(
     leads: Runtime, tenant: Tenant, who: str, name: str = "Wang"
 ) -> dict[str, str]:
@@ -53,7 +66,7 @@ async def test_dealer_lead_visible_to_hq_and_dealer_not_to_sibling(
 async def test_lead_event_updates_analytics_counts(
     leads: Runtime, analytics: Runtime, tenant: Tenant
 ) -> None:
-    before_hq = await lead_total(analytics, tenant)
+    before_hq = await settled_total(analytics, tenant)
     before_d2 = await lead_total(analytics, tenant, "d2-rep")
     await create_lead(leads, tenant, "d1-rep")
 
@@ -68,18 +81,13 @@ async def test_lead_event_updates_analytics_counts(
 async def test_redelivered_event_is_applied_once(
     leads: Runtime, analytics: Runtime, tenant: Tenant, nats_url: str
 ) -> None:
+    before = await settled_total(analytics, tenant)
     await create_lead(leads, tenant, "d1-rep", name="Redelivered")
 
-    async def settled() -> int:
-        total = await lead_total(analytics, tenant)
-        pending = await analytics.bus.js.consumer_info(
-            Namespace(analytics.settings.nats_namespace).stream("CRM_LEADS"),
-            "analytics-lead-created",
-        )
-        assert pending.num_pending == 0 and pending.num_ack_pending == 0
-        return total
+    async def counted() -> None:
+        assert await lead_total(analytics, tenant) == before + 1
 
-    total = await eventually(settled)
+    await eventually(counted)
     # Publish the newest lead event again under a new Nats-Msg-Id, as a relay would after
     # the de-duplication window: JetStream delivers it, the inbox must drop it.
     ns = Namespace(analytics.settings.nats_namespace)
@@ -97,11 +105,4 @@ async def test_redelivered_event_is_applied_once(
     finally:
         await nc.close()
 
-    async def replay_seen() -> None:
-        info = await analytics.bus.js.consumer_info(
-            ns.stream("CRM_LEADS"), "analytics-lead-created"
-        )
-        assert info.num_pending == 0 and info.num_ack_pending == 0
-
-    await eventually(replay_seen)
-    assert await lead_total(analytics, tenant) == total
+    assert await settled_total(analytics, tenant) == before + 1

@@ -75,9 +75,7 @@ async def test_nats_outage_loses_no_event(
                 )
             ).scalar_one()
         assert processed == BEFORE + DURING
-        print(
-            f"\noutage: {BEFORE} before, {DURING} during, {processed} delivered exactly once"
-        )
+        print(f"\noutage: {BEFORE} before, {DURING} during, {processed} delivered exactly once")
     finally:
         await starter.stop_all()
         server.stop()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import nats.errors
 import sqlalchemy as sa
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from opentelemetry import trace
 from sqlalchemy.dialects.postgresql import UUID, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -79,17 +80,25 @@ class ConsumerRunner:
         self._max_deliver = max_deliver
         self._ack_wait = ack_wait
         self._stopping = asyncio.Event()
+        self._sub: JetStreamContext.PullSubscription | None = None
 
     def stop(self) -> None:
         self._stopping.set()
 
-    async def run(self) -> None:
-        sub = await self._bus.pull_subscription(
+    async def subscribe(self) -> None:
+        """Declare the durable consumer (idempotent); done before the service reports ready."""
+        self._sub = await self._bus.pull_subscription(
             durable=self.spec.name,
             event_type=self.spec.event_type,
             max_deliver=self._max_deliver,
             ack_wait=self._ack_wait,
         )
+
+    async def run(self) -> None:
+        if self._sub is None:
+            await self.subscribe()
+        sub = self._sub
+        assert sub is not None
         while not self._stopping.is_set():
             try:
                 msgs = await sub.fetch(self._batch, timeout=1.0)

@@ -7,11 +7,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
@@ -22,6 +23,16 @@ from crm_platform.auth import Authenticator, current_principal
 from crm_platform.errors import DomainError
 
 log = logging.getLogger(__name__)
+
+# Servicer methods take this; the request/response type parameters add nothing there.
+if TYPE_CHECKING:  # the runtime classes are not subscriptable
+    GrpcContext = grpc.aio.ServicerContext[Any, Any]
+    RpcHandler = grpc.RpcMethodHandler[Any, Any]
+else:
+    GrpcContext = grpc.aio.ServicerContext
+    RpcHandler = grpc.RpcMethodHandler
+# grpcio-health-checking ships no type information.
+HealthServicer = Any
 
 # Health and reflection are open; everything else needs credentials.
 PUBLIC_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
@@ -66,7 +77,7 @@ def _split(method: str) -> tuple[str, str]:
     return service, name
 
 
-class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, authenticator: Authenticator, *, domain: str, public: set[str]) -> None:
         self._auth = authenticator
         self._domain = domain
@@ -74,18 +85,18 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[RpcHandler]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> RpcHandler:
         handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
         if handler is None or method.startswith(PUBLIC_PREFIXES) or not handler.unary_unary:
             return handler
         service, name = _split(method)
         needs_auth = method not in self._public
-        inner = handler.unary_unary
+        inner: Any = handler.unary_unary
 
-        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def wrapped(request: Any, context: GrpcContext) -> Any:
             metrics.GRPC_STARTED.labels(service, name).inc()
             started = time.perf_counter()
             code = grpc.StatusCode.OK
@@ -101,7 +112,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 return await inner(request, context)
             except DomainError as exc:
                 code = exc.grpc_code
-                await context.abort_with_status(
+                await context.abort_with_status(  # type: ignore[attr-defined]
                     rpc_status.to_status(domain_error_status(exc, self._domain))
                 )
             except grpc.aio.AbortError:
@@ -111,7 +122,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 code = grpc.StatusCode.INTERNAL
                 log.exception("unhandled error in %s", method)
                 span_ctx = trace.get_current_span().get_span_context()
-                await context.abort_with_status(
+                await context.abort_with_status(  # type: ignore[attr-defined]
                     rpc_status.to_status(
                         status_pb2.Status(
                             code=code_pb2.INTERNAL,
@@ -134,7 +145,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
 def build_server(
     bindings: Sequence[GrpcBinding], authenticator: Authenticator, *, domain: str
-) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+) -> tuple[grpc.aio.Server, HealthServicer]:
     public = {f"/{b.full_name}/{m}" for b in bindings for m in b.public_methods}
     server = grpc.aio.server(
         interceptors=[ServerInterceptor(authenticator, domain=domain, public=public)],
@@ -145,7 +156,7 @@ def build_server(
         for method in b.servicer.__class__.__dict__:
             if method[:1].isupper():
                 metrics.GRPC_HANDLED.labels(b.full_name, method, "OK")  # pre-initialise series
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [b.full_name for b in bindings]
     reflection.enable_server_reflection(
@@ -154,9 +165,7 @@ def build_server(
     return server, health_servicer
 
 
-async def set_serving(
-    health_servicer: health.aio.HealthServicer, names: Sequence[str], serving: bool
-) -> None:
+async def set_serving(health_servicer: HealthServicer, names: Sequence[str], serving: bool) -> None:
     status = (
         health_pb2.HealthCheckResponse.SERVING
         if serving

@@ -184,6 +184,7 @@ class Runtime:
                 max_deliver=s.consumer_max_deliver,
                 ack_wait=s.consumer_ack_wait_seconds,
             )
+            await runner.subscribe()
             self._runners.append(runner)
             self._tasks.append(asyncio.create_task(runner.run(), name=f"consumer-{spec.name}"))
         self._tasks.append(asyncio.create_task(self._maintenance(), name="maintenance"))
@@ -230,7 +231,7 @@ class Runtime:
         with contextlib.suppress(Exception):
             await self.bus.close()
         for channel in self._channels.values():
-            await channel.close()
+            await channel.close(grace=None)
         await self.db.dispose()
         self._stopped.set()
 
@@ -249,14 +250,14 @@ def main(definition: ServiceDefinition, argv: Sequence[str] | None = None) -> No
     parser = argparse.ArgumentParser(prog=f"crm-{definition.name}", description=definition.title)
     parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate"])
     args = parser.parse_args(argv)
-    settings = definition.settings_cls()  # type: ignore[call-arg]
+    settings = definition.settings_cls()  # fields come from the environment
     configure_logging(settings)
     if args.command == "migrate":
         asyncio.run(migrations.upgrade(definition.migrations, settings.db_url.get_secret_value()))
         return
     init_tracing(settings)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(Runtime(definition, settings).serve_forever(), loop_factory=_loop_factory())
+    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=_loop_factory()) as r:
+        r.run(Runtime(definition, settings).serve_forever())
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -264,4 +265,5 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
         import uvloop
     except ImportError:
         return None
-    return uvloop.new_event_loop  # type: ignore[no-any-return]
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory

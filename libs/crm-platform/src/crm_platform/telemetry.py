@@ -72,8 +72,8 @@ def init_tracing(
             GrpcAioInstrumentorServer,
         )
 
-        GrpcAioInstrumentorServer().instrument()
-        GrpcAioInstrumentorClient().instrument()
+        GrpcAioInstrumentorServer().instrument()  # type: ignore[no-untyped-call]
+        GrpcAioInstrumentorClient().instrument()  # type: ignore[no-untyped-call]
         _instrumented = True
     return trace.get_tracer(f"crm.{settings.service_name}")
 

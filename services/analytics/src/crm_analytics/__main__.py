@@ -10,7 +10,8 @@ from crm_analytics.consumers import consumers
 from crm_analytics.leadcounts.models import metadata
 from crm_analytics.settings import Settings
 from crm_platform.db import platform_metadata
-from crm_platform.runtime import ServiceDefinition, main as run_main
+from crm_platform.runtime import ServiceDefinition
+from crm_platform.runtime import main as run_main
 
 DEFINITION = ServiceDefinition(
     name="analytics",

@@ -3,6 +3,8 @@ reads are one indexed prefix range and every other service can filter by the sam
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 
@@ -11,7 +13,7 @@ from crm_platform.db import id_column, new_metadata
 metadata = new_metadata()
 
 
-def _created() -> sa.Column[sa.DateTime]:
+def _created() -> sa.Column[Any]:
     return sa.Column(
         "create_time", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     )

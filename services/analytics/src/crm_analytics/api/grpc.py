@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import grpc
-
-from crm.analytics.v1 import analytics_service_pb2 as pb, analytics_service_pb2_grpc
+from crm.analytics.v1 import analytics_service_pb2 as pb
+from crm.analytics.v1 import analytics_service_pb2_grpc
 from crm_analytics.leadcounts import rules, service
 from crm_analytics.leadcounts.mapping import row_to_proto
 from crm_platform.auth import require_principal
-from crm_platform.grpc_server import GrpcBinding
+from crm_platform.grpc_server import GrpcBinding, GrpcContext
 from crm_platform.runtime import Runtime
 
 
@@ -17,8 +16,8 @@ class AnalyticsServicer(analytics_service_pb2_grpc.AnalyticsServiceServicer):
         self.rt = rt
 
     async def GetLeadCounts(
-        self, request: pb.GetLeadCountsRequest, context: grpc.aio.ServicerContext
-    ) -> pb.GetLeadCountsResponse:  # noqa: E501
+        self, request: pb.GetLeadCountsRequest, context: GrpcContext
+    ) -> pb.GetLeadCountsResponse:
         start, end = rules.parse_range(request.start_day, request.end_day)
         async with self.rt.db.read() as conn:
             rows = await service.lead_counts(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import grpc
-
 from crm.directory.v1 import directory_pb2, directory_service_pb2_grpc
 from crm.directory.v1 import directory_service_pb2 as pb
 from crm_directory import flows
@@ -17,7 +15,7 @@ from crm_directory.mapping import (
 from crm_directory.org import service as org
 from crm_directory.settings import Settings
 from crm_platform.auth import require_principal
-from crm_platform.grpc_server import GrpcBinding
+from crm_platform.grpc_server import GrpcBinding, GrpcContext
 from crm_platform.ids import parse_id
 from crm_platform.pagination import page_of, page_request
 from crm_platform.runtime import Runtime
@@ -31,7 +29,7 @@ class DirectoryServicer(directory_service_pb2_grpc.DirectoryServiceServicer):
         self.keys = rt.extras["signing_keys"]
 
     async def CreateTenant(
-        self, request: pb.CreateTenantRequest, context: grpc.aio.ServicerContext
+        self, request: pb.CreateTenantRequest, context: GrpcContext
     ) -> pb.CreateTenantResponse:
         md = dict(context.invocation_metadata() or ())
         flows.check_bootstrap(self.settings, md.get("authorization"))
@@ -49,7 +47,7 @@ class DirectoryServicer(directory_service_pb2_grpc.DirectoryServiceServicer):
         )
 
     async def GetTenant(
-        self, request: pb.GetTenantRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetTenantRequest, context: GrpcContext
     ) -> directory_pb2.Tenant:
         async with self.rt.db.read() as conn:
             row = await org.get_tenant(
@@ -58,7 +56,7 @@ class DirectoryServicer(directory_service_pb2_grpc.DirectoryServiceServicer):
         return tenant_to_proto(row)
 
     async def CreateOrgUnit(
-        self, request: pb.CreateOrgUnitRequest, context: grpc.aio.ServicerContext
+        self, request: pb.CreateOrgUnitRequest, context: GrpcContext
     ) -> directory_pb2.OrgUnit:
         async with self.rt.db.unit_of_work() as conn:
             row = await org.create_org_unit(
@@ -72,7 +70,7 @@ class DirectoryServicer(directory_service_pb2_grpc.DirectoryServiceServicer):
         return org_unit_to_proto(row)
 
     async def GetOrgUnit(
-        self, request: pb.GetOrgUnitRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetOrgUnitRequest, context: GrpcContext
     ) -> directory_pb2.OrgUnit:
         async with self.rt.db.read() as conn:
             row = await org.get_org_unit(
@@ -81,7 +79,7 @@ class DirectoryServicer(directory_service_pb2_grpc.DirectoryServiceServicer):
         return org_unit_to_proto(row)
 
     async def ListOrgUnits(
-        self, request: pb.ListOrgUnitsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListOrgUnitsRequest, context: GrpcContext
     ) -> pb.ListOrgUnitsResponse:
         page = page_request(request.page_size, request.page_token)
         async with self.rt.db.read() as conn:
@@ -92,7 +90,7 @@ class DirectoryServicer(directory_service_pb2_grpc.DirectoryServiceServicer):
         )
 
     async def MoveOrgUnit(
-        self, request: pb.MoveOrgUnitRequest, context: grpc.aio.ServicerContext
+        self, request: pb.MoveOrgUnitRequest, context: GrpcContext
     ) -> directory_pb2.OrgUnit:
         async with self.rt.db.unit_of_work() as conn:
             row = await org.move_org_unit(
@@ -104,7 +102,7 @@ class DirectoryServicer(directory_service_pb2_grpc.DirectoryServiceServicer):
         return org_unit_to_proto(row)
 
     async def CreateUser(
-        self, request: pb.CreateUserRequest, context: grpc.aio.ServicerContext
+        self, request: pb.CreateUserRequest, context: GrpcContext
     ) -> directory_pb2.User:
         async with self.rt.db.unit_of_work() as conn:
             row = await identity.create_user(
@@ -119,9 +117,7 @@ class DirectoryServicer(directory_service_pb2_grpc.DirectoryServiceServicer):
             )
         return user_to_proto(row)
 
-    async def GetUser(
-        self, request: pb.GetUserRequest, context: grpc.aio.ServicerContext
-    ) -> directory_pb2.User:
+    async def GetUser(self, request: pb.GetUserRequest, context: GrpcContext) -> directory_pb2.User:
         async with self.rt.db.read() as conn:
             row = await identity.get_user(
                 conn=conn, principal=require_principal(), user_id=parse_id(request.id)
@@ -129,7 +125,7 @@ class DirectoryServicer(directory_service_pb2_grpc.DirectoryServiceServicer):
         return user_to_proto(row)
 
     async def ListUsers(
-        self, request: pb.ListUsersRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListUsersRequest, context: GrpcContext
     ) -> pb.ListUsersResponse:
         page = page_request(request.page_size, request.page_token)
         async with self.rt.db.read() as conn:
@@ -138,7 +134,7 @@ class DirectoryServicer(directory_service_pb2_grpc.DirectoryServiceServicer):
         return pb.ListUsersResponse(users=[user_to_proto(r) for r in items], next_page_token=token)
 
     async def CreateApiKey(
-        self, request: pb.CreateApiKeyRequest, context: grpc.aio.ServicerContext
+        self, request: pb.CreateApiKeyRequest, context: GrpcContext
     ) -> pb.CreateApiKeyResponse:
         async with self.rt.db.unit_of_work() as conn:
             row, secret = await identity.create_api_key(
@@ -151,7 +147,7 @@ class DirectoryServicer(directory_service_pb2_grpc.DirectoryServiceServicer):
         return pb.CreateApiKeyResponse(api_key=api_key_to_proto(row), secret=secret)
 
     async def IssueToken(
-        self, request: pb.IssueTokenRequest, context: grpc.aio.ServicerContext
+        self, request: pb.IssueTokenRequest, context: GrpcContext
     ) -> pb.IssueTokenResponse:
         async with self.rt.db.read() as conn:
             principal = await identity.authenticate_user(
@@ -167,7 +163,7 @@ class DirectoryServicer(directory_service_pb2_grpc.DirectoryServiceServicer):
         return pb.IssueTokenResponse(access_token=token, token_type="Bearer", expires_in=ttl)
 
     async def VerifyApiKey(
-        self, request: pb.VerifyApiKeyRequest, context: grpc.aio.ServicerContext
+        self, request: pb.VerifyApiKeyRequest, context: GrpcContext
     ) -> pb.VerifyApiKeyResponse:
         async with self.rt.db.read() as conn:
             principal = await identity.resolve_api_key(conn=conn, secret=request.secret)

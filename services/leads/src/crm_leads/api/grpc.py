@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import grpc
-
 from crm.leads.v1 import lead_pb2, lead_service_pb2_grpc
 from crm.leads.v1 import lead_service_pb2 as pb
 from crm_leads.lead import rules, service
 from crm_leads.lead.mapping import lead_to_proto
 from crm_leads.settings import Settings
 from crm_platform.auth import require_principal
-from crm_platform.grpc_server import GrpcBinding
+from crm_platform.grpc_server import GrpcBinding, GrpcContext
 from crm_platform.ids import parse_id
 from crm_platform.pagination import page_of, page_request
 from crm_platform.runtime import Runtime
@@ -23,7 +21,7 @@ class LeadServicer(lead_service_pb2_grpc.LeadServiceServicer):
         self.region = rt.settings.default_phone_region
 
     async def CreateLead(
-        self, request: pb.CreateLeadRequest, context: grpc.aio.ServicerContext
+        self, request: pb.CreateLeadRequest, context: GrpcContext
     ) -> lead_pb2.Lead:
         principal = require_principal()
         lead = request.lead
@@ -44,9 +42,7 @@ class LeadServicer(lead_service_pb2_grpc.LeadServiceServicer):
             )
         return lead_to_proto(row)
 
-    async def GetLead(
-        self, request: pb.GetLeadRequest, context: grpc.aio.ServicerContext
-    ) -> lead_pb2.Lead:
+    async def GetLead(self, request: pb.GetLeadRequest, context: GrpcContext) -> lead_pb2.Lead:
         async with self.rt.db.read() as conn:
             row = await service.get(
                 conn=conn, principal=require_principal(), lead_id=parse_id(request.id)
@@ -54,7 +50,7 @@ class LeadServicer(lead_service_pb2_grpc.LeadServiceServicer):
         return lead_to_proto(row)
 
     async def ListLeads(
-        self, request: pb.ListLeadsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListLeadsRequest, context: GrpcContext
     ) -> pb.ListLeadsResponse:
         page = page_request(request.page_size, request.page_token)
         async with self.rt.db.read() as conn:

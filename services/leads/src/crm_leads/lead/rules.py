@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
 
-import phonenumbers
-
 from crm_platform.errors import FieldViolation, InvalidArgument
+from crm_platform.validation import clean_text, is_email, normalise_phone
 
-EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
 SOURCE_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 MAX_TEXT = 200
 
@@ -24,22 +21,6 @@ class NewLead:
     province: str
     city: str
     source: str
-
-
-def clean_text(value: str) -> str:
-    """NFKC folds full-width characters (Ｚｈａｎｇ -> Zhang); whitespace runs collapse."""
-    return " ".join(unicodedata.normalize("NFKC", value).split())
-
-
-def normalise_phone(raw: str, region: str) -> str:
-    """E.164, or ValueError with a reason."""
-    try:
-        number = phonenumbers.parse(raw, region)
-    except phonenumbers.NumberParseException as exc:
-        raise ValueError("not a phone number") from exc
-    if not phonenumbers.is_valid_number(number):
-        raise ValueError(f"not a valid number for region {region}")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def validate_new_lead(
@@ -74,7 +55,7 @@ def validate_new_lead(
         except ValueError as exc:
             violations.append(FieldViolation("phone", str(exc)))
     email = clean_text(email).lower()
-    if email and not EMAIL_RE.fullmatch(email):
+    if email and not is_email(email):
         violations.append(FieldViolation("email", "not an email address"))
     if not phone_e164 and not email and not any(v.field in ("phone", "email") for v in violations):
         violations.append(FieldViolation("phone", "a phone or an email is required"))

@@ -1,0 +1,31 @@
+"""crm-customers: customers and their contacts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from crm_customers.api import grpc as grpc_api
+from crm_customers.api import http as http_api
+from crm_customers.customer.models import metadata
+from crm_customers.settings import Settings
+from crm_platform.db import platform_metadata
+from crm_platform.runtime import ServiceDefinition
+from crm_platform.runtime import main as run_main
+
+DEFINITION = ServiceDefinition(
+    name="customers",
+    title="CRM Customers",
+    settings_cls=Settings,
+    migrations=Path(__file__).parent / "migrations",
+    metadata=(metadata, platform_metadata),
+    grpc=grpc_api.bindings,
+    http=lambda rt: [http_api.router(rt)],
+)
+
+
+def main() -> None:
+    run_main(DEFINITION)
+
+
+if __name__ == "__main__":
+    main()
