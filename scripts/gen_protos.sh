@@ -10,6 +10,6 @@ protos=$(cd protos && find crm -name '*.proto' | LC_ALL=C sort)
 include=$(python -c 'import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"))')
 (cd protos && python -m grpc_tools.protoc -I . -I "$include" \
   --python_out="../$out" --mypy_out="../$out" \
-  --grpc_python_out="../$out" --mypy_grpc_out="../$out" $protos)
+  --grpc_python_out="../$out" --mypy_grpc_out="../$out" $protos) 2> >(grep -v '^Writing mypy' >&2)
 find "$out/crm" -type d -exec touch {}/__init__.py \;
 touch "$out/crm/py.typed"
