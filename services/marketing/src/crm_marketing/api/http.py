@@ -1,0 +1,90 @@
+"""Public REST adapter for campaigns."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query
+from pydantic import Field
+
+from crm_marketing.campaign import rules, service
+from crm_marketing.campaign.mapping import campaign_to_proto
+from crm_platform.http import ApiModel, CurrentPrincipal, proto_json
+from crm_platform.ids import parse_id
+from crm_platform.pagination import page_of, page_request
+from crm_platform.runtime import Runtime
+
+Json = dict[str, Any]
+
+
+class BudgetIn(ApiModel):
+    currency_code: str = Field(max_length=3, description="ISO 4217 code, e.g. CNY.")
+    # A string, not a JSON number: JSON numbers are binary floats in most clients.
+    amount: str = Field(max_length=32, description='Decimal string, e.g. "5000.00".')
+
+
+class CampaignIn(ApiModel):
+    name: str = Field(max_length=rules.MAX_NAME)
+    # Plain strings, not enums or dates: rules report bad values with the body's other
+    # violations, in the same words as over gRPC.
+    channel: str = Field(max_length=16, description="EMAIL, SMS, EVENT or SOCIAL.")
+    budget: BudgetIn
+    start_date: str = Field(max_length=10, description="YYYY-MM-DD.")
+    end_date: str = Field(max_length=10, description="YYYY-MM-DD, not before start_date.")
+
+
+def campaign_json(row: Any) -> Json:
+    """The proto JSON mapping, but the budget in the shape clients send it (a decimal
+    string) rather than Money's units and nanos."""
+    body = proto_json(campaign_to_proto(row))
+    body["budget"] = {"currency_code": row.currency, "amount": str(row.budget)}
+    return body
+
+
+def router(rt: Runtime) -> APIRouter:
+    r = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])
+
+    @r.post("", status_code=201)
+    async def create_campaign(
+        body: CampaignIn,
+        principal: CurrentPrincipal,
+        idempotency_key: Annotated[str | None, Header()] = None,
+    ) -> Json:
+        """Create a draft campaign owned by the caller's org unit. `Idempotency-Key` (a UUID)
+        makes retries return the first result."""
+        new = rules.validate_new_campaign(
+            name=body.name,
+            channel=rules.channel_from_name(body.channel),
+            currency_code=body.budget.currency_code,
+            amount=body.budget.amount,
+            start_date=body.start_date,
+            end_date=body.end_date,
+        )
+        request_id = parse_id(idempotency_key, "Idempotency-Key") if idempotency_key else None
+        async with rt.db.unit_of_work() as conn:
+            row = await service.create(
+                conn=conn, principal=principal, campaign=new, request_id=request_id
+            )
+        return campaign_json(row)
+
+    @r.get("")
+    async def list_campaigns(
+        principal: CurrentPrincipal,
+        page_size: Annotated[int, Query(ge=1, le=1000)] = 50,
+        page_token: str = "",
+    ) -> Json:
+        page = page_request(page_size, page_token)
+        async with rt.db.read() as conn:
+            rows = await service.list_visible(conn=conn, principal=principal, page=page)
+        items, token = page_of(rows, page)
+        return {"campaigns": [campaign_json(x) for x in items], "next_page_token": token}
+
+    @r.get("/{campaign_id}")
+    async def get_campaign(campaign_id: str, principal: CurrentPrincipal) -> Json:
+        async with rt.db.read() as conn:
+            row = await service.get(
+                conn=conn, principal=principal, campaign_id=parse_id(campaign_id, "campaign_id")
+            )
+        return campaign_json(row)
+
+    return r
