@@ -1,0 +1,85 @@
+"""Pure ticket rules: validation and normalisation of a new ticket. No I/O."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from crm.servicedesk.v1 import ticket_pb2
+from crm_platform.errors import FieldViolation, InvalidArgument
+from crm_platform.ids import parse_id
+from crm_platform.validation import clean_text
+
+MAX_SUBJECT = 200
+MAX_DESCRIPTION = 10_000
+DEFAULT_PRIORITY = ticket_pb2.TICKET_PRIORITY_NORMAL
+# REST names priorities without the enum prefix: LOW, NORMAL, HIGH, URGENT.
+PRIORITIES: dict[str, int] = {
+    name.removeprefix("TICKET_PRIORITY_"): value
+    for name, value in ticket_pb2.TicketPriority.items()
+    if value != ticket_pb2.TICKET_PRIORITY_UNSPECIFIED
+}
+CHANNELS = ("api", "email", "self_service")
+DEFAULT_CHANNEL = "api"
+
+
+@dataclass(frozen=True)
+class NewTicket:
+    subject: str
+    description: str
+    customer_id: uuid.UUID | None
+    priority: int
+    channel: str
+
+
+def _customer_id(raw: str, violations: list[FieldViolation]) -> uuid.UUID | None:
+    raw = clean_text(raw)
+    try:
+        return parse_id(raw, "customer_id") if raw else None
+    except InvalidArgument as exc:
+        violations.extend(exc.violations)
+        return None
+
+
+def _priority(raw: int | str, violations: list[FieldViolation]) -> int:
+    """REST sends a name ("" = default), gRPC an enum number (UNSPECIFIED = default); proto3
+    enums are open, so a number can still be one no priority has."""
+    if raw in ("", ticket_pb2.TICKET_PRIORITY_UNSPECIFIED):
+        return DEFAULT_PRIORITY
+    priority = PRIORITIES.get(clean_text(raw), -1) if isinstance(raw, str) else raw
+    if priority not in PRIORITIES.values():
+        violations.append(FieldViolation("priority", f"one of {', '.join(PRIORITIES)}"))
+    return priority
+
+
+def validate_new_ticket(
+    *, subject: str, description: str, customer_id: str, priority: int | str, channel: str
+) -> NewTicket:
+    """Collects every violation at once, so a client fixes a form in one round trip."""
+    violations: list[FieldViolation] = []
+    subject = clean_text(subject)
+    if not subject:
+        violations.append(FieldViolation("subject", "required"))
+    elif len(subject) > MAX_SUBJECT:
+        violations.append(FieldViolation("subject", f"at most {MAX_SUBJECT} characters"))
+    # Only trimmed: line breaks and indentation in a description are the customer's words.
+    description = description.strip()
+    if len(description) > MAX_DESCRIPTION:
+        violations.append(FieldViolation("description", f"at most {MAX_DESCRIPTION} characters"))
+    channel = clean_text(channel).lower() or DEFAULT_CHANNEL
+    if channel not in CHANNELS:
+        violations.append(FieldViolation("channel", f"one of {', '.join(CHANNELS)}"))
+    new = NewTicket(
+        subject=subject,
+        description=description,
+        customer_id=_customer_id(customer_id, violations),
+        priority=_priority(priority, violations),
+        channel=channel,
+    )
+    if violations:
+        raise InvalidArgument(
+            "; ".join(f"{v.field}: {v.description}" for v in violations),
+            reason="TICKET_INVALID",
+            violations=violations,
+        )
+    return new

@@ -1,0 +1,260 @@
+"""Tickets over REST and gRPC against real PostgreSQL and NATS."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import httpx
+import nats
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from conftest import Tenant, http_client
+from crm.servicedesk.v1 import service_desk_service_pb2, service_desk_service_pb2_grpc, ticket_pb2
+from crm_platform.events import Namespace, parse_event
+from crm_platform.runtime import Runtime
+
+EVENT_TYPE = "crm.servicedesk.ticket.created.v1"
+
+
+@pytest.fixture
+async def client(service_desk: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    async with http_client(service_desk) as c:
+        yield c
+
+
+def ticket(**overrides: Any) -> dict[str, Any]:
+    return {"subject": "Engine light stays on", **overrides}
+
+
+async def create(client: httpx.AsyncClient, tenant: Tenant, who: str, **fields: Any) -> Any:
+    r = await client.post("/v1/tickets", json=ticket(**fields), headers=tenant.auth(who))
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+async def visible_count(client: httpx.AsyncClient, tenant: Tenant) -> int:
+    r = await client.get("/v1/tickets", params={"page_size": 1000}, headers=tenant.auth("admin"))
+    assert r.status_code == 200, r.text
+    return len(r.json()["tickets"])
+
+
+async def test_dealer_creates_ticket(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    customer_id = str(uuid.uuid4())
+    t = await create(
+        client,
+        tenant,
+        "d1-rep",
+        subject="  Noise  from the ｇｅａｒｂｏｘ ",
+        description="Since the last service.\nOnly when cold.",
+        customer_id=customer_id,
+        priority="HIGH",
+        channel="email",
+    )
+    assert t["subject"] == "Noise from the gearbox"
+    assert t["description"] == "Since the last service.\nOnly when cold."
+    assert t["owner_org_path"] == f"/{tenant.slug}/east/d1/"
+    assert t["customer_id"] == customer_id
+    assert t["priority"] == "TICKET_PRIORITY_HIGH"
+    assert t["status"] == "TICKET_STATUS_NEW"
+    assert t["channel"] == "email"
+    r = await client.get(f"/v1/tickets/{t['id']}", headers=tenant.auth("d1-rep"))
+    assert r.status_code == 200
+    assert r.json() == t
+
+
+async def test_defaults(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    t = await create(client, tenant, "d1-rep")
+    assert t["priority"] == "TICKET_PRIORITY_NORMAL"
+    assert t["channel"] == "api"
+    assert t["description"] == ""
+    assert t["customer_id"] == ""
+
+
+async def test_visible_to_hq_not_to_sibling_dealer(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    t = await create(client, tenant, "d1-rep")
+    for who in ("d1-rep", "hq-manager", "admin"):
+        r = await client.get(f"/v1/tickets/{t['id']}", headers=tenant.auth(who))
+        assert r.status_code == 200, (who, r.text)
+    r = await client.get(f"/v1/tickets/{t['id']}", headers=tenant.auth("d2-rep"))
+    assert r.status_code == 404  # not 403: existence does not leak
+    assert r.json()["reason"] == "TICKET_NOT_FOUND"
+    listed = await client.get(
+        "/v1/tickets", params={"page_size": 1000}, headers=tenant.auth("d2-rep")
+    )
+    assert t["id"] not in {x["id"] for x in listed.json()["tickets"]}
+
+
+async def test_other_tenant_cannot_read_ticket(
+    client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    t = await create(client, tenant, "admin")
+    r = await client.get(f"/v1/tickets/{t['id']}", headers=other_tenant.auth("admin"))
+    assert r.status_code == 404
+    assert r.json()["reason"] == "TICKET_NOT_FOUND"
+
+
+async def test_list_pages_through_visible_tickets(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    created = [
+        (await create(client, tenant, "d2-rep", subject=f"Page {i}"))["id"] for i in range(3)
+    ]
+    seen: list[str] = []
+    token = ""
+    while True:
+        r = await client.get(
+            "/v1/tickets",
+            params={"page_size": 2, "page_token": token},
+            headers=tenant.auth("d2-rep"),
+        )
+        assert r.status_code == 200
+        body = r.json()
+        assert len(body["tickets"]) <= 2
+        seen += [x["id"] for x in body["tickets"]]
+        assert all(x["owner_org_path"].endswith("/d2/") for x in body["tickets"])
+        token = body["next_page_token"]
+        if not token:
+            break
+    assert len(seen) == len(set(seen)) >= 3
+    assert seen[:3] == created[::-1]  # newest first
+
+
+async def test_idempotency_key_returns_first_ticket(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    before = await visible_count(client, tenant)
+    headers = {**tenant.auth("d1-rep"), "Idempotency-Key": str(uuid.uuid4())}
+    first = await client.post("/v1/tickets", json=ticket(), headers=headers)
+    second = await client.post("/v1/tickets", json=ticket(), headers=headers)
+    assert first.status_code == second.status_code == 201
+    assert first.json()["id"] == second.json()["id"]
+    assert await visible_count(client, tenant) == before + 1
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "status"),
+    [
+        (ticket(subject=""), "subject", 422),
+        (ticket(subject="   "), "subject", 422),
+        (ticket(subject="x" * 201), "subject", 422),
+        ({"description": "No subject"}, "subject", 422),
+        (ticket(subject=["not", "a", "string"]), "subject", 422),
+        (ticket(description="x" * 10_001), "description", 422),
+        (ticket(priority="CRITICAL"), "priority", 422),
+        (ticket(priority="UNSPECIFIED"), "priority", 422),
+        (ticket(priority=3), "priority", 422),
+        (ticket(channel="fax"), "channel", 422),
+        (ticket(customer_id="cust-1"), "customer_id", 422),
+        (ticket(colour="red"), "colour", 422),
+        (b'{"subject": "X",', "body", 400),
+    ],
+)
+async def test_bad_ticket_gets_field_violation(
+    client: httpx.AsyncClient, tenant: Tenant, body: dict[str, Any] | bytes, field: str, status: int
+) -> None:
+    before = await visible_count(client, tenant)
+    headers = {**tenant.auth("d1-rep"), "Content-Type": "application/json"}
+    if isinstance(body, bytes):
+        r = await client.post("/v1/tickets", content=body, headers=headers)
+    else:
+        r = await client.post("/v1/tickets", json=body, headers=headers)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    problem = r.json()
+    assert field in {v["field"] for v in problem["violations"]}, problem
+    assert await visible_count(client, tenant) == before  # nothing written
+
+
+async def test_every_bad_field_is_reported_at_once(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    r = await client.post(
+        "/v1/tickets",
+        json={"subject": "", "priority": "SOON", "channel": "pigeon", "customer_id": "x"},
+        headers=tenant.auth("d1-rep"),
+    )
+    assert r.status_code == 422
+    problem = r.json()
+    assert problem["reason"] == "TICKET_INVALID"
+    assert {v["field"] for v in problem["violations"]} == {
+        "subject",
+        "priority",
+        "channel",
+        "customer_id",
+    }
+
+
+async def test_malformed_id_is_field_violation(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    r = await client.get("/v1/tickets/not-a-uuid", headers=tenant.auth("admin"))
+    assert r.status_code == 422
+    assert r.json()["violations"][0]["field"] == "ticket_id"
+
+
+async def test_grpc_create_reports_field_violations(service_desk: Runtime, tenant: Tenant) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{service_desk.grpc_port}") as channel:
+        stub = service_desk_service_pb2_grpc.TicketServiceStub(channel)
+        md = (("authorization", f"Bearer {tenant.tokens['d1-rep']}"),)
+        ok = await stub.CreateTicket(
+            service_desk_service_pb2.CreateTicketRequest(ticket=ticket_pb2.Ticket(subject="G")),
+            metadata=md,
+        )
+        assert ok.owner_org_path.endswith("/d1/")
+        assert ok.priority == ticket_pb2.TICKET_PRIORITY_NORMAL
+        assert ok.status == ticket_pb2.TICKET_STATUS_NEW
+        assert ok.channel == "api"
+        got = await stub.GetTicket(service_desk_service_pb2.GetTicketRequest(id=ok.id), metadata=md)
+        assert got == ok
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.CreateTicket(
+                service_desk_service_pb2.CreateTicketRequest(
+                    ticket=ticket_pb2.Ticket(subject="G", priority=42)  # type: ignore[arg-type]
+                ),
+                metadata=md,
+            )
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        status = rpc_status.from_call(err.value)
+        assert status is not None
+        bad = error_details_pb2.BadRequest()
+        assert any(d.Unpack(bad) for d in status.details)
+        assert [v.field for v in bad.field_violations] == ["priority"]
+
+
+async def test_created_event_is_published(
+    client: httpx.AsyncClient, service_desk: Runtime, tenant: Tenant
+) -> None:
+    ns = Namespace(service_desk.settings.nats_namespace)
+    nc = await nats.connect(service_desk.settings.nats_url)
+    try:
+        # Ephemeral consumer made before the create, so it only sees events from now on.
+        sub = await nc.jetstream().pull_subscribe(
+            ns.subject(EVENT_TYPE),
+            stream=ns.stream("CRM_SERVICEDESK"),
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.NEW,
+                ack_policy=AckPolicy.NONE,
+                inactive_threshold=30,
+            ),
+        )
+        t = await create(client, tenant, "d1-rep", subject="Evented")
+        async with asyncio.timeout(20):
+            while True:
+                msgs = await sub.fetch(1, timeout=10)
+                event = parse_event(msgs[0].data)
+                if event.payload.ticket.id == t["id"]:  # type: ignore[attr-defined]
+                    break
+    finally:
+        await nc.close()
+    assert event.envelope.type == EVENT_TYPE
+    assert event.envelope.producer == "service-desk"
+    assert event.envelope.tenant_id == tenant.id
+    assert event.envelope.org_path == f"/{tenant.slug}/east/d1/"
+    assert event.payload.ticket.subject == "Evented"  # type: ignore[attr-defined]
