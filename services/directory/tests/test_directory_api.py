@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from conftest import Tenant
 
@@ -13,3 +14,160 @@ async def test_tenant_tree_and_login(tenant: Tenant, dir_client: httpx.AsyncClie
     me = (await dir_client.get("/v1/me", headers=tenant.auth("d1-rep"))).json()
     assert me["org_path"] == f"/{tenant.slug}/east/d1/"
     assert me["roles"] == ["rep"]
+
+
+async def test_move_subtree_rewrites_paths(tenant: Tenant, dir_client: httpx.AsyncClient) -> None:
+    admin = tenant.auth("admin")
+    r = await dir_client.post(
+        "/v1/org-units",
+        json={
+            "parent_id": tenant.units["hq"]["id"],
+            "kind": "REGION",
+            "code": "west",
+            "display_name": "West",
+        },
+        headers=admin,
+    )
+    west = r.json()
+    r = await dir_client.post(
+        "/v1/org-units",
+        json={
+            "parent_id": tenant.units["east"]["id"],
+            "kind": "DEALER",
+            "code": "mover",
+            "display_name": "Mover",
+        },
+        headers=admin,
+    )
+    mover = r.json()
+    r = await dir_client.post(
+        "/v1/org-units",
+        json={"parent_id": mover["id"], "kind": "STORE", "code": "s1", "display_name": "S1"},
+        headers=admin,
+    )
+    store = r.json()
+    r = await dir_client.post(
+        f"/v1/org-units/{mover['id']}:move", json={"new_parent_id": west["id"]}, headers=admin
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["path"] == f"/{tenant.slug}/west/mover/"
+    moved_store = (await dir_client.get(f"/v1/org-units/{store['id']}", headers=admin)).json()
+    assert moved_store["path"] == f"/{tenant.slug}/west/mover/s1/"
+
+
+async def test_move_into_own_subtree_is_refused(
+    tenant: Tenant, dir_client: httpx.AsyncClient
+) -> None:
+    r = await dir_client.post(
+        f"/v1/org-units/{tenant.units['east']['id']}:move",
+        json={"new_parent_id": tenant.units["d1"]["id"]},
+        headers=tenant.auth("admin"),
+    )
+    assert r.status_code == 409
+    assert r.json()["reason"] == "ORG_UNIT_CYCLE"
+
+
+async def test_tenant_creation_needs_bootstrap_token(dir_client: httpx.AsyncClient) -> None:
+    body = {
+        "slug": "nope",
+        "display_name": "Nope",
+        "admin_username": "admin",
+        "admin_password": "admin-pass-1",
+    }
+    r = await dir_client.post(
+        "/v1/tenants", json=body, headers={"Authorization": "Bootstrap wrong"}
+    )
+    assert r.status_code == 401
+    assert r.json()["reason"] == "BOOTSTRAP_REQUIRED"
+
+
+async def test_wrong_password_and_unknown_user_look_the_same(
+    tenant: Tenant, dir_client: httpx.AsyncClient
+) -> None:
+    for user, password in (("admin", "wrong-password"), ("ghost", "whatever-pw")):
+        r = await dir_client.post(
+            "/v1/auth/token", json={"tenant": tenant.slug, "username": user, "password": password}
+        )
+        assert r.status_code == 401
+        assert r.json()["reason"] == "LOGIN_FAILED"
+
+
+async def test_manager_cannot_grant_admin(tenant: Tenant, dir_client: httpx.AsyncClient) -> None:
+    r = await dir_client.post(
+        "/v1/users",
+        json={
+            "org_unit_id": tenant.units["d1"]["id"],
+            "username": "sneaky",
+            "password": "sneaky-pass-1",
+            "roles": ["tenant_admin"],
+        },
+        headers=tenant.auth("hq-manager"),
+    )
+    assert r.status_code == 403
+    assert r.json()["reason"] == "ROLE_ESCALATION"
+
+
+async def test_rep_cannot_create_org_units(tenant: Tenant, dir_client: httpx.AsyncClient) -> None:
+    r = await dir_client.post(
+        "/v1/org-units",
+        json={
+            "parent_id": tenant.units["d1"]["id"],
+            "kind": "STORE",
+            "code": "x",
+            "display_name": "X",
+        },
+        headers=tenant.auth("d1-rep"),
+    )
+    assert r.status_code == 403
+
+
+async def test_dealer_sees_only_its_subtree(tenant: Tenant, dir_client: httpx.AsyncClient) -> None:
+    r = await dir_client.get(
+        f"/v1/org-units/{tenant.units['d2']['id']}", headers=tenant.auth("d1-rep")
+    )
+    assert r.status_code == 404
+    users = (await dir_client.get("/v1/users", headers=tenant.auth("d1-rep"))).json()["users"]
+    assert {u["username"] for u in users} == {"d1-rep"}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"kind": "DEALER", "code": "Bad Code", "display_name": "X"}, "code"),
+        ({"kind": "PLANET", "code": "ok", "display_name": "X"}, "kind"),
+        ({"kind": "DEALER", "code": "ok", "display_name": ""}, "display_name"),
+        ({"kind": "DEALER", "code": "ok", "display_name": "X", "extra": 1}, "extra"),
+    ],
+)
+async def test_bad_org_unit_gets_field_violation(
+    tenant: Tenant, dir_client: httpx.AsyncClient, body: dict[str, object], field: str
+) -> None:
+    r = await dir_client.post(
+        "/v1/org-units",
+        json={"parent_id": tenant.units["hq"]["id"], **body},
+        headers=tenant.auth("admin"),
+    )
+    assert r.status_code == 422, r.text
+    assert field in {v["field"] for v in r.json()["violations"]}
+
+
+async def test_duplicate_code_under_same_parent_is_409(
+    tenant: Tenant, dir_client: httpx.AsyncClient
+) -> None:
+    r = await dir_client.post(
+        "/v1/org-units",
+        json={
+            "parent_id": tenant.units["east"]["id"],
+            "kind": "DEALER",
+            "code": "d1",
+            "display_name": "Dup",
+        },
+        headers=tenant.auth("admin"),
+    )
+    assert r.status_code == 409
+    assert r.json()["reason"] == "ORG_UNIT_EXISTS"
+
+
+async def test_jwks_is_public(dir_client: httpx.AsyncClient) -> None:
+    keys = (await dir_client.get("/.well-known/jwks.json")).json()["keys"]
+    assert keys and keys[0]["kty"] == "RSA" and "d" not in keys[0]

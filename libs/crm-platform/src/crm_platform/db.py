@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import sqlalchemy as sa
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -75,6 +76,8 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(
             url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, echo=echo
         )
+        # SQL spans join the request's trace (no-op until a tracer provider is installed).
+        SQLAlchemyInstrumentor().instrument(engine=self.engine.sync_engine)
         self.outbox_signal = asyncio.Event()
 
     @asynccontextmanager
