@@ -11,15 +11,29 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from crm_platform.config import BaseServiceSettings
 from crm_platform.runtime import Runtime
+from crm_platform.telemetry import init_tracing
 from crm_platform.testing.harness import ServiceStarter
 
 BOOTSTRAP = "test-bootstrap-token"
 
 
 @pytest.fixture(scope="session")
-async def directory(starter: ServiceStarter) -> Runtime:
+def span_exporter() -> InMemorySpanExporter:
+    """Every span of the run, for trace assertions; installed before any service starts so
+    the gRPC, FastAPI and SQLAlchemy instrumentation report to it."""
+    exporter = InMemorySpanExporter()
+    settings = BaseServiceSettings(service_name="tests", db_url="postgresql+asyncpg://unused/x")
+    init_tracing(settings, extra_processors=(SimpleSpanProcessor(exporter),))
+    return exporter
+
+
+@pytest.fixture(scope="session")
+async def directory(starter: ServiceStarter, span_exporter: InMemorySpanExporter) -> Runtime:
     from crm_directory.__main__ import DEFINITION
 
     return await starter.start(DEFINITION, bootstrap_token=BOOTSTRAP)
