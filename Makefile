@@ -55,6 +55,7 @@ lint: bootstrap ## ruff check, ruff format --check, buf lint
 
 typecheck: bootstrap ## mypy --strict on the platform and every service
 	$(BIN)/mypy $(addprefix -p ,$(PACKAGES))
+	$(BIN)/mypy scripts/devstack.py scripts/demo_seed.py
 
 check: lint typecheck proto-check ## everything static
 

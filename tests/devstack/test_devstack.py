@@ -104,8 +104,9 @@ def stack_env(tmp_path: Path, nats: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_")}
     env.update(
         CRM_VAR_DIR=str(tmp_path / "var"),
-        CRM_HTTP_PORT_BASE=str(_port_base(20000, 30000)),
-        CRM_GRPC_PORT_BASE=str(_port_base(40000, 50000)),
+        # Below 32768: Linux hands out ephemeral (outgoing) ports above it.
+        CRM_HTTP_PORT_BASE=str(_port_base(20000, 26000)),
+        CRM_GRPC_PORT_BASE=str(_port_base(26000, 32000)),
         CRM_NATS_URL=nats,
         CRM_DB_PREFIX=f"crm_ds{uuid.uuid4().hex[:8]}_",
     )

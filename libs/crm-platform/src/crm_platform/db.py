@@ -27,6 +27,14 @@ platform_metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 OUTBOX_DIRTY = "crm_outbox_dirty"
 
 
+def asyncpg_url(url: str) -> str:
+    """Accept the usual PostgreSQL URL spellings; the services speak asyncpg."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in ("postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg2"):
+        return f"postgresql+asyncpg://{rest}"
+    return url
+
+
 def new_metadata() -> sa.MetaData:
     return sa.MetaData(naming_convention=NAMING_CONVENTION)
 

@@ -36,6 +36,10 @@ def configure_logging(settings: BaseServiceSettings) -> None:
                 static_fields={"service": settings.service_name},
             )
         )
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(trace_id)s] %(message)s")
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())

@@ -15,6 +15,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from crm_platform.db import asyncpg_url
+
 log = logging.getLogger(__name__)
 
 
@@ -78,24 +80,12 @@ def _docker_engine() -> bool:
     return True
 
 
-def _to_asyncpg(url: str) -> str:
-    for prefix in (
-        "postgresql+psycopg2://",
-        "postgresql+psycopg://",
-        "postgresql://",
-        "postgres://",
-    ):
-        if url.startswith(prefix):
-            return "postgresql+asyncpg://" + url[len(prefix) :]
-    return url
-
-
 @contextlib.contextmanager
 def postgres_url(data_dir: Path) -> Iterator[str]:
     """Yield an asyncpg URL of a server where the tests may CREATE DATABASE."""
     env = os.environ.get("CRM_TEST_PG_URL")
     if env:
-        yield _to_asyncpg(env)
+        yield asyncpg_url(env)
         return
     if _docker_engine():
         from testcontainers.postgres import PostgresContainer
