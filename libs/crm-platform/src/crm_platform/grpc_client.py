@@ -4,7 +4,8 @@ forwarded in metadata."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import grpc
 
@@ -27,9 +28,28 @@ _RETRY_SERVICE_CONFIG = json.dumps(
 )
 
 
-def insecure_channel(target: str) -> grpc.aio.Channel:
+class DefaultDeadline(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
+    """Every outbound call gets a deadline, even when the caller forgot one."""
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        if client_call_details.timeout is None:
+            # ClientCallDetails is a namedtuple at runtime; the stubs do not say so.
+            client_call_details = client_call_details._replace(timeout=self._seconds)  # type: ignore[attr-defined]
+        return await continuation(client_call_details, request)
+
+
+def insecure_channel(target: str, *, default_timeout: float = 5.0) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(
         target,
+        interceptors=[DefaultDeadline(default_timeout)],  # type: ignore[list-item]
         options=[
             ("grpc.enable_retries", 1),
             ("grpc.service_config", _RETRY_SERVICE_CONFIG),

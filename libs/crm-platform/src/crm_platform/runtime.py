@@ -128,7 +128,9 @@ class Runtime:
 
     def channel(self, target: str) -> grpc.aio.Channel:
         if target not in self._channels:
-            self._channels[target] = grpc_client.insecure_channel(target)
+            self._channels[target] = grpc_client.insecure_channel(
+                target, default_timeout=self.settings.grpc_client_timeout_seconds
+            )
         return self._channels[target]
 
     def directory_channel(self) -> grpc.aio.Channel:
