@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 import httpx
-import nats
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js import JetStreamContext
 
 from conftest import Tenant, http_client
 from crm.customers.v1 import customer_pb2, customer_service_pb2, customer_service_pb2_grpc
 from crm.customers.v1 import events_pb2 as customers_events
-from crm_platform.events import parse_event
 from crm_platform.runtime import Runtime
+from crm_platform.testing.events import wait_for_event
+from crm_platform.testing.rest import listed_count
 
 ACME = {
     "kind": "ORGANIZATION",
@@ -53,9 +50,7 @@ async def _create(
 
 
 async def _count(client: httpx.AsyncClient, tenant: Tenant) -> int:
-    r = await client.get("/v1/customers", params={"page_size": 1000}, headers=tenant.auth("admin"))
-    assert r.status_code == 200
-    return len(r.json()["customers"])
+    return await listed_count(client, "/v1/customers", tenant.auth("admin"))
 
 
 async def test_dealer_creates_customer_with_contacts(
@@ -363,34 +358,13 @@ async def test_customer_created_event_reaches_nats(
     client: httpx.AsyncClient, customers: Runtime, tenant: Tenant
 ) -> None:
     customer = await _create(client, tenant, "d1-rep")
-    ns = customers.settings.nats_namespace
-    nc = await nats.connect(customers.settings.nats_url)
-    try:
-        sub = await nc.jetstream().pull_subscribe(
-            f"{ns}.crm.customers.customer.created.v1", stream=f"{ns.upper()}_CRM_CUSTOMERS"
-        )
-        payload = await _find_created(sub, customer["id"])
-    finally:
-        await nc.close()
+    envelope, payload = await wait_for_event(
+        customers.settings.nats_url,
+        customers.settings.nats_namespace,
+        "crm.customers.customer.created.v1",
+        customers_events.CustomerCreated,
+        lambda p: p.customer.id == customer["id"],
+    )
+    assert envelope.producer == "customers"
     assert payload.customer.owner_org_path == customer["owner_org_path"]
     assert [c.id for c in payload.customer.contacts] == [c["id"] for c in customer["contacts"]]
-
-
-async def _find_created(
-    sub: JetStreamContext.PullSubscription, customer_id: str
-) -> customers_events.CustomerCreated:
-    """Reads the run's customer.created events until ours arrives (the relay is async)."""
-    deadline = asyncio.get_running_loop().time() + 20
-    while asyncio.get_running_loop().time() < deadline:
-        try:
-            msgs = await sub.fetch(100, timeout=1)
-        except NatsTimeoutError:
-            continue
-        for msg in msgs:
-            await msg.ack()
-            event = parse_event(msg.data)
-            assert isinstance(event.payload, customers_events.CustomerCreated)
-            assert event.envelope.producer == "customers"
-            if event.payload.customer.id == customer_id:
-                return event.payload
-    raise AssertionError(f"no customer.created event for {customer_id}")

@@ -13,6 +13,7 @@ from grpc_status import rpc_status
 from conftest import Tenant, http_client
 from crm.leads.v1 import lead_pb2, lead_service_pb2, lead_service_pb2_grpc
 from crm_platform.runtime import Runtime
+from crm_platform.testing.rest import listed_count
 
 
 @pytest.fixture
@@ -96,14 +97,15 @@ async def test_list_pages_through_visible_leads(client: httpx.AsyncClient, tenan
 async def test_bad_lead_gets_field_violation(
     client: httpx.AsyncClient, tenant: Tenant, body: dict[str, object], field: str, status: int
 ) -> None:
-    before = await client.get("/v1/leads", params={"page_size": 1000}, headers=tenant.auth("admin"))
+    before = await listed_count(client, "/v1/leads", tenant.auth("admin"))
     r = await client.post("/v1/leads", json=body, headers=tenant.auth("d1-rep"))
     assert r.status_code == status, r.text
     assert r.headers["content-type"] == "application/problem+json"
     problem = r.json()
     assert field in {v["field"] for v in problem["violations"]}, problem
-    after = await client.get("/v1/leads", params={"page_size": 1000}, headers=tenant.auth("admin"))
-    assert len(after.json()["leads"]) == len(before.json()["leads"])  # nothing written
+    assert (
+        await listed_count(client, "/v1/leads", tenant.auth("admin")) == before
+    )  # nothing written
 
 
 async def test_malformed_json_is_400(client: httpx.AsyncClient, tenant: Tenant) -> None:

@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 import httpx
-import nats
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js import JetStreamContext
 
 from conftest import Tenant, http_client
 from crm.common.v1 import money_pb2
 from crm.marketing.v1 import campaign_pb2, marketing_service_pb2, marketing_service_pb2_grpc
 from crm.marketing.v1 import events_pb2 as marketing_events
-from crm_platform.events import parse_event
 from crm_platform.runtime import Runtime
+from crm_platform.testing.events import wait_for_event
+from crm_platform.testing.rest import listed_count
 
 BUDGET = {"currency_code": "cny", "amount": "5000.5"}
 SPRING: dict[str, object] = {
@@ -49,9 +46,7 @@ async def _create(
 
 
 async def _count(client: httpx.AsyncClient, tenant: Tenant) -> int:
-    r = await client.get("/v1/campaigns", params={"page_size": 1000}, headers=tenant.auth("admin"))
-    assert r.status_code == 200
-    return len(r.json()["campaigns"])
+    return await listed_count(client, "/v1/campaigns", tenant.auth("admin"))
 
 
 async def test_dealer_creates_draft_campaign_with_normalised_fields(
@@ -296,37 +291,16 @@ async def test_campaign_created_event_reaches_nats(
     client: httpx.AsyncClient, marketing: Runtime, tenant: Tenant
 ) -> None:
     campaign = await _create(client, tenant, "d1-rep", name="Announced")
-    ns = marketing.settings.nats_namespace
-    nc = await nats.connect(marketing.settings.nats_url)
-    try:
-        sub = await nc.jetstream().pull_subscribe(
-            f"{ns}.crm.marketing.campaign.created.v1", stream=f"{ns.upper()}_CRM_MARKETING"
-        )
-        payload = await _find_created(sub, campaign["id"])
-    finally:
-        await nc.close()
+    envelope, payload = await wait_for_event(
+        marketing.settings.nats_url,
+        marketing.settings.nats_namespace,
+        "crm.marketing.campaign.created.v1",
+        marketing_events.CampaignCreated,
+        lambda p: p.campaign.id == campaign["id"],
+    )
+    assert envelope.producer == "marketing"
     assert payload.campaign.name == "Announced"
     assert payload.campaign.owner_org_path == campaign["owner_org_path"]
     assert payload.campaign.budget == money_pb2.Money(
         currency_code="CNY", units=5000, nanos=500_000_000
     )
-
-
-async def _find_created(
-    sub: JetStreamContext.PullSubscription, campaign_id: str
-) -> marketing_events.CampaignCreated:
-    """Reads the run's campaign.created events until ours arrives (the relay is async)."""
-    deadline = asyncio.get_running_loop().time() + 20
-    while asyncio.get_running_loop().time() < deadline:
-        try:
-            msgs = await sub.fetch(100, timeout=1)
-        except NatsTimeoutError:
-            continue
-        for msg in msgs:
-            await msg.ack()
-            event = parse_event(msg.data)
-            assert isinstance(event.payload, marketing_events.CampaignCreated)
-            assert event.envelope.producer == "marketing"
-            if event.payload.campaign.id == campaign_id:
-                return event.payload
-    raise AssertionError(f"no campaign.created event for {campaign_id}")

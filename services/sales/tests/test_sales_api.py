@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 import httpx
-import nats
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from conftest import Tenant, http_client
 from crm.common.v1 import money_pb2
-from crm.sales.v1 import opportunity_pb2, sales_service_pb2, sales_service_pb2_grpc
-from crm_platform.events import Namespace, parse_event
+from crm.sales.v1 import events_pb2, opportunity_pb2, sales_service_pb2, sales_service_pb2_grpc
 from crm_platform.runtime import Runtime
+from crm_platform.testing.events import wait_for_event
+from crm_platform.testing.rest import listed_count
 
 EVENT_TYPE = "crm.sales.opportunity.created.v1"
 
@@ -45,11 +43,7 @@ async def create(client: httpx.AsyncClient, tenant: Tenant, who: str, **fields: 
 
 
 async def visible_count(client: httpx.AsyncClient, tenant: Tenant) -> int:
-    r = await client.get(
-        "/v1/opportunities", params={"page_size": 1000}, headers=tenant.auth("admin")
-    )
-    assert r.status_code == 200, r.text
-    return len(r.json()["opportunities"])
+    return await listed_count(client, "/v1/opportunities", tenant.auth("admin"))
 
 
 async def test_dealer_creates_opportunity(client: httpx.AsyncClient, tenant: Tenant) -> None:
@@ -70,7 +64,7 @@ async def test_dealer_creates_opportunity(client: httpx.AsyncClient, tenant: Ten
     assert opp["customer_id"] == customer_id
     assert opp["lead_id"] == lead_id
     assert opp["contact_id"] == ""
-    assert opp["amount"] == {"currency_code": "CNY", "units": "1234567", "nanos": 500000000}
+    assert opp["amount"] == {"currency_code": "CNY", "amount": "1234567.50"}
     assert opp["stage"] == "OPPORTUNITY_STAGE_PROPOSAL"
     assert opp["close_date"] == "2030-06-30"
     r = await client.get(f"/v1/opportunities/{opp['id']}", headers=tenant.auth("d1-rep"))
@@ -84,7 +78,7 @@ async def test_defaults_to_qualification_without_close_date(
     opp = await create(client, tenant, "d1-rep", amount={"currency_code": "USD", "amount": "0"})
     assert opp["stage"] == "OPPORTUNITY_STAGE_QUALIFICATION"
     assert opp["close_date"] == ""
-    assert opp["amount"] == {"currency_code": "USD", "units": "0", "nanos": 0}
+    assert opp["amount"] == {"currency_code": "USD", "amount": "0.00"}
 
 
 async def test_visible_to_hq_not_to_sibling_dealer(
@@ -279,30 +273,16 @@ async def test_grpc_create_reports_field_violations(sales: Runtime, tenant: Tena
 async def test_created_event_is_published(
     client: httpx.AsyncClient, sales: Runtime, tenant: Tenant
 ) -> None:
-    ns = Namespace(sales.settings.nats_namespace)
-    nc = await nats.connect(sales.settings.nats_url)
-    try:
-        # Ephemeral consumer made before the create, so it only sees events from now on.
-        sub = await nc.jetstream().pull_subscribe(
-            ns.subject(EVENT_TYPE),
-            stream=ns.stream("CRM_SALES"),
-            config=ConsumerConfig(
-                deliver_policy=DeliverPolicy.NEW,
-                ack_policy=AckPolicy.NONE,
-                inactive_threshold=30,
-            ),
-        )
-        opp = await create(client, tenant, "d1-rep", title="Evented")
-        async with asyncio.timeout(20):
-            while True:
-                msgs = await sub.fetch(1, timeout=10)
-                event = parse_event(msgs[0].data)
-                if event.payload.opportunity.id == opp["id"]:  # type: ignore[attr-defined]
-                    break
-    finally:
-        await nc.close()
-    assert event.envelope.type == EVENT_TYPE
-    assert event.envelope.producer == "sales"
-    assert event.envelope.tenant_id == tenant.id
-    assert event.envelope.org_path == f"/{tenant.slug}/east/d1/"
-    assert event.payload.opportunity.title == "Evented"  # type: ignore[attr-defined]
+    opp = await create(client, tenant, "d1-rep", title="Evented")
+    envelope, payload = await wait_for_event(
+        sales.settings.nats_url,
+        sales.settings.nats_namespace,
+        EVENT_TYPE,
+        events_pb2.OpportunityCreated,
+        lambda p: p.opportunity.id == opp["id"],
+    )
+    assert envelope.type == EVENT_TYPE
+    assert envelope.producer == "sales"
+    assert envelope.tenant_id == tenant.id
+    assert envelope.org_path == f"/{tenant.slug}/east/d1/"
+    assert payload.opportunity.title == "Evented"

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 import httpx
-import nats
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from conftest import Tenant, http_client
-from crm.servicedesk.v1 import service_desk_service_pb2, service_desk_service_pb2_grpc, ticket_pb2
-from crm_platform.events import Namespace, parse_event
+from crm.servicedesk.v1 import (
+    events_pb2,
+    service_desk_service_pb2,
+    service_desk_service_pb2_grpc,
+    ticket_pb2,
+)
 from crm_platform.runtime import Runtime
+from crm_platform.testing.events import wait_for_event
+from crm_platform.testing.rest import listed_count
 
 EVENT_TYPE = "crm.servicedesk.ticket.created.v1"
 
@@ -40,9 +43,7 @@ async def create(client: httpx.AsyncClient, tenant: Tenant, who: str, **fields: 
 
 
 async def visible_count(client: httpx.AsyncClient, tenant: Tenant) -> int:
-    r = await client.get("/v1/tickets", params={"page_size": 1000}, headers=tenant.auth("admin"))
-    assert r.status_code == 200, r.text
-    return len(r.json()["tickets"])
+    return await listed_count(client, "/v1/tickets", tenant.auth("admin"))
 
 
 async def test_dealer_creates_ticket(client: httpx.AsyncClient, tenant: Tenant) -> None:
@@ -231,30 +232,16 @@ async def test_grpc_create_reports_field_violations(service_desk: Runtime, tenan
 async def test_created_event_is_published(
     client: httpx.AsyncClient, service_desk: Runtime, tenant: Tenant
 ) -> None:
-    ns = Namespace(service_desk.settings.nats_namespace)
-    nc = await nats.connect(service_desk.settings.nats_url)
-    try:
-        # Ephemeral consumer made before the create, so it only sees events from now on.
-        sub = await nc.jetstream().pull_subscribe(
-            ns.subject(EVENT_TYPE),
-            stream=ns.stream("CRM_SERVICEDESK"),
-            config=ConsumerConfig(
-                deliver_policy=DeliverPolicy.NEW,
-                ack_policy=AckPolicy.NONE,
-                inactive_threshold=30,
-            ),
-        )
-        t = await create(client, tenant, "d1-rep", subject="Evented")
-        async with asyncio.timeout(20):
-            while True:
-                msgs = await sub.fetch(1, timeout=10)
-                event = parse_event(msgs[0].data)
-                if event.payload.ticket.id == t["id"]:  # type: ignore[attr-defined]
-                    break
-    finally:
-        await nc.close()
-    assert event.envelope.type == EVENT_TYPE
-    assert event.envelope.producer == "service-desk"
-    assert event.envelope.tenant_id == tenant.id
-    assert event.envelope.org_path == f"/{tenant.slug}/east/d1/"
-    assert event.payload.ticket.subject == "Evented"  # type: ignore[attr-defined]
+    t = await create(client, tenant, "d1-rep", subject="Evented")
+    envelope, payload = await wait_for_event(
+        service_desk.settings.nats_url,
+        service_desk.settings.nats_namespace,
+        EVENT_TYPE,
+        events_pb2.TicketCreated,
+        lambda p: p.ticket.id == t["id"],
+    )
+    assert envelope.type == EVENT_TYPE
+    assert envelope.producer == "service-desk"
+    assert envelope.tenant_id == tenant.id
+    assert envelope.org_path == f"/{tenant.slug}/east/d1/"
+    assert payload.ticket.subject == "Evented"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Self
 
 import grpc
 
@@ -13,6 +13,11 @@ import grpc
 class FieldViolation:
     field: str
     description: str
+
+
+def describe(violations: Iterable[FieldViolation]) -> str:
+    """The detail line of a validation error: ``field: description; ...``."""
+    return "; ".join(f"{v.field}: {v.description}" for v in violations)
 
 
 class DomainError(Exception):
@@ -45,6 +50,13 @@ class InvalidArgument(DomainError):
     http_status = 422
     title = "Invalid argument"
     default_reason = "INVALID_ARGUMENT"
+
+    @classmethod
+    def from_violations(
+        cls, violations: Sequence[FieldViolation], *, reason: str | None = None
+    ) -> Self:
+        """One error for every violation found, so a client fixes a form in one round trip."""
+        return cls(describe(violations), reason=reason, violations=violations)
 
 
 class NotFound(DomainError):
@@ -111,8 +123,4 @@ class Unavailable(DomainError):
 
 def invalid(field_name: str, description: str, reason: str = "INVALID_ARGUMENT") -> InvalidArgument:
     """Shorthand for a single-field validation error."""
-    return InvalidArgument(
-        f"{field_name}: {description}",
-        reason=reason,
-        violations=[FieldViolation(field_name, description)],
-    )
+    return InvalidArgument.from_violations([FieldViolation(field_name, description)], reason=reason)

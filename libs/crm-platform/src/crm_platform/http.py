@@ -15,23 +15,34 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message as ProtoMessage
 from opentelemetry import trace
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from crm.common.v1 import money_pb2
 from crm_platform import metrics
 from crm_platform.auth import Authenticator, Principal
-from crm_platform.errors import DomainError, FieldViolation, PayloadTooLarge
+from crm_platform.errors import DomainError, FieldViolation, PayloadTooLarge, describe
+from crm_platform.money import money_json
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://crm.example.dev/problems/"
+MONEY_TYPE = money_pb2.Money.DESCRIPTOR.full_name
 
 
 class ApiModel(BaseModel):
     """Base of request bodies: unknown fields are errors, not silently dropped."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class MoneyIn(ApiModel):
+    """Money in a REST body: the amount is a decimal string, not a JSON number, which most
+    clients parse as a binary float that cannot hold most cent amounts exactly."""
+
+    currency_code: str = Field(max_length=3, description="ISO 4217 code, e.g. CNY.")
+    amount: str = Field(max_length=40, description='Decimal, e.g. "5000.00"; at most 2 places.')
 
 
 class Problem(BaseModel):
@@ -109,8 +120,9 @@ async def _on_validation_error(request: Request, exc: Exception) -> Response:
         )
         for e in errors
     ]
-    detail = "; ".join(f"{v.field}: {v.description}" for v in violations)
-    return problem_response(422, "Invalid request", detail, "INVALID_ARGUMENT", violations)
+    return problem_response(
+        422, "Invalid request", describe(violations), "INVALID_ARGUMENT", violations
+    )
 
 
 async def _on_http_error(request: Request, exc: Exception) -> Response:
@@ -228,7 +240,26 @@ CurrentPrincipal = Annotated[Principal, Depends(_principal)]
 
 def proto_json(message: ProtoMessage) -> dict[str, Any]:
     """REST bodies are the proto3 JSON mapping with proto field names: one representation
-    for both transports."""
-    return MessageToDict(
+    for both transports, but for Money, which goes out in the shape clients send it."""
+    body = MessageToDict(
         message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
+    _money_as_decimal(message, body)
+    return body
+
+
+def _money_as_decimal(message: ProtoMessage, body: dict[str, Any]) -> None:
+    """Rewrites Money fields at any depth (well-known types and maps hold none)."""
+    for field, value in message.ListFields():
+        kind = field.message_type
+        if kind is None or kind.file.package == "google.protobuf" or kind.GetOptions().map_entry:
+            continue
+        out = body[field.name]
+        repeated = isinstance(out, list)
+        items, outs = (list(value), out) if repeated else ([value], [out])
+        if kind.full_name == MONEY_TYPE:
+            amounts = [money_json(item) for item in items]
+            body[field.name] = amounts if repeated else amounts[0]
+        else:
+            for item, item_out in zip(items, outs, strict=True):
+                _money_as_decimal(item, item_out)

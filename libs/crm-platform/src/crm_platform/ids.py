@@ -6,7 +6,8 @@ import uuid
 
 import uuid_utils
 
-from crm_platform.errors import invalid
+from crm_platform.errors import FieldViolation, InvalidArgument, invalid
+from crm_platform.validation import clean_text
 
 
 def new_id() -> uuid.UUID:
@@ -19,3 +20,16 @@ def parse_id(value: str, field_name: str = "id") -> uuid.UUID:
         return uuid.UUID(value)
     except (ValueError, AttributeError, TypeError):
         raise invalid(field_name, "must be a UUID") from None
+
+
+def parse_optional_id(
+    value: str, field_name: str, violations: list[FieldViolation]
+) -> uuid.UUID | None:
+    """An optional reference: blank is None; a malformed one joins ``violations``, to be
+    reported with the request's other field errors."""
+    value = clean_text(value)
+    try:
+        return parse_id(value, field_name) if value else None
+    except InvalidArgument as exc:
+        violations.extend(exc.violations)
+        return None

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
+from collections.abc import Iterable, Mapping
 from datetime import datetime
+from typing import Protocol
 
+from google.protobuf.descriptor import EnumDescriptor
 from google.protobuf.timestamp_pb2 import Timestamp
+
+from crm_platform.errors import FieldViolation
+from crm_platform.validation import clean_text
 
 
 def timestamp(value: datetime) -> Timestamp:
@@ -17,3 +24,41 @@ def timestamp(value: datetime) -> Timestamp:
 
 def etag(resource_id: uuid.UUID, version: int) -> str:
     return hashlib.sha256(f"{resource_id}:{version}".encode()).hexdigest()[:16]
+
+
+class ProtoEnum(Protocol):
+    """A generated enum (``campaign_pb2.CampaignChannel``)."""
+
+    @property
+    def DESCRIPTOR(self) -> EnumDescriptor: ...
+
+    def items(self) -> Iterable[tuple[str, int]]: ...
+
+
+def enum_by_short_name(enum: ProtoEnum) -> dict[str, int]:
+    """REST names of a proto enum's values, in declaration order: without the prefix that
+    buf's ENUM_VALUE_PREFIX rule puts on each (CampaignChannel: EMAIL for
+    CAMPAIGN_CHANNEL_EMAIL), and without UNSPECIFIED, which no client may choose."""
+    prefix = re.sub(r"(?<!^)(?=[A-Z])", "_", enum.DESCRIPTOR.name).upper() + "_"
+    if not all(name.startswith(prefix) for name, _ in enum.items()):
+        raise ValueError(f"values of {enum.DESCRIPTOR.full_name} lack the prefix {prefix}")
+    return {name.removeprefix(prefix): value for name, value in enum.items() if value != 0}
+
+
+def parse_enum(
+    raw: int | str,
+    names: Mapping[str, int],
+    field_name: str,
+    violations: list[FieldViolation],
+    *,
+    default: int | None = None,
+) -> int:
+    """A REST short name or a gRPC enum number. Blank or 0 means ``default`` where the field
+    has one; otherwise it, an unknown name, or a number no value has (proto3 enums are open)
+    joins ``violations``, listing the names a client may send."""
+    if default is not None and raw in ("", 0):
+        return default
+    value = names.get(clean_text(raw), 0) if isinstance(raw, str) else raw
+    if value not in names.values():
+        violations.append(FieldViolation(field_name, f"one of {', '.join(names)}"))
+    return value

@@ -23,7 +23,5 @@ def parse_range(start_day: str, end_day: str) -> tuple[date | None, date | None]
     if start and end and (end - start).days > MAX_RANGE_DAYS:
         violations.append(FieldViolation("end_day", f"range is limited to {MAX_RANGE_DAYS} days"))
     if violations:
-        raise InvalidArgument(
-            "invalid report range", reason="REPORT_RANGE_INVALID", violations=violations
-        )
+        raise InvalidArgument.from_violations(violations, reason="REPORT_RANGE_INVALID")
     return start, end

@@ -27,7 +27,7 @@ class ContactIn(ApiModel):
 
 class CustomerIn(ApiModel):
     # A plain string, not an enum: rules report a bad kind with the body's other violations.
-    kind: str = Field(max_length=32, description="ORGANIZATION or PERSON.")
+    kind: str = Field(max_length=32, description=", ".join(rules.KINDS) + ".")
     display_name: str = Field(max_length=200)
     tax_id: str = Field(default="", max_length=64)
     phone: str = Field(default="", max_length=40)
@@ -50,9 +50,7 @@ def router(rt: Runtime) -> APIRouter:
     ) -> Json:
         """Create a customer, and the contacts given with it, owned by the caller's org unit.
         `Idempotency-Key` (a UUID) makes retries return the first result."""
-        fields = body.model_dump()
-        fields["kind"] = rules.kind_from_name(body.kind)
-        new = rules.validate_new_customer(phone_region=region, **fields)
+        new = rules.validate_new_customer(phone_region=region, **body.model_dump())
         request_id = parse_id(idempotency_key, "Idempotency-Key") if idempotency_key else None
         async with rt.db.unit_of_work() as conn:
             row, contacts = await service.create(

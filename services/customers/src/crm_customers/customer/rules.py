@@ -8,15 +8,14 @@ from typing import TypedDict
 
 from crm.customers.v1 import customer_pb2
 from crm_platform.errors import FieldViolation, InvalidArgument
+from crm_platform.protos import enum_by_short_name, parse_enum
 from crm_platform.validation import clean_text, is_email, normalise_phone
 
 MAX_TEXT = 200
 # Contacts given with a customer are written in its transaction; more go one by one.
 MAX_CONTACTS = 100
-KINDS: dict[str, customer_pb2.CustomerKind.ValueType] = {
-    "ORGANIZATION": customer_pb2.CUSTOMER_KIND_ORGANIZATION,
-    "PERSON": customer_pb2.CUSTOMER_KIND_PERSON,
-}
+# REST names kinds without the enum prefix: ORGANIZATION, PERSON.
+KINDS = enum_by_short_name(customer_pb2.CustomerKind)
 
 
 class ContactFields(TypedDict):
@@ -46,12 +45,6 @@ class NewCustomer:
     province: str
     city: str
     contacts: tuple[NewContact, ...]
-
-
-def kind_from_name(name: str) -> customer_pb2.CustomerKind.ValueType:
-    """REST spells kinds ORGANIZATION / PERSON; any other name maps to UNSPECIFIED, which
-    validation reports, so a bad kind arrives with the request's other violations."""
-    return KINDS.get(name, customer_pb2.CUSTOMER_KIND_UNSPECIFIED)
 
 
 def _texts(
@@ -100,11 +93,7 @@ def _contact(
 def _raise_if_any(violations: list[FieldViolation], reason: str) -> None:
     """Every violation goes back at once, so a client fixes a form in one round trip."""
     if violations:
-        raise InvalidArgument(
-            "; ".join(f"{v.field}: {v.description}" for v in violations),
-            reason=reason,
-            violations=violations,
-        )
+        raise InvalidArgument.from_violations(violations, reason=reason)
 
 
 def validate_new_contact(
@@ -123,7 +112,7 @@ def validate_new_contact(
 
 def validate_new_customer(
     *,
-    kind: int,
+    kind: int | str,
     display_name: str,
     tax_id: str,
     phone: str,
@@ -133,7 +122,8 @@ def validate_new_customer(
     contacts: Sequence[ContactFields],
     phone_region: str,
 ) -> NewCustomer:
-    """Contact violations are named like the request body (contacts.0.phone)."""
+    """``kind`` is a REST name or a gRPC enum number. Contact violations are named like the
+    request body (contacts.0.phone)."""
     violations: list[FieldViolation] = []
     texts = _texts(
         {"display_name": display_name, "tax_id": tax_id, "province": province, "city": city},
@@ -142,8 +132,7 @@ def validate_new_customer(
     )
     if not texts["display_name"]:
         violations.append(FieldViolation("display_name", "required"))
-    if kind not in KINDS.values():
-        violations.append(FieldViolation("kind", "must be ORGANIZATION or PERSON"))
+    kind = parse_enum(kind, KINDS, "kind", violations)
     # Tax ids are case-insensitive codes; one spelling keeps them comparable.
     texts["tax_id"] = texts["tax_id"].upper()
     phone_e164 = _phone(phone, "phone", phone_region, violations)

@@ -16,6 +16,7 @@ from crm_directory.mapping import (
     tenant_to_proto,
     user_to_proto,
 )
+from crm_directory.org import rules as org_rules
 from crm_directory.org import service as org
 from crm_directory.settings import Settings
 from crm_platform.http import ApiModel, CurrentPrincipal, proto_json
@@ -24,7 +25,6 @@ from crm_platform.pagination import page_of, page_request
 from crm_platform.runtime import Runtime
 
 Json = dict[str, Any]
-KINDS = {"HQ": 1, "REGION": 2, "DEALER": 3, "STORE": 4}
 
 
 class TenantIn(ApiModel):
@@ -43,7 +43,7 @@ class TokenIn(ApiModel):
 
 class OrgUnitIn(ApiModel):
     parent_id: str
-    kind: str = Field(pattern="^(HQ|REGION|DEALER|STORE)$")
+    kind: str = Field(pattern=f"^({'|'.join(org_rules.KINDS)})$")
     code: str
     display_name: str = Field(min_length=1, max_length=200)
 
@@ -127,7 +127,7 @@ def router(rt: Runtime) -> APIRouter:  # noqa: C901 - one closure per route
                 conn=conn,
                 principal=principal,
                 parent_id=parse_id(body.parent_id, "parent_id"),
-                kind=KINDS[body.kind],
+                kind=org_rules.KINDS[body.kind],
                 code=body.code,
                 display_name=body.display_name,
             )

@@ -5,10 +5,13 @@ from __future__ import annotations
 import re
 
 from crm.directory.v1 import directory_pb2
-from crm_platform.errors import FailedPrecondition, invalid
+from crm_platform.errors import FailedPrecondition, FieldViolation, InvalidArgument, invalid
+from crm_platform.protos import enum_by_short_name, parse_enum
 
 CODE_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 REGION_RE = re.compile(r"^[A-Z]{2}$")
+# REST names kinds without the enum prefix: HQ, REGION, DEALER, STORE.
+KINDS = enum_by_short_name(directory_pb2.OrgUnitKind)
 
 
 def validate_code(code: str, field_name: str = "code") -> str:
@@ -26,8 +29,10 @@ def validate_region(region: str) -> str:
 
 
 def validate_kind(kind: int) -> int:
-    if kind not in directory_pb2.OrgUnitKind.values() or kind == 0:
-        raise invalid("kind", "one of HQ, REGION, DEALER, STORE")
+    violations: list[FieldViolation] = []
+    kind = parse_enum(kind, KINDS, "kind", violations)
+    if violations:
+        raise InvalidArgument.from_violations(violations)
     return kind
 
 

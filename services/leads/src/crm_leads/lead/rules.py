@@ -63,9 +63,5 @@ def validate_new_lead(
     if not SOURCE_RE.fullmatch(source):
         violations.append(FieldViolation("source", "lower-case letters, digits and '_'"))
     if violations:
-        raise InvalidArgument(
-            "; ".join(f"{v.field}: {v.description}" for v in violations),
-            reason="LEAD_INVALID",
-            violations=violations,
-        )
+        raise InvalidArgument.from_violations(violations, reason="LEAD_INVALID")
     return NewLead(phone=phone_e164, email=email, source=source, **values)

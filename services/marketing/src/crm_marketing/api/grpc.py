@@ -5,10 +5,11 @@ from __future__ import annotations
 from crm.marketing.v1 import campaign_pb2, marketing_service_pb2_grpc
 from crm.marketing.v1 import marketing_service_pb2 as pb
 from crm_marketing.campaign import rules, service
-from crm_marketing.campaign.mapping import campaign_to_proto, money_to_decimal
+from crm_marketing.campaign.mapping import campaign_to_proto
 from crm_platform.auth import require_principal
 from crm_platform.grpc_server import GrpcBinding, GrpcContext
 from crm_platform.ids import parse_id
+from crm_platform.money import money_to_decimal
 from crm_platform.pagination import page_of, page_request
 from crm_platform.runtime import Runtime
 

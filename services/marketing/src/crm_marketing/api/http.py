@@ -9,7 +9,7 @@ from pydantic import Field
 
 from crm_marketing.campaign import rules, service
 from crm_marketing.campaign.mapping import campaign_to_proto
-from crm_platform.http import ApiModel, CurrentPrincipal, proto_json
+from crm_platform.http import ApiModel, CurrentPrincipal, MoneyIn, proto_json
 from crm_platform.ids import parse_id
 from crm_platform.pagination import page_of, page_request
 from crm_platform.runtime import Runtime
@@ -17,28 +17,14 @@ from crm_platform.runtime import Runtime
 Json = dict[str, Any]
 
 
-class BudgetIn(ApiModel):
-    currency_code: str = Field(max_length=3, description="ISO 4217 code, e.g. CNY.")
-    # A string, not a JSON number: JSON numbers are binary floats in most clients.
-    amount: str = Field(max_length=32, description='Decimal string, e.g. "5000.00".')
-
-
 class CampaignIn(ApiModel):
     name: str = Field(max_length=rules.MAX_NAME)
     # Plain strings, not enums or dates: rules report bad values with the body's other
     # violations, in the same words as over gRPC.
-    channel: str = Field(max_length=16, description="EMAIL, SMS, EVENT or SOCIAL.")
-    budget: BudgetIn
+    channel: str = Field(max_length=16, description=", ".join(rules.CHANNELS) + ".")
+    budget: MoneyIn
     start_date: str = Field(max_length=10, description="YYYY-MM-DD.")
     end_date: str = Field(max_length=10, description="YYYY-MM-DD, not before start_date.")
-
-
-def campaign_json(row: Any) -> Json:
-    """The proto JSON mapping, but the budget in the shape clients send it (a decimal
-    string) rather than Money's units and nanos."""
-    body = proto_json(campaign_to_proto(row))
-    body["budget"] = {"currency_code": row.currency, "amount": str(row.budget)}
-    return body
 
 
 def router(rt: Runtime) -> APIRouter:
@@ -54,7 +40,7 @@ def router(rt: Runtime) -> APIRouter:
         makes retries return the first result."""
         new = rules.validate_new_campaign(
             name=body.name,
-            channel=rules.channel_from_name(body.channel),
+            channel=body.channel,
             currency_code=body.budget.currency_code,
             amount=body.budget.amount,
             start_date=body.start_date,
@@ -65,7 +51,7 @@ def router(rt: Runtime) -> APIRouter:
             row = await service.create(
                 conn=conn, principal=principal, campaign=new, request_id=request_id
             )
-        return campaign_json(row)
+        return proto_json(campaign_to_proto(row))
 
     @r.get("")
     async def list_campaigns(
@@ -77,7 +63,10 @@ def router(rt: Runtime) -> APIRouter:
         async with rt.db.read() as conn:
             rows = await service.list_visible(conn=conn, principal=principal, page=page)
         items, token = page_of(rows, page)
-        return {"campaigns": [campaign_json(x) for x in items], "next_page_token": token}
+        return {
+            "campaigns": [proto_json(campaign_to_proto(x)) for x in items],
+            "next_page_token": token,
+        }
 
     @r.get("/{campaign_id}")
     async def get_campaign(campaign_id: str, principal: CurrentPrincipal) -> Json:
@@ -85,6 +74,6 @@ def router(rt: Runtime) -> APIRouter:
             row = await service.get(
                 conn=conn, principal=principal, campaign_id=parse_id(campaign_id, "campaign_id")
             )
-        return campaign_json(row)
+        return proto_json(campaign_to_proto(row))
 
     return r

@@ -27,7 +27,7 @@ class OpportunityServicer(sales_service_pb2_grpc.OpportunityServiceServicer):
         principal = require_principal()
         opp = request.opportunity
         # Message fields have presence: an unset amount is "required", not a zero amount.
-        amount = (opp.amount.units, opp.amount.nanos) if opp.HasField("amount") else None
+        amount = opp.amount if opp.HasField("amount") else None
         new = rules.validate_new_opportunity(
             title=opp.title,
             customer_id=opp.customer_id,

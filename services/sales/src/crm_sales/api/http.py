@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query
 from pydantic import Field
 
-from crm_platform.http import ApiModel, CurrentPrincipal, proto_json
+from crm_platform.http import ApiModel, CurrentPrincipal, MoneyIn, proto_json
 from crm_platform.ids import parse_id
 from crm_platform.pagination import page_of, page_request
 from crm_platform.runtime import Runtime
@@ -16,12 +16,6 @@ from crm_sales.opportunity.mapping import opportunity_to_proto
 
 Json = dict[str, Any]
 ID_MAX = 64  # a UUID in any form uuid.UUID accepts
-
-
-class MoneyIn(ApiModel):
-    currency_code: str = Field(max_length=3, description="ISO 4217 code, e.g. CNY.")
-    # A string, not a JSON number: binary floats cannot hold most cent amounts exactly.
-    amount: str = Field(max_length=40, description='Decimal, e.g. "12345.67"; at most 2 places.')
 
 
 class OpportunityIn(ApiModel):

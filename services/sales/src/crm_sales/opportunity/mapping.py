@@ -1,21 +1,10 @@
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
-from crm.common.v1 import money_pb2
 from crm.sales.v1 import opportunity_pb2
+from crm_platform.money import decimal_to_money
 from crm_platform.protos import etag, timestamp
-
-NANOS_PER_UNIT = 1_000_000_000
-
-
-def money(amount: Decimal, currency: str) -> money_pb2.Money:
-    """google.type.Money shape: whole units plus nanos of the same sign."""
-    units = int(amount)  # truncates toward zero, so the remainder keeps the sign
-    return money_pb2.Money(
-        currency_code=currency, units=units, nanos=int((amount - units) * NANOS_PER_UNIT)
-    )
 
 
 def opportunity_to_proto(row: Any) -> opportunity_pb2.Opportunity:
@@ -28,7 +17,7 @@ def opportunity_to_proto(row: Any) -> opportunity_pb2.Opportunity:
         customer_id=str(row.customer_id or ""),
         contact_id=str(row.contact_id or ""),
         lead_id=str(row.lead_id or ""),
-        amount=money(row.amount, row.currency),
+        amount=decimal_to_money(row.amount, row.currency),
         stage=row.stage,
         close_date=row.close_date.isoformat() if row.close_date else "",
         create_time=timestamp(row.create_time),

@@ -7,18 +7,15 @@ from dataclasses import dataclass
 
 from crm.servicedesk.v1 import ticket_pb2
 from crm_platform.errors import FieldViolation, InvalidArgument
-from crm_platform.ids import parse_id
+from crm_platform.ids import parse_optional_id
+from crm_platform.protos import enum_by_short_name, parse_enum
 from crm_platform.validation import clean_text
 
 MAX_SUBJECT = 200
 MAX_DESCRIPTION = 10_000
 DEFAULT_PRIORITY = ticket_pb2.TICKET_PRIORITY_NORMAL
 # REST names priorities without the enum prefix: LOW, NORMAL, HIGH, URGENT.
-PRIORITIES: dict[str, int] = {
-    name.removeprefix("TICKET_PRIORITY_"): value
-    for name, value in ticket_pb2.TicketPriority.items()
-    if value != ticket_pb2.TICKET_PRIORITY_UNSPECIFIED
-}
+PRIORITIES = enum_by_short_name(ticket_pb2.TicketPriority)
 CHANNELS = ("api", "email", "self_service")
 DEFAULT_CHANNEL = "api"
 
@@ -30,26 +27,6 @@ class NewTicket:
     customer_id: uuid.UUID | None
     priority: int
     channel: str
-
-
-def _customer_id(raw: str, violations: list[FieldViolation]) -> uuid.UUID | None:
-    raw = clean_text(raw)
-    try:
-        return parse_id(raw, "customer_id") if raw else None
-    except InvalidArgument as exc:
-        violations.extend(exc.violations)
-        return None
-
-
-def _priority(raw: int | str, violations: list[FieldViolation]) -> int:
-    """REST sends a name ("" = default), gRPC an enum number (UNSPECIFIED = default); proto3
-    enums are open, so a number can still be one no priority has."""
-    if raw in ("", ticket_pb2.TICKET_PRIORITY_UNSPECIFIED):
-        return DEFAULT_PRIORITY
-    priority = PRIORITIES.get(clean_text(raw), -1) if isinstance(raw, str) else raw
-    if priority not in PRIORITIES.values():
-        violations.append(FieldViolation("priority", f"one of {', '.join(PRIORITIES)}"))
-    return priority
 
 
 def validate_new_ticket(
@@ -72,14 +49,11 @@ def validate_new_ticket(
     new = NewTicket(
         subject=subject,
         description=description,
-        customer_id=_customer_id(customer_id, violations),
-        priority=_priority(priority, violations),
+        customer_id=parse_optional_id(customer_id, "customer_id", violations),
+        # REST sends a name ("" = default), gRPC an enum number (UNSPECIFIED = default).
+        priority=parse_enum(priority, PRIORITIES, "priority", violations, default=DEFAULT_PRIORITY),
         channel=channel,
     )
     if violations:
-        raise InvalidArgument(
-            "; ".join(f"{v.field}: {v.description}" for v in violations),
-            reason="TICKET_INVALID",
-            violations=violations,
-        )
+        raise InvalidArgument.from_violations(violations, reason="TICKET_INVALID")
     return new
