@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # uv comes from PATH, or is installed once into its own tools venv (never into .venv,
 # which `uv sync` keeps exactly equal to uv.lock).
-TOOLS := .tools
+TOOLS := $(CURDIR)/.tools
 UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
 PACKAGES := crm_platform crm_directory crm_leads crm_customers crm_sales crm_service_desk crm_marketing crm_analytics
 SVC ?= leads
