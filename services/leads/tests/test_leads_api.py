@@ -219,3 +219,9 @@ async def test_grpc_create_reports_field_violations(leads: Runtime, tenant: Tena
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.GetLead(lead_service_pb2.GetLeadRequest(id=ok.id))
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_requests_are_counted_per_route(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    await client.get("/v1/leads", headers=tenant.auth("d1-rep"))
+    text = (await client.get("/metrics")).text
+    assert 'http_server_requests_total{method="GET",route="/v1/leads",status="200"}' in text

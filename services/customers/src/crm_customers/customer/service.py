@@ -16,8 +16,8 @@ from crm.customers.v1 import events_pb2
 from crm_customers.customer.mapping import contact_to_proto, customer_to_proto
 from crm_customers.customer.models import contacts, customers
 from crm_customers.customer.rules import NewContact, NewCustomer
-from crm_platform.auth import WRITE_ROLES, Principal, visible_to
-from crm_platform.errors import NotFound
+from crm_platform import records
+from crm_platform.auth import WRITE_ROLES, Principal
 from crm_platform.ids import new_id
 from crm_platform.outbox import add_event
 from crm_platform.pagination import PageRequest
@@ -36,36 +36,23 @@ async def create(
     their created events. A repeated request_id returns the first customer and publishes
     nothing (race-free: unique index)."""
     principal.require_any(WRITE_ROLES)
-    row = (
-        await conn.execute(
-            insert(customers)
-            .values(
-                id=new_id(),
-                tenant_id=principal.tenant_id,
-                owner_org_id=principal.org_unit_id,
-                owner_org_path=principal.org_path,
-                kind=customer.kind,
-                display_name=customer.display_name,
-                tax_id=customer.tax_id,
-                phone=customer.phone,
-                email=customer.email,
-                province=customer.province,
-                city=customer.city,
-                request_id=request_id,
-            )
-            .on_conflict_do_nothing(index_elements=["tenant_id", "request_id"])
-            .returning(*customers.c)
-        )
-    ).first()
-    if row is None:
-        row = (
-            await conn.execute(
-                sa.select(customers).where(
-                    customers.c.tenant_id == principal.tenant_id,
-                    customers.c.request_id == request_id,
-                )
-            )
-        ).one()
+    row, created = await records.insert_once(
+        conn,
+        customers,
+        {
+            "id": new_id(),
+            **records.owned_by(principal),
+            "kind": customer.kind,
+            "display_name": customer.display_name,
+            "tax_id": customer.tax_id,
+            "phone": customer.phone,
+            "email": customer.email,
+            "province": customer.province,
+            "city": customer.city,
+        },
+        request_id=request_id,
+    )
+    if not created:
         return row, await _contacts_of(conn, row)
     contact_rows = await _insert_contacts(conn, row, customer.contacts)
     await add_event(
@@ -93,15 +80,7 @@ async def list_visible(
 ) -> list[Any]:
     """Newest first (UUIDv7 ids are time-ordered), keyset-paged. Rows only: contacts are
     unbounded per customer, so they come with a single customer (get)."""
-    stmt = (
-        sa.select(customers)
-        .where(visible_to(customers, principal))
-        .order_by(customers.c.id.desc())
-        .limit(page.size + 1)
-    )
-    if page.after is not None:
-        stmt = stmt.where(customers.c.id < page.after)
-    return list((await conn.execute(stmt)).all())
+    return await records.visible_page(conn, customers, principal, page)
 
 
 async def create_contact(
@@ -116,23 +95,14 @@ async def create_contact(
     first contact and publishes nothing."""
     principal.require_any(WRITE_ROLES)
     customer = await _visible_customer(conn, principal, customer_id)
-    row = (
-        await conn.execute(
-            insert(contacts)
-            .values(**_contact_values(customer, contact), request_id=request_id)
-            .on_conflict_do_nothing(index_elements=["tenant_id", "request_id"])
-            .returning(*contacts.c)
-        )
-    ).first()
-    if row is None:
-        return (
-            await conn.execute(
-                sa.select(contacts).where(
-                    contacts.c.tenant_id == principal.tenant_id,
-                    contacts.c.request_id == request_id,
-                )
-            )
-        ).one()
+    row, created = await records.insert_once(
+        conn,
+        contacts,
+        _contact_values(customer, contact),
+        request_id=request_id,
+    )
+    if not created:
+        return row
     # Contacts are part of the customer resource, so its etag must change with them.
     await conn.execute(
         customers.update()
@@ -148,20 +118,7 @@ async def _visible_customer(
 ) -> Any:
     """A customer outside the caller's subtree is reported as missing, so existence never
     leaks."""
-    row = (
-        await conn.execute(
-            sa.select(customers).where(
-                customers.c.id == customer_id, visible_to(customers, principal)
-            )
-        )
-    ).first()
-    if row is None:
-        raise NotFound(
-            f"customer {customer_id} not found",
-            reason="CUSTOMER_NOT_FOUND",
-            metadata={"customer": str(customer_id)},
-        )
-    return row
+    return await records.get_visible(conn, customers, principal, customer_id, kind="customer")
 
 
 async def _contacts_of(conn: AsyncConnection, customer: Any) -> list[Any]:

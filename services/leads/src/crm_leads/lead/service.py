@@ -6,16 +6,14 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crm.leads.v1 import events_pb2, lead_pb2
 from crm_leads.lead.mapping import lead_to_proto
 from crm_leads.lead.models import leads
 from crm_leads.lead.rules import NewLead
-from crm_platform.auth import WRITE_ROLES, Principal, visible_to
-from crm_platform.errors import NotFound
+from crm_platform import records
+from crm_platform.auth import WRITE_ROLES, Principal
 from crm_platform.ids import new_id
 from crm_platform.outbox import add_event
 from crm_platform.pagination import PageRequest
@@ -29,71 +27,42 @@ async def create(
     """Insert the lead owned by the caller's org unit, with its created event. A repeated
     request_id returns the first lead and publishes nothing (race-free: unique index)."""
     principal.require_any(WRITE_ROLES)
-    row = (
-        await conn.execute(
-            insert(leads)
-            .values(
-                id=new_id(),
-                tenant_id=principal.tenant_id,
-                owner_org_id=principal.org_unit_id,
-                owner_org_path=principal.org_path,
-                full_name=lead.full_name,
-                phone=lead.phone,
-                email=lead.email,
-                company=lead.company,
-                province=lead.province,
-                city=lead.city,
-                source=lead.source,
-                status=lead_pb2.LEAD_STATUS_NEW,
-                request_id=request_id,
-            )
-            .on_conflict_do_nothing(index_elements=["tenant_id", "request_id"])
-            .returning(*leads.c)
-        )
-    ).first()
-    if row is None:
-        return (
-            await conn.execute(
-                sa.select(leads).where(
-                    leads.c.tenant_id == principal.tenant_id, leads.c.request_id == request_id
-                )
-            )
-        ).one()
-    await add_event(
+    row, created = await records.insert_once(
         conn,
-        event_type="crm.leads.lead.created.v1",
-        payload=events_pb2.LeadCreated(lead=lead_to_proto(row)),
-        tenant_id=row.tenant_id,
-        org_path=row.owner_org_path,
-        producer=PRODUCER,
+        leads,
+        {
+            "id": new_id(),
+            **records.owned_by(principal),
+            "full_name": lead.full_name,
+            "phone": lead.phone,
+            "email": lead.email,
+            "company": lead.company,
+            "province": lead.province,
+            "city": lead.city,
+            "source": lead.source,
+            "status": lead_pb2.LEAD_STATUS_NEW,
+        },
+        request_id=request_id,
     )
+    if created:
+        await add_event(
+            conn,
+            event_type="crm.leads.lead.created.v1",
+            payload=events_pb2.LeadCreated(lead=lead_to_proto(row)),
+            tenant_id=row.tenant_id,
+            org_path=row.owner_org_path,
+            producer=PRODUCER,
+        )
     return row
 
 
 async def get(*, conn: AsyncConnection, principal: Principal, lead_id: uuid.UUID) -> Any:
     """A lead outside the caller's subtree is reported as missing, so existence never leaks."""
-    row = (
-        await conn.execute(
-            sa.select(leads).where(leads.c.id == lead_id, visible_to(leads, principal))
-        )
-    ).first()
-    if row is None:
-        raise NotFound(
-            f"lead {lead_id} not found", reason="LEAD_NOT_FOUND", metadata={"lead": str(lead_id)}
-        )
-    return row
+    return await records.get_visible(conn, leads, principal, lead_id, kind="lead")
 
 
 async def list_visible(
     *, conn: AsyncConnection, principal: Principal, page: PageRequest
 ) -> list[Any]:
     """Newest first (UUIDv7 ids are time-ordered), keyset-paged."""
-    stmt = (
-        sa.select(leads)
-        .where(visible_to(leads, principal))
-        .order_by(leads.c.id.desc())
-        .limit(page.size + 1)
-    )
-    if page.after is not None:
-        stmt = stmt.where(leads.c.id < page.after)
-    return list((await conn.execute(stmt)).all())
+    return await records.visible_page(conn, leads, principal, page)

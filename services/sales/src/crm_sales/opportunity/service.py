@@ -6,13 +6,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crm.sales.v1 import events_pb2
-from crm_platform.auth import WRITE_ROLES, Principal, visible_to
-from crm_platform.errors import NotFound
+from crm_platform import records
+from crm_platform.auth import WRITE_ROLES, Principal
 from crm_platform.ids import new_id
 from crm_platform.outbox import add_event
 from crm_platform.pagination import PageRequest
@@ -34,77 +32,45 @@ async def create(
     repeated request_id returns the first opportunity and publishes nothing (race-free:
     unique index)."""
     principal.require_any(WRITE_ROLES)
-    row = (
-        await conn.execute(
-            insert(opportunities)
-            .values(
-                id=new_id(),
-                tenant_id=principal.tenant_id,
-                owner_org_id=principal.org_unit_id,
-                owner_org_path=principal.org_path,
-                title=opportunity.title,
-                customer_id=opportunity.customer_id,
-                contact_id=opportunity.contact_id,
-                lead_id=opportunity.lead_id,
-                amount=opportunity.amount,
-                currency=opportunity.currency,
-                stage=opportunity.stage,
-                close_date=opportunity.close_date,
-                request_id=request_id,
-            )
-            .on_conflict_do_nothing(index_elements=["tenant_id", "request_id"])
-            .returning(*opportunities.c)
-        )
-    ).first()
-    if row is None:
-        return (
-            await conn.execute(
-                sa.select(opportunities).where(
-                    opportunities.c.tenant_id == principal.tenant_id,
-                    opportunities.c.request_id == request_id,
-                )
-            )
-        ).one()
-    await add_event(
+    row, created = await records.insert_once(
         conn,
-        event_type="crm.sales.opportunity.created.v1",
-        payload=events_pb2.OpportunityCreated(opportunity=opportunity_to_proto(row)),
-        tenant_id=row.tenant_id,
-        org_path=row.owner_org_path,
-        producer=PRODUCER,
+        opportunities,
+        {
+            "id": new_id(),
+            **records.owned_by(principal),
+            "title": opportunity.title,
+            "customer_id": opportunity.customer_id,
+            "contact_id": opportunity.contact_id,
+            "lead_id": opportunity.lead_id,
+            "amount": opportunity.amount,
+            "currency": opportunity.currency,
+            "stage": opportunity.stage,
+            "close_date": opportunity.close_date,
+        },
+        request_id=request_id,
     )
+    if created:
+        await add_event(
+            conn,
+            event_type="crm.sales.opportunity.created.v1",
+            payload=events_pb2.OpportunityCreated(opportunity=opportunity_to_proto(row)),
+            tenant_id=row.tenant_id,
+            org_path=row.owner_org_path,
+            producer=PRODUCER,
+        )
     return row
 
 
 async def get(*, conn: AsyncConnection, principal: Principal, opportunity_id: uuid.UUID) -> Any:
     """An opportunity outside the caller's subtree is reported as missing, so existence
     never leaks."""
-    row = (
-        await conn.execute(
-            sa.select(opportunities).where(
-                opportunities.c.id == opportunity_id, visible_to(opportunities, principal)
-            )
-        )
-    ).first()
-    if row is None:
-        raise NotFound(
-            f"opportunity {opportunity_id} not found",
-            reason="OPPORTUNITY_NOT_FOUND",
-            metadata={"opportunity": str(opportunity_id)},
-        )
-    return row
+    return await records.get_visible(
+        conn, opportunities, principal, opportunity_id, kind="opportunity"
+    )
 
 
 async def list_visible(
     *, conn: AsyncConnection, principal: Principal, page: PageRequest
 ) -> list[Any]:
     """Newest first (UUIDv7 ids are time-ordered), keyset-paged."""
-    stmt = (
-        sa.select(opportunities)
-        .where(visible_to(opportunities, principal))
-        .order_by(opportunities.c.id.desc())
-        .limit(page.size + 1)
-    )
-    if page.after is not None:
-        stmt = stmt.where(opportunities.c.id < page.after)
-    return list((await conn.execute(stmt)).all())
+    return await records.visible_page(conn, opportunities, principal, page)

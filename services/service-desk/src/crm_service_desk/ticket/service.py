@@ -6,13 +6,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crm.servicedesk.v1 import events_pb2, ticket_pb2
-from crm_platform.auth import WRITE_ROLES, Principal, visible_to
-from crm_platform.errors import NotFound
+from crm_platform import records
+from crm_platform.auth import WRITE_ROLES, Principal
 from crm_platform.ids import new_id
 from crm_platform.outbox import add_event
 from crm_platform.pagination import PageRequest
@@ -29,72 +27,41 @@ async def create(
     """Insert the ticket owned by the caller's org unit, with its created event. A repeated
     request_id returns the first ticket and publishes nothing (race-free: unique index)."""
     principal.require_any(WRITE_ROLES)
-    row = (
-        await conn.execute(
-            insert(tickets)
-            .values(
-                id=new_id(),
-                tenant_id=principal.tenant_id,
-                owner_org_id=principal.org_unit_id,
-                owner_org_path=principal.org_path,
-                subject=ticket.subject,
-                description=ticket.description,
-                customer_id=ticket.customer_id,
-                priority=ticket.priority,
-                status=ticket_pb2.TICKET_STATUS_NEW,
-                channel=ticket.channel,
-                request_id=request_id,
-            )
-            .on_conflict_do_nothing(index_elements=["tenant_id", "request_id"])
-            .returning(*tickets.c)
-        )
-    ).first()
-    if row is None:
-        return (
-            await conn.execute(
-                sa.select(tickets).where(
-                    tickets.c.tenant_id == principal.tenant_id, tickets.c.request_id == request_id
-                )
-            )
-        ).one()
-    await add_event(
+    row, created = await records.insert_once(
         conn,
-        event_type="crm.servicedesk.ticket.created.v1",
-        payload=events_pb2.TicketCreated(ticket=ticket_to_proto(row)),
-        tenant_id=row.tenant_id,
-        org_path=row.owner_org_path,
-        producer=PRODUCER,
+        tickets,
+        {
+            "id": new_id(),
+            **records.owned_by(principal),
+            "subject": ticket.subject,
+            "description": ticket.description,
+            "customer_id": ticket.customer_id,
+            "priority": ticket.priority,
+            "status": ticket_pb2.TICKET_STATUS_NEW,
+            "channel": ticket.channel,
+        },
+        request_id=request_id,
     )
+    if created:
+        await add_event(
+            conn,
+            event_type="crm.servicedesk.ticket.created.v1",
+            payload=events_pb2.TicketCreated(ticket=ticket_to_proto(row)),
+            tenant_id=row.tenant_id,
+            org_path=row.owner_org_path,
+            producer=PRODUCER,
+        )
     return row
 
 
 async def get(*, conn: AsyncConnection, principal: Principal, ticket_id: uuid.UUID) -> Any:
     """A ticket outside the caller's subtree is reported as missing, so existence never
     leaks."""
-    row = (
-        await conn.execute(
-            sa.select(tickets).where(tickets.c.id == ticket_id, visible_to(tickets, principal))
-        )
-    ).first()
-    if row is None:
-        raise NotFound(
-            f"ticket {ticket_id} not found",
-            reason="TICKET_NOT_FOUND",
-            metadata={"ticket": str(ticket_id)},
-        )
-    return row
+    return await records.get_visible(conn, tickets, principal, ticket_id, kind="ticket")
 
 
 async def list_visible(
     *, conn: AsyncConnection, principal: Principal, page: PageRequest
 ) -> list[Any]:
     """Newest first (UUIDv7 ids are time-ordered), keyset-paged."""
-    stmt = (
-        sa.select(tickets)
-        .where(visible_to(tickets, principal))
-        .order_by(tickets.c.id.desc())
-        .limit(page.size + 1)
-    )
-    if page.after is not None:
-        stmt = stmt.where(tickets.c.id < page.after)
-    return list((await conn.execute(stmt)).all())
+    return await records.visible_page(conn, tickets, principal, page)
