@@ -29,6 +29,7 @@ SUBJECTS: dict[str, type[Message]] = {
     "crm.directory.org_unit.moved.v1": directory_events.OrgUnitMoved,
     "crm.directory.user.created.v1": directory_events.UserCreated,
     "crm.leads.lead.created.v1": leads_events.LeadCreated,
+    "crm.leads.lead.merged.v1": leads_events.LeadMerged,
     "crm.customers.customer.created.v1": customers_events.CustomerCreated,
     "crm.customers.contact.created.v1": customers_events.ContactCreated,
     "crm.sales.opportunity.created.v1": sales_events.OpportunityCreated,

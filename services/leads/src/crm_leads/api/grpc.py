@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from crm.common.v1 import problem_pb2
 from crm.leads.v1 import lead_pb2, lead_service_pb2_grpc
 from crm.leads.v1 import lead_service_pb2 as pb
-from crm_leads.lead import rules, service
+from crm_leads.lead import flows, rules, service
 from crm_leads.lead.mapping import lead_to_proto
 from crm_leads.settings import Settings
 from crm_platform.auth import require_principal
+from crm_platform.errors import InvalidArgument
 from crm_platform.grpc_server import GrpcBinding, GrpcContext
 from crm_platform.ids import parse_id
 from crm_platform.pagination import page_of, page_request
@@ -20,10 +22,7 @@ class LeadServicer(lead_service_pb2_grpc.LeadServiceServicer):
         self.rt = rt
         self.region = rt.settings.default_phone_region
 
-    async def CreateLead(
-        self, request: pb.CreateLeadRequest, context: GrpcContext
-    ) -> lead_pb2.Lead:
-        principal = require_principal()
+    def _validated(self, request: pb.CreateLeadRequest) -> flows.CaptureRequest:
         lead = request.lead
         new = rules.validate_new_lead(
             full_name=lead.full_name,
@@ -33,14 +32,42 @@ class LeadServicer(lead_service_pb2_grpc.LeadServiceServicer):
             province=lead.province,
             city=lead.city,
             source=lead.source,
+            open_id=lead.open_id,
+            union_id=lead.union_id,
             phone_region=self.region,
         )
+        intent = rules.validate_intent(
+            source=new.source,
+            campaign=request.intent.campaign,
+            product_interest=request.intent.product_interest,
+        )
         request_id = parse_id(request.request_id, "request_id") if request.request_id else None
-        async with self.rt.db.unit_of_work() as conn:
-            row = await service.create(
-                conn=conn, principal=principal, lead=new, request_id=request_id
-            )
-        return lead_to_proto(row)
+        return flows.CaptureRequest(new, intent, request_id)
+
+    async def CreateLead(
+        self, request: pb.CreateLeadRequest, context: GrpcContext
+    ) -> lead_pb2.Lead:
+        """Outcome in the `crm-capture-outcome` trailing metadata; a merge into a lead the
+        caller cannot see returns an empty Lead."""
+        item = self._validated(request)
+        assert item.lead is not None and item.intent is not None
+        captured, intents = await flows.capture_one(
+            self.rt.db, require_principal(), item.lead, item.intent, item.request_id
+        )
+        context.set_trailing_metadata((("crm-capture-outcome", captured.outcome.name.lower()),))
+        return lead_to_proto(captured.lead, intents) if captured.visible else lead_pb2.Lead()
+
+    async def BatchCreateLeads(
+        self, request: pb.BatchCreateLeadsRequest, context: GrpcContext
+    ) -> pb.BatchCreateLeadsResponse:
+        items = []
+        for one in request.requests:
+            try:
+                items.append(self._validated(one))
+            except InvalidArgument as exc:
+                items.append(flows.CaptureRequest(None, None, None, exc.violations))
+        results = await flows.capture_batch(self.rt.db, require_principal(), items)
+        return pb.BatchCreateLeadsResponse(results=[_result(r) for r in results])
 
     async def GetLead(self, request: pb.GetLeadRequest, context: GrpcContext) -> lead_pb2.Lead:
         async with self.rt.db.read() as conn:
@@ -57,6 +84,24 @@ class LeadServicer(lead_service_pb2_grpc.LeadServiceServicer):
             rows = await service.list_visible(conn=conn, principal=require_principal(), page=page)
         items, token = page_of(rows, page)
         return pb.ListLeadsResponse(leads=[lead_to_proto(r) for r in items], next_page_token=token)
+
+
+def _result(result: flows.ItemResult) -> pb.BatchCreateLeadsResult:
+    if result.captured is None:
+        return pb.BatchCreateLeadsResult(
+            index=result.index,
+            outcome=pb.CAPTURE_OUTCOME_REJECTED,
+            violations=[
+                problem_pb2.FieldViolation(field=v.field, description=v.description)
+                for v in result.violations
+            ],
+        )
+    captured = result.captured
+    return pb.BatchCreateLeadsResult(
+        index=result.index,
+        outcome=captured.outcome.value,
+        lead=lead_to_proto(captured.lead) if captured.visible else None,
+    )
 
 
 def bindings(rt: Runtime) -> list[GrpcBinding]:

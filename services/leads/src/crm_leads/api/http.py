@@ -4,18 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Response
 from pydantic import Field
 
-from crm_leads.lead import rules, service
+from crm_leads.lead import flows, rules, service
 from crm_leads.lead.mapping import lead_to_proto
 from crm_leads.settings import Settings
+from crm_platform.errors import InvalidArgument
 from crm_platform.http import ApiModel, CurrentPrincipal, proto_json
 from crm_platform.ids import parse_id
 from crm_platform.pagination import page_of, page_request
 from crm_platform.runtime import Runtime
 
 Json = dict[str, Any]
+OUTCOME_HEADER = "Crm-Capture-Outcome"
+
+
+class IntentIn(ApiModel):
+    campaign: str = Field(default="", max_length=200)
+    product_interest: str = Field(default="", max_length=200)
 
 
 class LeadIn(ApiModel):
@@ -26,6 +33,33 @@ class LeadIn(ApiModel):
     province: str = Field(default="", max_length=100)
     city: str = Field(default="", max_length=100)
     source: str = Field(default="api", max_length=32)
+    open_id: str = Field(default="", max_length=64)
+    union_id: str = Field(default="", max_length=64)
+    intent: IntentIn = IntentIn()
+
+
+class BatchItemIn(LeadIn):
+    request_id: str = ""
+
+
+class BatchIn(ApiModel):
+    leads: list[BatchItemIn] = Field(min_length=1, max_length=flows.MAX_BATCH)
+
+
+def _validated(body: LeadIn, region: str) -> tuple[rules.NewLead, rules.NewIntent]:
+    fields = body.model_dump(exclude={"intent", "request_id"})
+    lead = rules.validate_new_lead(phone_region=region, **fields)
+    intent = rules.validate_intent(source=lead.source, **body.intent.model_dump())
+    return lead, intent
+
+
+def _item(body: BatchItemIn, region: str) -> flows.CaptureRequest:
+    try:
+        lead, intent = _validated(body, region)
+        request_id = parse_id(body.request_id, "request_id") if body.request_id else None
+    except InvalidArgument as exc:
+        return flows.CaptureRequest(None, None, None, exc.violations)
+    return flows.CaptureRequest(lead, intent, request_id)
 
 
 def router(rt: Runtime) -> APIRouter:
@@ -37,17 +71,30 @@ def router(rt: Runtime) -> APIRouter:
     async def create_lead(
         body: LeadIn,
         principal: CurrentPrincipal,
+        response: Response,
         idempotency_key: Annotated[str | None, Header()] = None,
     ) -> Json:
-        """Create a lead owned by the caller's org unit. `Idempotency-Key` (a UUID) makes
-        retries return the first result."""
-        new = rules.validate_new_lead(phone_region=region, **body.model_dump())
+        """Capture a lead owned by the caller's org unit. A lead with the same phone, email
+        or WeChat open_id absorbs it as a new intent instead (200, `Crm-Capture-Outcome:
+        merged`); if that lead is outside the caller's subtree the answer is 202 without
+        it. `Idempotency-Key` (a UUID) makes retries return the first result."""
+        lead, intent = _validated(body, region)
         request_id = parse_id(idempotency_key, "Idempotency-Key") if idempotency_key else None
-        async with rt.db.unit_of_work() as conn:
-            row = await service.create(
-                conn=conn, principal=principal, lead=new, request_id=request_id
-            )
-        return proto_json(lead_to_proto(row))
+        captured, intents = await flows.capture_one(rt.db, principal, lead, intent, request_id)
+        response.headers[OUTCOME_HEADER] = captured.outcome.name.lower()
+        if captured.outcome is service.Outcome.MERGED:
+            response.status_code = 200 if captured.visible else 202
+            if not captured.visible:
+                return {"outcome": "MERGED", "lead": None}
+        return proto_json(lead_to_proto(captured.lead, intents))
+
+    @r.post(":batchCreate")
+    async def batch_create_leads(body: BatchIn, principal: CurrentPrincipal) -> Json:
+        """Up to 1,000 leads; one result per item, in order (`CREATED`, `MERGED` or
+        `REJECTED` with field violations). A rejected item never blocks the others."""
+        items = [_item(item, region) for item in body.leads]
+        results = await flows.capture_batch(rt.db, principal, items)
+        return {"results": [_result_json(x) for x in results]}
 
     @r.get("")
     async def list_leads(
@@ -67,6 +114,21 @@ def router(rt: Runtime) -> APIRouter:
             row = await service.get(
                 conn=conn, principal=principal, lead_id=parse_id(lead_id, "lead_id")
             )
-        return proto_json(lead_to_proto(row))
+            intents = await service.intents_of(conn=conn, lead_id=row.id)
+        return proto_json(lead_to_proto(row, intents))
 
     return r
+
+
+def _result_json(result: flows.ItemResult) -> Json:
+    if result.captured is None:
+        return {
+            "index": result.index,
+            "outcome": "REJECTED",
+            "violations": [
+                {"field": v.field, "description": v.description} for v in result.violations
+            ],
+        }
+    captured = result.captured
+    lead = proto_json(lead_to_proto(captured.lead)) if captured.visible else None
+    return {"index": result.index, "outcome": captured.outcome.name, "lead": lead}

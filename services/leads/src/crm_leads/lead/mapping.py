@@ -1,12 +1,38 @@
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from crm.leads.v1 import lead_pb2
+from crm_leads.lead.rules import NewIntent
 from crm_platform.protos import etag, timestamp
 
 
-def lead_to_proto(row: Any) -> lead_pb2.Lead:
+def intent_to_proto(
+    intent_id: uuid.UUID, intent: NewIntent, occur_time: datetime
+) -> lead_pb2.LeadIntent:
+    return lead_pb2.LeadIntent(
+        id=str(intent_id),
+        source=intent.source,
+        campaign=intent.campaign,
+        product_interest=intent.product_interest,
+        occur_time=timestamp(occur_time),
+    )
+
+
+def intent_row_to_proto(row: Any) -> lead_pb2.LeadIntent:
+    return lead_pb2.LeadIntent(
+        id=str(row.id),
+        source=row.source,
+        campaign=row.campaign,
+        product_interest=row.product_interest,
+        occur_time=timestamp(row.occur_time),
+    )
+
+
+def lead_to_proto(row: Any, intents: Sequence[Any] = ()) -> lead_pb2.Lead:
     return lead_pb2.Lead(
         id=str(row.id),
         tenant_id=str(row.tenant_id),
@@ -23,4 +49,8 @@ def lead_to_proto(row: Any) -> lead_pb2.Lead:
         create_time=timestamp(row.create_time),
         update_time=timestamp(row.update_time),
         etag=etag(row.id, row.version),
+        open_id=row.open_id,
+        union_id=row.union_id,
+        intent_count=row.intent_count,
+        intents=[intent_row_to_proto(i) for i in intents],
     )

@@ -26,10 +26,43 @@ leads = sa.Table(
     sa.Column("city", sa.Text, nullable=False, server_default=""),
     sa.Column("source", sa.Text, nullable=False),
     sa.Column("status", sa.SmallInteger, nullable=False),
+    sa.Column("open_id", sa.Text, nullable=False, server_default=""),
+    sa.Column("union_id", sa.Text, nullable=False, server_default=""),
+    sa.Column("intent_count", sa.Integer, nullable=False, server_default="1"),
     sa.Column("version", sa.Integer, nullable=False, server_default="1"),
-    # Idempotency key of the create request (AIP-155), unique per tenant.
-    sa.Column("request_id", UUID(as_uuid=True), nullable=True),
     *timestamp_columns(),
-    sa.UniqueConstraint("tenant_id", "request_id"),
     owner_path_index("leads"),
+)
+
+# De-duplication keys: one row per normalised phone / email / open_id per tenant. The unique
+# index makes concurrent captures of the same person serialise on the key (no
+# check-then-insert race): the second transaction waits, then sees the first lead.
+lead_keys = sa.Table(
+    "lead_keys",
+    metadata,
+    sa.Column("tenant_id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("kind", sa.Text, primary_key=True),
+    sa.Column("value", sa.Text, primary_key=True),
+    sa.Column("lead_id", UUID(as_uuid=True), nullable=False, index=True),
+)
+
+# Every enquiry; a repeat enquiry becomes a new intent of the existing lead. request_id is
+# the capture's idempotency key (a retried capture finds its intent and changes nothing).
+lead_intents = sa.Table(
+    "lead_intents",
+    metadata,
+    id_column(),
+    sa.Column("tenant_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("lead_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("campaign", sa.Text, nullable=False, server_default=""),
+    sa.Column("product_interest", sa.Text, nullable=False, server_default=""),
+    sa.Column("request_id", UUID(as_uuid=True), nullable=True),
+    # The enquiry that created the lead, so a retried create answers "created" again.
+    sa.Column("created_lead", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column(
+        "occur_time", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.UniqueConstraint("tenant_id", "request_id"),
+    sa.Index("ix_lead_intents_lead", "lead_id", "id"),
 )

@@ -1,4 +1,4 @@
-"""Pure lead rules: validation and normalisation of a new lead. No I/O."""
+"""Pure lead rules: validation, normalisation and de-duplication keys. No I/O."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ from crm_platform.errors import FieldViolation, InvalidArgument
 from crm_platform.validation import clean_text, is_email, normalise_phone
 
 SOURCE_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+# WeChat open_id / union_id: URL-safe base64-like tokens (28 characters in practice).
+WECHAT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 MAX_TEXT = 200
+
+KEY_PHONE = "phone"
+KEY_EMAIL = "email"
+KEY_OPEN_ID = "open_id"
 
 
 @dataclass(frozen=True)
@@ -21,6 +27,21 @@ class NewLead:
     province: str
     city: str
     source: str
+    open_id: str = ""
+    union_id: str = ""
+
+    def dedup_keys(self) -> list[tuple[str, str]]:
+        """System de-duplication keys (same normalised phone, email or open_id), in a fixed
+        order so concurrent captures claim them in the same order (no deadlocks)."""
+        keys = [(KEY_EMAIL, self.email), (KEY_OPEN_ID, self.open_id), (KEY_PHONE, self.phone)]
+        return [(kind, value) for kind, value in keys if value]
+
+
+@dataclass(frozen=True)
+class NewIntent:
+    source: str
+    campaign: str = ""
+    product_interest: str = ""
 
 
 def validate_new_lead(
@@ -33,6 +54,8 @@ def validate_new_lead(
     city: str,
     source: str,
     phone_region: str,
+    open_id: str = "",
+    union_id: str = "",
 ) -> NewLead:
     """Collects every violation at once, so a client fixes a form in one round trip."""
     violations: list[FieldViolation] = []
@@ -47,21 +70,54 @@ def validate_new_lead(
             violations.append(FieldViolation(name, f"at most {MAX_TEXT} characters"))
     if not values["full_name"]:
         violations.append(FieldViolation("full_name", "required"))
-    phone_e164 = ""
-    phone = clean_text(phone)
-    if phone:
-        try:
-            phone_e164 = normalise_phone(phone, phone_region)
-        except ValueError as exc:
-            violations.append(FieldViolation("phone", str(exc)))
-    email = clean_text(email).lower()
-    if email and not is_email(email):
-        violations.append(FieldViolation("email", "not an email address"))
-    if not phone_e164 and not email and not any(v.field in ("phone", "email") for v in violations):
-        violations.append(FieldViolation("phone", "a phone or an email is required"))
+    phone_e164, email, wechat = _contact(phone, email, open_id, union_id, phone_region, violations)
     source = clean_text(source).lower() or "api"
     if not SOURCE_RE.fullmatch(source):
         violations.append(FieldViolation("source", "lower-case letters, digits and '_'"))
     if violations:
         raise InvalidArgument.from_violations(violations, reason="LEAD_INVALID")
-    return NewLead(phone=phone_e164, email=email, source=source, **values)
+    return NewLead(phone=phone_e164, email=email, source=source, **values, **wechat)
+
+
+def _contact(
+    phone: str,
+    email: str,
+    open_id: str,
+    union_id: str,
+    region: str,
+    violations: list[FieldViolation],
+) -> tuple[str, str, dict[str, str]]:
+    """Normalised phone, email and WeChat ids; at least one way to reach the person."""
+    phone_e164 = ""
+    phone = clean_text(phone)
+    if phone:
+        try:
+            phone_e164 = normalise_phone(phone, region)
+        except ValueError as exc:
+            violations.append(FieldViolation("phone", str(exc)))
+    email = clean_text(email).lower()
+    if email and not is_email(email):
+        violations.append(FieldViolation("email", "not an email address"))
+    wechat = {"open_id": open_id.strip(), "union_id": union_id.strip()}
+    for name, value in wechat.items():
+        if value and not WECHAT_ID_RE.fullmatch(value):
+            violations.append(FieldViolation(name, "16-64 characters of A-Z, a-z, 0-9, '_', '-'"))
+    reachable = phone_e164 or email or wechat["open_id"]
+    if not reachable and not any(v.field in ("phone", "email", "open_id") for v in violations):
+        violations.append(
+            FieldViolation("phone", "a phone, an email or a WeChat open_id is required")
+        )
+    return phone_e164, email, wechat
+
+
+def validate_intent(*, source: str, campaign: str, product_interest: str) -> NewIntent:
+    violations = [
+        FieldViolation(f"intent.{name}", f"at most {MAX_TEXT} characters")
+        for name, value in (("campaign", campaign), ("product_interest", product_interest))
+        if len(value) > MAX_TEXT
+    ]
+    if violations:
+        raise InvalidArgument.from_violations(violations, reason="LEAD_INVALID")
+    return NewIntent(
+        source=source, campaign=clean_text(campaign), product_interest=clean_text(product_interest)
+    )

@@ -1,59 +1,249 @@
-"""Lead persistence and queries (SQLAlchemy Core: lead create is a hot path).
-Keyword-only functions taking the connection; they never commit."""
+"""Lead capture and queries (SQLAlchemy Core: capture is a hot path). Keyword-only functions
+taking the connection; they never commit.
+
+Capture de-duplicates by claiming the lead's keys (normalised phone, email, open_id) in
+``lead_keys``, whose primary key makes a concurrent capture of the same person wait for the
+first and then merge into its lead: a database constraint, not a check-then-insert."""
 
 from __future__ import annotations
 
+import enum
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from crm.leads.v1 import events_pb2, lead_pb2
-from crm_leads.lead.mapping import lead_to_proto
-from crm_leads.lead.models import leads
-from crm_leads.lead.rules import NewLead
+from crm.leads.v1 import events_pb2, lead_pb2, lead_service_pb2
+from crm_leads.lead.mapping import intent_to_proto, lead_to_proto
+from crm_leads.lead.models import lead_intents, lead_keys, leads
+from crm_leads.lead.rules import NewIntent, NewLead
 from crm_platform import records
 from crm_platform.auth import WRITE_ROLES, Principal
+from crm_platform.errors import AlreadyExists
 from crm_platform.ids import new_id
 from crm_platform.outbox import add_event
 from crm_platform.pagination import PageRequest
 
 PRODUCER = "leads"
+INTENTS_SHOWN = 50
 
-
-async def create(
-    *, conn: AsyncConnection, principal: Principal, lead: NewLead, request_id: uuid.UUID | None
-) -> Any:
-    """Insert the lead owned by the caller's org unit, with its created event. A repeated
-    request_id returns the first lead and publishes nothing (race-free: unique index)."""
-    principal.require_any(WRITE_ROLES)
-    row, created = await records.insert_once(
-        conn,
-        leads,
-        {
-            "id": new_id(),
-            **records.owned_by(principal),
-            "full_name": lead.full_name,
-            "phone": lead.phone,
-            "email": lead.email,
-            "company": lead.company,
-            "province": lead.province,
-            "city": lead.city,
-            "source": lead.source,
-            "status": lead_pb2.LEAD_STATUS_NEW,
-        },
-        request_id=request_id,
+# Built once: SQLAlchemy does not cache PostgreSQL ON CONFLICT constructs.
+_CLAIM_KEY = sa.text(
+    "INSERT INTO lead_keys (tenant_id, kind, value, lead_id) "
+    "VALUES (:tenant_id, :kind, :value, :lead_id) ON CONFLICT DO NOTHING RETURNING lead_id"
+).bindparams(
+    sa.bindparam("tenant_id", type_=lead_keys.c.tenant_id.type),
+    sa.bindparam("lead_id", type_=lead_keys.c.lead_id.type),
+)
+_ADD_INTENT = sa.text(
+    "INSERT INTO lead_intents "
+    "(id, tenant_id, lead_id, source, campaign, product_interest, request_id, created_lead) "
+    "VALUES (:id, :tenant_id, :lead_id, :source, :campaign, :product_interest, :request_id, "
+    ":created_lead) "
+    "ON CONFLICT (tenant_id, request_id) DO NOTHING RETURNING id, occur_time"
+).bindparams(
+    *(
+        sa.bindparam(c, type_=lead_intents.c[c].type)
+        for c in ("id", "tenant_id", "lead_id", "request_id")
     )
-    if created:
-        await add_event(
-            conn,
-            event_type="crm.leads.lead.created.v1",
-            payload=events_pb2.LeadCreated(lead=lead_to_proto(row)),
-            tenant_id=row.tenant_id,
-            org_path=row.owner_org_path,
-            producer=PRODUCER,
+)
+# A merge fills fields the existing lead lacks; it never overwrites what it has.
+_FILLABLE = ("company", "province", "city", "email", "phone", "open_id", "union_id")
+
+
+class Outcome(enum.Enum):
+    CREATED = lead_service_pb2.CAPTURE_OUTCOME_CREATED
+    MERGED = lead_service_pb2.CAPTURE_OUTCOME_MERGED
+
+
+@dataclass(frozen=True)
+class Captured:
+    lead: Any
+    outcome: Outcome
+    # False when the duplicate belongs to an org unit outside the caller's subtree: the
+    # enquiry is recorded there, but the caller must not see that lead.
+    visible: bool
+
+
+async def capture(
+    *,
+    conn: AsyncConnection,
+    principal: Principal,
+    lead: NewLead,
+    intent: NewIntent,
+    request_id: uuid.UUID | None,
+) -> Captured:
+    """Create the lead owned by the caller's org unit, or merge the enquiry into the
+    existing lead with one of its keys (oldest first). A retried request_id changes nothing
+    and returns the same lead."""
+    principal.require_any(WRITE_ROLES)
+    lead_id = new_id()
+    existing: set[uuid.UUID] = set()
+    for kind, value in lead.dedup_keys():
+        key = {"tenant_id": principal.tenant_id, "kind": kind, "value": value}
+        claimed = (await conn.execute(_CLAIM_KEY, {**key, "lead_id": lead_id})).first()
+        if claimed is None:
+            # A fresh statement: it sees the row a concurrent capture just committed.
+            existing.add(
+                (
+                    await conn.execute(
+                        sa.select(lead_keys.c.lead_id).where(
+                            lead_keys.c.tenant_id == principal.tenant_id,
+                            lead_keys.c.kind == kind,
+                            lead_keys.c.value == value,
+                        )
+                    )
+                ).scalar_one()
+            )
+    if not existing:
+        return await _create(conn, principal, lead_id, lead, intent, request_id)
+    target = min(existing)  # UUIDv7: the oldest lead
+    # Keys this capture added (a new email, say) now point at the lead it merged into.
+    await conn.execute(
+        lead_keys.update().where(lead_keys.c.lead_id == lead_id).values(lead_id=target)
+    )
+    return await _merge(conn, principal, target, lead, intent, request_id)
+
+
+async def _create(
+    conn: AsyncConnection,
+    principal: Principal,
+    lead_id: uuid.UUID,
+    lead: NewLead,
+    intent: NewIntent,
+    request_id: uuid.UUID | None,
+) -> Captured:
+    row = (
+        await conn.execute(
+            leads.insert()
+            .values(
+                id=lead_id,
+                **records.owned_by(principal),
+                full_name=lead.full_name,
+                phone=lead.phone,
+                email=lead.email,
+                company=lead.company,
+                province=lead.province,
+                city=lead.city,
+                source=lead.source,
+                open_id=lead.open_id,
+                union_id=lead.union_id,
+                status=lead_pb2.LEAD_STATUS_NEW,
+            )
+            .returning(*leads.c)
         )
-    return row
+    ).one()
+    if await _add_intent(conn, row, intent, request_id, created_lead=True) is None:
+        # Only reachable when a request_id is reused for a different person.
+        raise AlreadyExists(
+            "this Idempotency-Key was already used for another lead",
+            reason="IDEMPOTENCY_KEY_REUSED",
+        )
+    await add_event(
+        conn,
+        event_type="crm.leads.lead.created.v1",
+        payload=events_pb2.LeadCreated(lead=lead_to_proto(row)),
+        tenant_id=row.tenant_id,
+        org_path=row.owner_org_path,
+        producer=PRODUCER,
+    )
+    return Captured(row, Outcome.CREATED, visible=True)
+
+
+async def _merge(
+    conn: AsyncConnection,
+    principal: Principal,
+    target: uuid.UUID,
+    lead: NewLead,
+    intent: NewIntent,
+    request_id: uuid.UUID | None,
+) -> Captured:
+    current = (
+        await conn.execute(sa.select(leads).where(leads.c.id == target).with_for_update())
+    ).one()
+    added = await _add_intent(conn, current, intent, request_id, created_lead=False)
+    visible = principal.can_see(current.tenant_id, current.owner_org_path)
+    if added is None:  # a retry: answer as the first attempt did
+        first = (
+            await conn.execute(
+                sa.select(lead_intents.c.created_lead).where(
+                    lead_intents.c.tenant_id == current.tenant_id,
+                    lead_intents.c.request_id == request_id,
+                )
+            )
+        ).scalar_one()
+        return Captured(current, Outcome.CREATED if first else Outcome.MERGED, visible)
+    fills = {
+        name: getattr(lead, name)
+        for name in _FILLABLE
+        if not getattr(current, name) and getattr(lead, name)
+    }
+    row = (
+        await conn.execute(
+            leads.update()
+            .where(leads.c.id == target)
+            .values(
+                intent_count=leads.c.intent_count + 1,
+                version=leads.c.version + 1,
+                update_time=sa.func.now(),
+                **fills,
+            )
+            .returning(*leads.c)
+        )
+    ).one()
+    await add_event(
+        conn,
+        event_type="crm.leads.lead.merged.v1",
+        payload=events_pb2.LeadMerged(
+            lead=lead_to_proto(row),
+            intent=intent_to_proto(added.id, intent, added.occur_time),
+        ),
+        tenant_id=row.tenant_id,
+        org_path=row.owner_org_path,
+        producer=PRODUCER,
+    )
+    return Captured(row, Outcome.MERGED, visible)
+
+
+async def _add_intent(
+    conn: AsyncConnection,
+    lead: Any,
+    intent: NewIntent,
+    request_id: uuid.UUID | None,
+    *,
+    created_lead: bool,
+) -> Any:
+    """The new intent row (id, occur_time), or None if request_id was seen before."""
+    return (
+        await conn.execute(
+            _ADD_INTENT,
+            {
+                "id": new_id(),
+                "tenant_id": lead.tenant_id,
+                "lead_id": lead.id,
+                "source": intent.source,
+                "campaign": intent.campaign,
+                "product_interest": intent.product_interest,
+                "request_id": request_id,
+                "created_lead": created_lead,
+            },
+        )
+    ).first()
+
+
+async def intents_of(*, conn: AsyncConnection, lead_id: uuid.UUID) -> Sequence[Any]:
+    """Newest first, the latest ``INTENTS_SHOWN``."""
+    return (
+        await conn.execute(
+            sa.select(lead_intents)
+            .where(lead_intents.c.lead_id == lead_id)
+            .order_by(lead_intents.c.id.desc())
+            .limit(INTENTS_SHOWN)
+        )
+    ).all()
 
 
 async def get(*, conn: AsyncConnection, principal: Principal, lead_id: uuid.UUID) -> Any:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from crm.leads.v1 import lead_pb2 as crm_dot_leads_dot_v1_dot_lead__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63rm/leads/v1/events.proto\x12\x0c\x63rm.leads.v1\x1a\x17\x63rm/leads/v1/lead.proto\"/\n\x0bLeadCreated\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Leadb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63rm/leads/v1/events.proto\x12\x0c\x63rm.leads.v1\x1a\x17\x63rm/leads/v1/lead.proto\"/\n\x0bLeadCreated\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\"X\n\nLeadMerged\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12(\n\x06intent\x18\x02 \x01(\x0b\x32\x18.crm.leads.v1.LeadIntentb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,4 +34,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LEADCREATED']._serialized_start=68
   _globals['_LEADCREATED']._serialized_end=115
+  _globals['_LEADMERGED']._serialized_start=117
+  _globals['_LEADMERGED']._serialized_end=205
 # @@protoc_insertion_point(module_scope)

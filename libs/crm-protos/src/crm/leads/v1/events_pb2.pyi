@@ -38,3 +38,29 @@ class LeadCreated(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LeadCreated: _TypeAlias = LeadCreated  # noqa: Y015
+
+@_typing.final
+class LeadMerged(_message.Message):
+    """Payload of crm.leads.lead.merged.v1: a repeat enquiry was merged into `lead`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAD_FIELD_NUMBER: _builtins.int
+    INTENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def lead(self) -> _lead_pb2.Lead: ...
+    @_builtins.property
+    def intent(self) -> _lead_pb2.LeadIntent: ...
+    def __init__(
+        self,
+        *,
+        lead: _lead_pb2.Lead | None = ...,
+        intent: _lead_pb2.LeadIntent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["intent", b"intent", "lead", b"lead"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["intent", b"intent", "lead", b"lead"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeadMerged: _TypeAlias = LeadMerged  # noqa: Y015

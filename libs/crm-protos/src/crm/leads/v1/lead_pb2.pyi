@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -61,6 +63,10 @@ class Lead(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    OPEN_ID_FIELD_NUMBER: _builtins.int
+    UNION_ID_FIELD_NUMBER: _builtins.int
+    INTENT_COUNT_FIELD_NUMBER: _builtins.int
+    INTENTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant_id: _builtins.str
     owner_org_id: _builtins.str
@@ -77,10 +83,19 @@ class Lead(_message.Message):
     """Capture channel, e.g. "web", "wechat", "import"."""
     status: Global___LeadStatus.ValueType
     etag: _builtins.str
+    open_id: _builtins.str
+    """WeChat identifiers, when the lead came through a WeChat channel."""
+    union_id: _builtins.str
+    intent_count: _builtins.int
+    """Enquiries merged into this lead (1 for a new lead)."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def intents(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeadIntent]:
+        """Every enquiry, newest first; each may later become its own opportunity."""
+
     def __init__(
         self,
         *,
@@ -99,11 +114,49 @@ class Lead(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        open_id: _builtins.str = ...,
+        union_id: _builtins.str = ...,
+        intent_count: _builtins.int = ...,
+        intents: _abc.Iterable[Global___LeadIntent] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["city", b"city", "company", b"company", "create_time", b"create_time", "email", b"email", "etag", b"etag", "full_name", b"full_name", "id", b"id", "owner_org_id", b"owner_org_id", "owner_org_path", b"owner_org_path", "phone", b"phone", "province", b"province", "source", b"source", "status", b"status", "tenant_id", b"tenant_id", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["city", b"city", "company", b"company", "create_time", b"create_time", "email", b"email", "etag", b"etag", "full_name", b"full_name", "id", b"id", "intent_count", b"intent_count", "intents", b"intents", "open_id", b"open_id", "owner_org_id", b"owner_org_id", "owner_org_path", b"owner_org_path", "phone", b"phone", "province", b"province", "source", b"source", "status", b"status", "tenant_id", b"tenant_id", "union_id", b"union_id", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Lead: _TypeAlias = Lead  # noqa: Y015
+
+@_typing.final
+class LeadIntent(_message.Message):
+    """LeadIntent is one enquiry: a repeat enquiry is merged into the existing lead as an intent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    CAMPAIGN_FIELD_NUMBER: _builtins.int
+    PRODUCT_INTEREST_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    source: _builtins.str
+    campaign: _builtins.str
+    product_interest: _builtins.str
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        source: _builtins.str = ...,
+        campaign: _builtins.str = ...,
+        product_interest: _builtins.str = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign", "id", b"id", "occur_time", b"occur_time", "product_interest", b"product_interest", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeadIntent: _TypeAlias = LeadIntent  # noqa: Y015

@@ -22,24 +22,33 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from crm.common.v1 import problem_pb2 as crm_dot_common_dot_v1_dot_problem__pb2
 from crm.leads.v1 import lead_pb2 as crm_dot_leads_dot_v1_dot_lead__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63rm/leads/v1/lead_service.proto\x12\x0c\x63rm.leads.v1\x1a\x17\x63rm/leads/v1/lead.proto\"I\n\x11\x43reateLeadRequest\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x1c\n\x0eGetLeadRequest\x12\n\n\x02id\x18\x01 \x01(\t\"9\n\x10ListLeadsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"O\n\x11ListLeadsResponse\x12!\n\x05leads\x18\x01 \x03(\x0b\x32\x12.crm.leads.v1.Lead\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xdb\x01\n\x0bLeadService\x12\x41\n\nCreateLead\x12\x1f.crm.leads.v1.CreateLeadRequest\x1a\x12.crm.leads.v1.Lead\x12;\n\x07GetLead\x12\x1c.crm.leads.v1.GetLeadRequest\x1a\x12.crm.leads.v1.Lead\x12L\n\tListLeads\x12\x1e.crm.leads.v1.ListLeadsRequest\x1a\x1f.crm.leads.v1.ListLeadsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63rm/leads/v1/lead_service.proto\x12\x0c\x63rm.leads.v1\x1a\x1b\x63rm/common/v1/problem.proto\x1a\x17\x63rm/leads/v1/lead.proto\"s\n\x11\x43reateLeadRequest\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12(\n\x06intent\x18\x03 \x01(\x0b\x32\x18.crm.leads.v1.LeadIntent\"L\n\x17\x42\x61tchCreateLeadsRequest\x12\x31\n\x08requests\x18\x01 \x03(\x0b\x32\x1f.crm.leads.v1.CreateLeadRequest\"Q\n\x18\x42\x61tchCreateLeadsResponse\x12\x35\n\x07results\x18\x01 \x03(\x0b\x32$.crm.leads.v1.BatchCreateLeadsResult\"\xab\x01\n\x16\x42\x61tchCreateLeadsResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12-\n\x07outcome\x18\x02 \x01(\x0e\x32\x1c.crm.leads.v1.CaptureOutcome\x12 \n\x04lead\x18\x03 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12\x31\n\nviolations\x18\x04 \x03(\x0b\x32\x1d.crm.common.v1.FieldViolation\"\x1c\n\x0eGetLeadRequest\x12\n\n\x02id\x18\x01 \x01(\t\"9\n\x10ListLeadsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"O\n\x11ListLeadsResponse\x12!\n\x05leads\x18\x01 \x03(\x0b\x32\x12.crm.leads.v1.Lead\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x88\x01\n\x0e\x43\x61ptureOutcome\x12\x1f\n\x1b\x43\x41PTURE_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43\x41PTURE_OUTCOME_CREATED\x10\x01\x12\x1a\n\x16\x43\x41PTURE_OUTCOME_MERGED\x10\x02\x12\x1c\n\x18\x43\x41PTURE_OUTCOME_REJECTED\x10\x03\x32\xbe\x02\n\x0bLeadService\x12\x41\n\nCreateLead\x12\x1f.crm.leads.v1.CreateLeadRequest\x1a\x12.crm.leads.v1.Lead\x12\x61\n\x10\x42\x61tchCreateLeads\x12%.crm.leads.v1.BatchCreateLeadsRequest\x1a&.crm.leads.v1.BatchCreateLeadsResponse\x12;\n\x07GetLead\x12\x1c.crm.leads.v1.GetLeadRequest\x1a\x12.crm.leads.v1.Lead\x12L\n\tListLeads\x12\x1e.crm.leads.v1.ListLeadsRequest\x1a\x1f.crm.leads.v1.ListLeadsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'crm.leads.v1.lead_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREATELEADREQUEST']._serialized_start=74
-  _globals['_CREATELEADREQUEST']._serialized_end=147
-  _globals['_GETLEADREQUEST']._serialized_start=149
-  _globals['_GETLEADREQUEST']._serialized_end=177
-  _globals['_LISTLEADSREQUEST']._serialized_start=179
-  _globals['_LISTLEADSREQUEST']._serialized_end=236
-  _globals['_LISTLEADSRESPONSE']._serialized_start=238
-  _globals['_LISTLEADSRESPONSE']._serialized_end=317
-  _globals['_LEADSERVICE']._serialized_start=320
-  _globals['_LEADSERVICE']._serialized_end=539
+  _globals['_CAPTUREOUTCOME']._serialized_start=726
+  _globals['_CAPTUREOUTCOME']._serialized_end=862
+  _globals['_CREATELEADREQUEST']._serialized_start=103
+  _globals['_CREATELEADREQUEST']._serialized_end=218
+  _globals['_BATCHCREATELEADSREQUEST']._serialized_start=220
+  _globals['_BATCHCREATELEADSREQUEST']._serialized_end=296
+  _globals['_BATCHCREATELEADSRESPONSE']._serialized_start=298
+  _globals['_BATCHCREATELEADSRESPONSE']._serialized_end=379
+  _globals['_BATCHCREATELEADSRESULT']._serialized_start=382
+  _globals['_BATCHCREATELEADSRESULT']._serialized_end=553
+  _globals['_GETLEADREQUEST']._serialized_start=555
+  _globals['_GETLEADREQUEST']._serialized_end=583
+  _globals['_LISTLEADSREQUEST']._serialized_start=585
+  _globals['_LISTLEADSREQUEST']._serialized_end=642
+  _globals['_LISTLEADSRESPONSE']._serialized_start=644
+  _globals['_LISTLEADSRESPONSE']._serialized_end=723
+  _globals['_LEADSERVICE']._serialized_start=865
+  _globals['_LEADSERVICE']._serialized_end=1183
 # @@protoc_insertion_point(module_scope)

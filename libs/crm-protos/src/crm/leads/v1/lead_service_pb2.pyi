@@ -4,10 +4,12 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from crm.common.v1 import problem_pb2 as _problem_pb2
 from crm.leads.v1 import lead_pb2 as _lead_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -19,29 +21,131 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _CaptureOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CaptureOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CaptureOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CAPTURE_OUTCOME_UNSPECIFIED: _CaptureOutcome.ValueType  # 0
+    CAPTURE_OUTCOME_CREATED: _CaptureOutcome.ValueType  # 1
+    CAPTURE_OUTCOME_MERGED: _CaptureOutcome.ValueType  # 2
+    """A duplicate of an existing lead: recorded as a new intent of that lead."""
+    CAPTURE_OUTCOME_REJECTED: _CaptureOutcome.ValueType  # 3
+
+class CaptureOutcome(_CaptureOutcome, metaclass=_CaptureOutcomeEnumTypeWrapper):
+    """CaptureOutcome says what a capture did."""
+
+CAPTURE_OUTCOME_UNSPECIFIED: CaptureOutcome.ValueType  # 0
+CAPTURE_OUTCOME_CREATED: CaptureOutcome.ValueType  # 1
+CAPTURE_OUTCOME_MERGED: CaptureOutcome.ValueType  # 2
+"""A duplicate of an existing lead: recorded as a new intent of that lead."""
+CAPTURE_OUTCOME_REJECTED: CaptureOutcome.ValueType  # 3
+Global___CaptureOutcome: _TypeAlias = CaptureOutcome  # noqa: Y015
+
 @_typing.final
 class CreateLeadRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     LEAD_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    INTENT_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """UUID; a retry with the same id returns the lead created the first time."""
     @_builtins.property
     def lead(self) -> _lead_pb2.Lead: ...
+    @_builtins.property
+    def intent(self) -> _lead_pb2.LeadIntent:
+        """The enquiry this capture represents (campaign, product interest)."""
+
     def __init__(
         self,
         *,
         lead: _lead_pb2.Lead | None = ...,
         request_id: _builtins.str = ...,
+        intent: _lead_pb2.LeadIntent | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["lead", b"lead"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["intent", b"intent", "lead", b"lead"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lead", b"lead", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["intent", b"intent", "lead", b"lead", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateLeadRequest: _TypeAlias = CreateLeadRequest  # noqa: Y015
+
+@_typing.final
+class BatchCreateLeadsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreateLeadRequest]: ...
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___CreateLeadRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchCreateLeadsRequest: _TypeAlias = BatchCreateLeadsRequest  # noqa: Y015
+
+@_typing.final
+class BatchCreateLeadsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchCreateLeadsResult]: ...
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___BatchCreateLeadsResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchCreateLeadsResponse: _TypeAlias = BatchCreateLeadsResponse  # noqa: Y015
+
+@_typing.final
+class BatchCreateLeadsResult(_message.Message):
+    """BatchCreateLeadsResult is the outcome of one item, in request order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    LEAD_FIELD_NUMBER: _builtins.int
+    VIOLATIONS_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    outcome: Global___CaptureOutcome.ValueType
+    @_builtins.property
+    def lead(self) -> _lead_pb2.Lead: ...
+    @_builtins.property
+    def violations(self) -> _containers.RepeatedCompositeFieldContainer[_problem_pb2.FieldViolation]:
+        """Set when rejected: which fields and why."""
+
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        outcome: Global___CaptureOutcome.ValueType = ...,
+        lead: _lead_pb2.Lead | None = ...,
+        violations: _abc.Iterable[_problem_pb2.FieldViolation] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lead", b"lead"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "lead", b"lead", "outcome", b"outcome", "violations", b"violations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchCreateLeadsResult: _TypeAlias = BatchCreateLeadsResult  # noqa: Y015
 
 @_typing.final
 class GetLeadRequest(_message.Message):

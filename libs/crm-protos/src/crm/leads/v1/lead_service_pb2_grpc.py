@@ -41,6 +41,11 @@ class LeadServiceStub:
                 request_serializer=crm_dot_leads_dot_v1_dot_lead__service__pb2.CreateLeadRequest.SerializeToString,
                 response_deserializer=crm_dot_leads_dot_v1_dot_lead__pb2.Lead.FromString,
                 _registered_method=True)
+        self.BatchCreateLeads = channel.unary_unary(
+                '/crm.leads.v1.LeadService/BatchCreateLeads',
+                request_serializer=crm_dot_leads_dot_v1_dot_lead__service__pb2.BatchCreateLeadsRequest.SerializeToString,
+                response_deserializer=crm_dot_leads_dot_v1_dot_lead__service__pb2.BatchCreateLeadsResponse.FromString,
+                _registered_method=True)
         self.GetLead = channel.unary_unary(
                 '/crm.leads.v1.LeadService/GetLead',
                 request_serializer=crm_dot_leads_dot_v1_dot_lead__service__pb2.GetLeadRequest.SerializeToString,
@@ -58,7 +63,16 @@ class LeadServiceServicer:
     """
 
     def CreateLead(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Creates a lead, or merges the enquiry into the existing lead with the same phone,
+        email or WeChat open_id (the response says which).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchCreateLeads(self, request, context):
+        """Up to 1,000 leads in one call, with one result per item.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -82,6 +96,11 @@ def add_LeadServiceServicer_to_server(servicer, server):
                     servicer.CreateLead,
                     request_deserializer=crm_dot_leads_dot_v1_dot_lead__service__pb2.CreateLeadRequest.FromString,
                     response_serializer=crm_dot_leads_dot_v1_dot_lead__pb2.Lead.SerializeToString,
+            ),
+            'BatchCreateLeads': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchCreateLeads,
+                    request_deserializer=crm_dot_leads_dot_v1_dot_lead__service__pb2.BatchCreateLeadsRequest.FromString,
+                    response_serializer=crm_dot_leads_dot_v1_dot_lead__service__pb2.BatchCreateLeadsResponse.SerializeToString,
             ),
             'GetLead': grpc.unary_unary_rpc_method_handler(
                     servicer.GetLead,
@@ -122,6 +141,33 @@ class LeadService:
             '/crm.leads.v1.LeadService/CreateLead',
             crm_dot_leads_dot_v1_dot_lead__service__pb2.CreateLeadRequest.SerializeToString,
             crm_dot_leads_dot_v1_dot_lead__pb2.Lead.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchCreateLeads(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.leads.v1.LeadService/BatchCreateLeads',
+            crm_dot_leads_dot_v1_dot_lead__service__pb2.BatchCreateLeadsRequest.SerializeToString,
+            crm_dot_leads_dot_v1_dot_lead__service__pb2.BatchCreateLeadsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -35,6 +35,11 @@ class LeadServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> LeadServiceAsyncStub: ...
     CreateLead: _grpc.UnaryUnaryMultiCallable[_lead_service_pb2.CreateLeadRequest, _lead_pb2.Lead]
+    """Creates a lead, or merges the enquiry into the existing lead with the same phone,
+    email or WeChat open_id (the response says which).
+    """
+    BatchCreateLeads: _grpc.UnaryUnaryMultiCallable[_lead_service_pb2.BatchCreateLeadsRequest, _lead_service_pb2.BatchCreateLeadsResponse]
+    """Up to 1,000 leads in one call, with one result per item."""
     GetLead: _grpc.UnaryUnaryMultiCallable[_lead_service_pb2.GetLeadRequest, _lead_pb2.Lead]
     ListLeads: _grpc.UnaryUnaryMultiCallable[_lead_service_pb2.ListLeadsRequest, _lead_service_pb2.ListLeadsResponse]
 
@@ -44,6 +49,11 @@ class LeadServiceAsyncStub(LeadServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateLead: _aio.UnaryUnaryMultiCallable[_lead_service_pb2.CreateLeadRequest, _lead_pb2.Lead]  # type: ignore[assignment]
+    """Creates a lead, or merges the enquiry into the existing lead with the same phone,
+    email or WeChat open_id (the response says which).
+    """
+    BatchCreateLeads: _aio.UnaryUnaryMultiCallable[_lead_service_pb2.BatchCreateLeadsRequest, _lead_service_pb2.BatchCreateLeadsResponse]  # type: ignore[assignment]
+    """Up to 1,000 leads in one call, with one result per item."""
     GetLead: _aio.UnaryUnaryMultiCallable[_lead_service_pb2.GetLeadRequest, _lead_pb2.Lead]  # type: ignore[assignment]
     ListLeads: _aio.UnaryUnaryMultiCallable[_lead_service_pb2.ListLeadsRequest, _lead_service_pb2.ListLeadsResponse]  # type: ignore[assignment]
 
@@ -55,7 +65,18 @@ class LeadServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _lead_service_pb2.CreateLeadRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_lead_pb2.Lead, _abc.Awaitable[_lead_pb2.Lead]]: ...
+    ) -> _typing.Union[_lead_pb2.Lead, _abc.Awaitable[_lead_pb2.Lead]]:
+        """Creates a lead, or merges the enquiry into the existing lead with the same phone,
+        email or WeChat open_id (the response says which).
+        """
+
+    @_abc_1.abstractmethod
+    def BatchCreateLeads(
+        self,
+        request: _lead_service_pb2.BatchCreateLeadsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lead_service_pb2.BatchCreateLeadsResponse, _abc.Awaitable[_lead_service_pb2.BatchCreateLeadsResponse]]:
+        """Up to 1,000 leads in one call, with one result per item."""
 
     @_abc_1.abstractmethod
     def GetLead(
