@@ -53,7 +53,7 @@ async def _with_connection(
         await engine.dispose()
 
 
-async def upgrade(script_location: Path, db_url: str, revision: str = "head") -> None:
+async def upgrade(script_location: Path, db_url: str, revision: str = "heads") -> None:
     await _with_connection(script_location, db_url, lambda cfg: command.upgrade(cfg, revision))
 
 
