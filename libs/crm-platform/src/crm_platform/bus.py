@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 
 import nats
 from nats.aio.client import Client as NATS
@@ -149,5 +148,3 @@ class EventBus:
             metrics.CONSUMER_PENDING.labels(durable).set(info.num_pending or 0)
             metrics.CONSUMER_ACK_PENDING.labels(durable).set(info.num_ack_pending or 0)
 
-
-Handler = Callable[..., Awaitable[None]]

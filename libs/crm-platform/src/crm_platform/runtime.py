@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import uuid
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,7 +95,6 @@ class Runtime:
     auth: Authenticator = field(init=False)
     grpc_port: int = 0
     http_port: int = 0
-    instance_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     # Service-specific singletons made by on_start (e.g. the directory's signing keys).
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -121,10 +119,6 @@ class Runtime:
         self._grpc: grpc.aio.Server | None = None
         self._http: _Uvicorn | None = None
         self._stopped = asyncio.Event()
-
-    @property
-    def producer(self) -> str:
-        return self.definition.name
 
     def channel(self, target: str) -> grpc.aio.Channel:
         if target not in self._channels:
