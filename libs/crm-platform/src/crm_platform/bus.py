@@ -147,4 +147,3 @@ class EventBus:
                 continue
             metrics.CONSUMER_PENDING.labels(durable).set(info.num_pending or 0)
             metrics.CONSUMER_ACK_PENDING.labels(durable).set(info.num_ack_pending or 0)
-

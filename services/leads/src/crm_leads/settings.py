@@ -12,3 +12,10 @@ class Settings(BaseServiceSettings):
     default_phone_region: str = Field(
         default="CN", pattern=r"^[A-Z]{2}$", description="Region for phones without +country."
     )
+    webhook_tolerance_seconds: int = Field(
+        default=300,
+        ge=1,
+        le=3600,
+        description="How far a webhook's X-Crm-Timestamp may be from now (either way); "
+        "bounds how long a captured delivery could be replayed.",
+    )

@@ -1,3 +1,5 @@
+import crm_leads.scoring.models  # registers scoring_rules on metadata
+import crm_leads.webhook.models  # noqa: F401  (registers the webhook tables on metadata)
 from crm_leads.lead.models import metadata
 from crm_platform.db import platform_metadata
 from crm_platform.migrations import run_env
