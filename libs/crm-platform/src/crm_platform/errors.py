@@ -15,6 +15,15 @@ class FieldViolation:
     description: str
 
 
+def loc_to_field(loc: Sequence[object]) -> str:
+    """A pydantic error location as a dotted field path (``leads.0.phone``); a request
+    body's own ``body`` prefix is dropped."""
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:] if parts[0] == "body" else parts
+    return ".".join(parts) or "body"
+
+
 def describe(violations: Iterable[FieldViolation]) -> str:
     """The detail line of a validation error: ``field: description; ...``."""
     return "; ".join(f"{v.field}: {v.description}" for v in violations)

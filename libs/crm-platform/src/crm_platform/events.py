@@ -30,6 +30,7 @@ SUBJECTS: dict[str, type[Message]] = {
     "crm.directory.user.created.v1": directory_events.UserCreated,
     "crm.leads.lead.created.v1": leads_events.LeadCreated,
     "crm.leads.lead.merged.v1": leads_events.LeadMerged,
+    "crm.leads.lead.scored.v1": leads_events.LeadScored,
     "crm.customers.customer.created.v1": customers_events.CustomerCreated,
     "crm.customers.contact.created.v1": customers_events.ContactCreated,
     "crm.sales.opportunity.created.v1": sales_events.OpportunityCreated,

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from crm.common.v1 import money_pb2
 from crm_platform import metrics
 from crm_platform.auth import Authenticator, Principal
-from crm_platform.errors import DomainError, FieldViolation, PayloadTooLarge, describe
+from crm_platform.errors import DomainError, FieldViolation, PayloadTooLarge, describe, loc_to_field
 from crm_platform.money import money_json
 
 log = logging.getLogger(__name__)
@@ -82,13 +82,6 @@ def problem_response(
     )
 
 
-def _loc_to_field(loc: Sequence[Any]) -> str:
-    parts = [str(p) for p in loc]
-    if parts and parts[0] in ("body", "query", "path", "header"):
-        parts = parts[1:] if parts[0] == "body" else parts
-    return ".".join(parts) or "body"
-
-
 async def _on_domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DomainError)
     headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
@@ -115,7 +108,7 @@ async def _on_validation_error(request: Request, exc: Exception) -> Response:
         )
     violations = [
         FieldViolation(
-            _loc_to_field(e.get("loc", ())),
+            loc_to_field(e.get("loc", ())),
             "unknown field" if e.get("type") == "extra_forbidden" else str(e.get("msg", "invalid")),
         )
         for e in errors

@@ -20,7 +20,7 @@ DEFINITION = ServiceDefinition(
     migrations=Path(__file__).parent / "migrations",
     metadata=(metadata, platform_metadata),
     grpc=grpc_api.bindings,
-    http=lambda rt: [http_api.router(rt), webhook_http.router(rt)],
+    http=lambda rt: [http_api.router(rt), http_api.scoring_router(rt), webhook_http.router(rt)],
 )
 
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Response
 from pydantic import Field
 
 from crm_leads.lead import flows, rules, service
 from crm_leads.lead.mapping import lead_to_proto
+from crm_leads.scoring import flows as scoring_flows
+from crm_leads.scoring import service as scoring_service
+from crm_leads.scoring.rules import ScoringRules, rules_json
 from crm_leads.settings import Settings
+from crm_platform.auth import ROLE_ADMIN, Principal
 from crm_platform.errors import InvalidArgument
 from crm_platform.http import ApiModel, CurrentPrincipal, proto_json
 from crm_platform.ids import parse_id
@@ -116,6 +120,49 @@ def router(rt: Runtime) -> APIRouter:
             )
             intents = await service.intents_of(conn=conn, lead_id=row.id)
         return proto_json(lead_to_proto(row, intents))
+
+    @r.post("/{lead_id}:rescore")
+    async def rescore_lead(lead_id: str, principal: CurrentPrincipal) -> Json:
+        """Score the lead again with the tenant's current rules; publishes
+        `crm.leads.lead.scored.v1` if its score or grade changed."""
+        async with rt.db.unit_of_work() as conn:
+            rescored = await service.rescore(
+                conn=conn, principal=principal, lead_id=parse_id(lead_id, "lead_id")
+            )
+        return {
+            "lead": proto_json(lead_to_proto(rescored.lead)),
+            "reasons": rescored.reasons,
+            "rules_version": rescored.rules_version,
+        }
+
+    return r
+
+
+async def _admin(principal: CurrentPrincipal) -> Principal:
+    # A dependency, so a non-administrator gets 403 before the body is validated.
+    principal.require_any([ROLE_ADMIN])
+    return principal
+
+
+def scoring_router(rt: Runtime) -> APIRouter:
+    r = APIRouter(prefix="/v1/scoring-rules", tags=["scoring"])
+
+    @r.get("")
+    async def get_scoring_rules(principal: CurrentPrincipal) -> Json:
+        """The tenant's current scoring rules, or the built-in default as version 0."""
+        async with rt.db.read() as conn:
+            current = await scoring_service.latest(conn=conn, tenant_id=principal.tenant_id)
+        return {"version": current.version, "rules": rules_json(current.rules)}
+
+    @r.put("")
+    async def put_scoring_rules(
+        body: ScoringRules, principal: Annotated[Principal, Depends(_admin)]
+    ) -> Json:
+        """Replace the tenant's scoring rules (tenant administrators): stored as the next
+        version, used by captures from now on. Existing leads keep their score until a repeat
+        enquiry or `:rescore`."""
+        current = await scoring_flows.store_rules(rt.db, principal, body)
+        return {"version": current.version, "rules": rules_json(current.rules)}
 
     return r
 

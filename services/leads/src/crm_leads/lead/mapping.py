@@ -52,5 +52,7 @@ def lead_to_proto(row: Any, intents: Sequence[Any] = ()) -> lead_pb2.Lead:
         open_id=row.open_id,
         union_id=row.union_id,
         intent_count=row.intent_count,
+        score=row.score,
+        grade=row.grade,
         intents=[intent_row_to_proto(i) for i in intents],
     )

@@ -29,6 +29,9 @@ leads = sa.Table(
     sa.Column("open_id", sa.Text, nullable=False, server_default=""),
     sa.Column("union_id", sa.Text, nullable=False, server_default=""),
     sa.Column("intent_count", sa.Integer, nullable=False, server_default="1"),
+    # Set by the tenant's scoring rules on every capture (crm_leads.scoring).
+    sa.Column("score", sa.SmallInteger, nullable=False, server_default="0"),
+    sa.Column("grade", sa.Text, nullable=False, server_default="D"),
     sa.Column("version", sa.Integer, nullable=False, server_default="1"),
     *timestamp_columns(),
     owner_path_index("leads"),

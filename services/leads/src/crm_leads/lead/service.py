@@ -3,7 +3,11 @@ taking the connection; they never commit.
 
 Capture de-duplicates by claiming the lead's keys (normalised phone, email, open_id) in
 ``lead_keys``, whose primary key makes a concurrent capture of the same person wait for the
-first and then merge into its lead: a database constraint, not a check-then-insert."""
+first and then merge into its lead: a database constraint, not a check-then-insert.
+
+Every capture scores the lead with the tenant's rules (crm_leads.scoring, read through a
+per-process cache) and stores the score in the statement that writes the lead: no extra
+round trip."""
 
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ from crm.leads.v1 import events_pb2, lead_pb2, lead_service_pb2
 from crm_leads.lead.mapping import intent_to_proto, lead_to_proto
 from crm_leads.lead.models import lead_intents, lead_keys, leads
 from crm_leads.lead.rules import NewIntent, NewLead
+from crm_leads.scoring import service as scoring
+from crm_leads.scoring.rules import LeadFacts, Scored, score
 from crm_platform import records
 from crm_platform.auth import WRITE_ROLES, Principal
 from crm_platform.errors import AlreadyExists
@@ -38,12 +44,18 @@ _CLAIM_KEY = sa.text(
     sa.bindparam("tenant_id", type_=lead_keys.c.tenant_id.type),
     sa.bindparam("lead_id", type_=lead_keys.c.lead_id.type),
 )
+# Also counts the lead's other intents with a campaign or a product, for scoring. Run after
+# the lead row is locked, so the counts include every intent committed before this one.
 _ADD_INTENT = sa.text(
     "INSERT INTO lead_intents "
     "(id, tenant_id, lead_id, source, campaign, product_interest, request_id, created_lead) "
     "VALUES (:id, :tenant_id, :lead_id, :source, :campaign, :product_interest, :request_id, "
     ":created_lead) "
-    "ON CONFLICT (tenant_id, request_id) DO NOTHING RETURNING id, occur_time"
+    "ON CONFLICT (tenant_id, request_id) DO NOTHING RETURNING id, occur_time, "
+    "(SELECT count(*) FROM lead_intents o WHERE o.lead_id = :lead_id AND o.id <> :id "
+    "AND o.campaign <> '') AS other_campaigns, "
+    "(SELECT count(*) FROM lead_intents o WHERE o.lead_id = :lead_id AND o.id <> :id "
+    "AND o.product_interest <> '') AS other_products"
 ).bindparams(
     *(
         sa.bindparam(c, type_=lead_intents.c[c].type)
@@ -52,6 +64,7 @@ _ADD_INTENT = sa.text(
 )
 # A merge fills fields the existing lead lacks; it never overwrites what it has.
 _FILLABLE = ("company", "province", "city", "email", "phone", "open_id", "union_id")
+_PROFILE = ("full_name", "phone", "email", "company", "province", "city", "open_id", "source")
 
 
 class Outcome(enum.Enum):
@@ -98,14 +111,15 @@ async def capture(
                     )
                 ).scalar_one()
             )
+    rules = await scoring.CACHE.current(conn, principal.tenant_id)
     if not existing:
-        return await _create(conn, principal, lead_id, lead, intent, request_id)
+        return await _create(conn, principal, lead_id, lead, intent, request_id, rules)
     target = min(existing)  # UUIDv7: the oldest lead
     # Keys this capture added (a new email, say) now point at the lead it merged into.
     await conn.execute(
         lead_keys.update().where(lead_keys.c.lead_id == lead_id).values(lead_id=target)
     )
-    return await _merge(conn, principal, target, lead, intent, request_id)
+    return await _merge(conn, principal, target, lead, intent, request_id, rules)
 
 
 async def _create(
@@ -115,7 +129,16 @@ async def _create(
     lead: NewLead,
     intent: NewIntent,
     request_id: uuid.UUID | None,
+    rules: scoring.CurrentRules,
 ) -> Captured:
+    facts = LeadFacts(
+        **{name: getattr(lead, name) for name in _PROFILE},
+        intent_count=1,
+        campaign_responses=int(bool(intent.campaign)),
+        product_interests=int(bool(intent.product_interest)),
+    )
+    # No lead.scored event for a new lead: lead.created carries its score and grade.
+    scored = score(facts, rules.rules)
     row = (
         await conn.execute(
             leads.insert()
@@ -132,6 +155,8 @@ async def _create(
                 open_id=lead.open_id,
                 union_id=lead.union_id,
                 status=lead_pb2.LEAD_STATUS_NEW,
+                score=scored.score,
+                grade=scored.grade,
             )
             .returning(*leads.c)
         )
@@ -160,6 +185,7 @@ async def _merge(
     lead: NewLead,
     intent: NewIntent,
     request_id: uuid.UUID | None,
+    rules: scoring.CurrentRules,
 ) -> Captured:
     current = (
         await conn.execute(sa.select(leads).where(leads.c.id == target).with_for_update())
@@ -181,6 +207,13 @@ async def _merge(
         for name in _FILLABLE
         if not getattr(current, name) and getattr(lead, name)
     }
+    facts = LeadFacts(
+        **{name: fills.get(name, getattr(current, name)) for name in _PROFILE},
+        intent_count=current.intent_count + 1,
+        campaign_responses=added.other_campaigns + int(bool(intent.campaign)),
+        product_interests=added.other_products + int(bool(intent.product_interest)),
+    )
+    scored = score(facts, rules.rules)
     row = (
         await conn.execute(
             leads.update()
@@ -189,6 +222,8 @@ async def _merge(
                 intent_count=leads.c.intent_count + 1,
                 version=leads.c.version + 1,
                 update_time=sa.func.now(),
+                score=scored.score,
+                grade=scored.grade,
                 **fills,
             )
             .returning(*leads.c)
@@ -205,7 +240,85 @@ async def _merge(
         org_path=row.owner_org_path,
         producer=PRODUCER,
     )
+    await _scored_event(conn, current, row, scored, rules.version)
     return Captured(row, Outcome.MERGED, visible)
+
+
+async def _scored_event(
+    conn: AsyncConnection, before: Any, after: Any, scored: Scored, rules_version: int
+) -> None:
+    """lead.scored, if the score or the grade changed."""
+    if (before.score, before.grade) == (after.score, after.grade):
+        return
+    await add_event(
+        conn,
+        event_type="crm.leads.lead.scored.v1",
+        payload=events_pb2.LeadScored(
+            lead_id=str(after.id),
+            score=after.score,
+            grade=after.grade,
+            previous_grade=before.grade,
+            reasons=scored.reasons,
+            previous_score=before.score,
+            rules_version=rules_version,
+        ),
+        tenant_id=after.tenant_id,
+        org_path=after.owner_org_path,
+        producer=PRODUCER,
+    )
+
+
+@dataclass(frozen=True)
+class Rescored:
+    lead: Any
+    reasons: list[str]
+    rules_version: int
+
+
+async def rescore(*, conn: AsyncConnection, principal: Principal, lead_id: uuid.UUID) -> Rescored:
+    """Score a visible lead again with the tenant's current rules (read from the database,
+    not the cache: whoever just changed the rules expects them here)."""
+    principal.require_any(WRITE_ROLES)
+    visible = await records.get_visible(conn, leads, principal, lead_id, kind="lead")
+    # Locked, so a concurrent capture's score cannot be overwritten with an older one.
+    current = (
+        await conn.execute(sa.select(leads).where(leads.c.id == visible.id).with_for_update())
+    ).one()
+    counts = (
+        await conn.execute(
+            sa.select(
+                sa.func.count().filter(lead_intents.c.campaign != ""),
+                sa.func.count().filter(lead_intents.c.product_interest != ""),
+            ).where(lead_intents.c.lead_id == current.id)
+        )
+    ).one()
+    rules = await scoring.latest(conn=conn, tenant_id=current.tenant_id)
+    scored = score(
+        LeadFacts(
+            **{name: getattr(current, name) for name in _PROFILE},
+            intent_count=current.intent_count,
+            campaign_responses=counts[0],
+            product_interests=counts[1],
+        ),
+        rules.rules,
+    )
+    row = current
+    if (scored.score, scored.grade) != (current.score, current.grade):
+        row = (
+            await conn.execute(
+                leads.update()
+                .where(leads.c.id == current.id)
+                .values(
+                    score=scored.score,
+                    grade=scored.grade,
+                    version=leads.c.version + 1,
+                    update_time=sa.func.now(),
+                )
+                .returning(*leads.c)
+            )
+        ).one()
+        await _scored_event(conn, current, row, scored, rules.version)
+    return Rescored(row, scored.reasons, rules.version)
 
 
 async def _add_intent(

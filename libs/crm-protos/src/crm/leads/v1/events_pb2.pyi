@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from crm.leads.v1 import lead_pb2 as _lead_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -64,3 +66,48 @@ class LeadMerged(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LeadMerged: _TypeAlias = LeadMerged  # noqa: Y015
+
+@_typing.final
+class LeadScored(_message.Message):
+    """Payload of crm.leads.lead.scored.v1: a repeat enquiry or a rescore changed the lead's score
+    or grade (a new lead's score and grade are in crm.leads.lead.created.v1).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAD_ID_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    GRADE_FIELD_NUMBER: _builtins.int
+    PREVIOUS_GRADE_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
+    PREVIOUS_SCORE_FIELD_NUMBER: _builtins.int
+    RULES_VERSION_FIELD_NUMBER: _builtins.int
+    lead_id: _builtins.str
+    score: _builtins.int
+    grade: _builtins.str
+    previous_grade: _builtins.str
+    previous_score: _builtins.int
+    rules_version: _builtins.int
+    """The tenant's rules version that produced the score (0: the built-in default rules)."""
+    @_builtins.property
+    def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Each criterion met, named by its path in the rules document, e.g. "completeness.phone +10"."""
+
+    def __init__(
+        self,
+        *,
+        lead_id: _builtins.str = ...,
+        score: _builtins.int = ...,
+        grade: _builtins.str = ...,
+        previous_grade: _builtins.str = ...,
+        reasons: _abc.Iterable[_builtins.str] | None = ...,
+        previous_score: _builtins.int = ...,
+        rules_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grade", b"grade", "lead_id", b"lead_id", "previous_grade", b"previous_grade", "previous_score", b"previous_score", "reasons", b"reasons", "rules_version", b"rules_version", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeadScored: _TypeAlias = LeadScored  # noqa: Y015

@@ -67,6 +67,8 @@ class Lead(_message.Message):
     UNION_ID_FIELD_NUMBER: _builtins.int
     INTENT_COUNT_FIELD_NUMBER: _builtins.int
     INTENTS_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    GRADE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant_id: _builtins.str
     owner_org_id: _builtins.str
@@ -88,6 +90,10 @@ class Lead(_message.Message):
     union_id: _builtins.str
     intent_count: _builtins.int
     """Enquiries merged into this lead (1 for a new lead)."""
+    score: _builtins.int
+    """0..100 by the tenant's scoring rules, set on every capture and on rescore."""
+    grade: _builtins.str
+    """"A", "B", "C" or "D", from the score and the rules' grade thresholds."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -118,10 +124,12 @@ class Lead(_message.Message):
         union_id: _builtins.str = ...,
         intent_count: _builtins.int = ...,
         intents: _abc.Iterable[Global___LeadIntent] | None = ...,
+        score: _builtins.int = ...,
+        grade: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["city", b"city", "company", b"company", "create_time", b"create_time", "email", b"email", "etag", b"etag", "full_name", b"full_name", "id", b"id", "intent_count", b"intent_count", "intents", b"intents", "open_id", b"open_id", "owner_org_id", b"owner_org_id", "owner_org_path", b"owner_org_path", "phone", b"phone", "province", b"province", "source", b"source", "status", b"status", "tenant_id", b"tenant_id", "union_id", b"union_id", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["city", b"city", "company", b"company", "create_time", b"create_time", "email", b"email", "etag", b"etag", "full_name", b"full_name", "grade", b"grade", "id", b"id", "intent_count", b"intent_count", "intents", b"intents", "open_id", b"open_id", "owner_org_id", b"owner_org_id", "owner_org_path", b"owner_org_path", "phone", b"phone", "province", b"province", "score", b"score", "source", b"source", "status", b"status", "tenant_id", b"tenant_id", "union_id", b"union_id", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

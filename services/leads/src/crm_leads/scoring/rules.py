@@ -1,0 +1,251 @@
+"""Lead scoring and grading: the rules document a tenant supplies, and the pure function that
+scores a lead's facts with it. No I/O.
+
+A score is the sum of the points of every criterion a lead meets (profile completeness, key
+fields, behaviours), clamped to 0..100; the grade is the first of A, B, C whose threshold the
+score reaches, else D."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import Annotated, Any, Literal, NamedTuple
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from crm_platform.errors import FieldViolation, InvalidArgument, loc_to_field
+
+MIN_SCORE = 0
+MAX_SCORE = 100
+GRADES = ("A", "B", "C", "D")
+LOWEST_GRADE = "D"
+
+# Key-field rules may look at any profile field and at the capture channel.
+KeyField = Literal[
+    "full_name", "phone", "email", "company", "province", "city", "open_id", "source"
+]
+Points = Annotated[int, Field(ge=0, le=MAX_SCORE)]
+
+
+@dataclass(frozen=True)
+class LeadFacts:
+    """What scoring looks at: the lead's fields and counts over its intents (enquiries)."""
+
+    full_name: str = ""
+    phone: str = ""
+    email: str = ""
+    company: str = ""
+    province: str = ""
+    city: str = ""
+    open_id: str = ""
+    source: str = ""
+    intent_count: int = 1
+    campaign_responses: int = 0  # intents that named a campaign
+    product_interests: int = 0  # intents that named a product
+
+
+class _Document(BaseModel):
+    # Unknown keys are errors: a misspelt criterion must not silently score nothing.
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class Tier(_Document):
+    at_least: int = Field(ge=1, le=1_000_000)
+    points: Points
+
+
+class Completeness(_Document):
+    """Points for each profile field that is filled in."""
+
+    full_name: Points = 0
+    phone: Points = 0
+    email: Points = 0
+    company: Points = 0
+    province: Points = 0
+    city: Points = 0
+    open_id: Points = 0
+
+
+class KeyFieldRule(_Document):
+    field: KeyField
+    # Negative points are a penalty (a low-quality source, say); the total is clamped.
+    points: int = Field(ge=-MAX_SCORE, le=MAX_SCORE)
+    # Omitted: the field only has to be non-empty. Given: its value must be one of these,
+    # compared case-insensitively.
+    any_of: list[Annotated[str, Field(min_length=1, max_length=100)]] | None = Field(
+        default=None, min_length=1, max_length=500
+    )
+    _accepted: frozenset[str] | None = PrivateAttr(default=None)
+
+    def model_post_init(self, context: Any, /) -> None:
+        if self.any_of is not None:
+            self._accepted = frozenset(v.casefold() for v in self.any_of)
+
+    def matches(self, value: str) -> bool:
+        return bool(value) and (self._accepted is None or value.casefold() in self._accepted)
+
+
+class Behaviours(_Document):
+    """Tiers by count: the highest tier reached counts (not the sum of all reached)."""
+
+    intent_count: list[Tier] = Field(default_factory=list, max_length=20)
+    campaign_responses: list[Tier] = Field(default_factory=list, max_length=20)
+    # Any enquiry that named a product.
+    product_interest: Points = 0
+
+    @field_validator("intent_count", "campaign_responses")
+    @classmethod
+    def _ascending(cls, tiers: list[Tier]) -> list[Tier]:
+        if any(a.at_least >= b.at_least for a, b in pairwise(tiers)):
+            raise PydanticCustomError("tiers_order", "at_least must be strictly ascending")
+        return tiers
+
+
+class Grades(_Document):
+    """Lowest score of each grade; below C is D."""
+
+    A: int = Field(ge=MIN_SCORE, le=MAX_SCORE)
+    B: int = Field(ge=MIN_SCORE, le=MAX_SCORE)
+    C: int = Field(ge=MIN_SCORE, le=MAX_SCORE)
+
+    @model_validator(mode="after")
+    def _descending(self) -> Grades:
+        if not self.A > self.B > self.C:
+            raise PydanticCustomError(
+                "thresholds_order", "thresholds must be strictly descending: A > B > C"
+            )
+        return self
+
+
+class ScoringRules(_Document):
+    """A tenant's scoring rules document."""
+
+    # The document format, so a later format can still read documents stored today.
+    schema_version: Literal[1] = 1
+    completeness: Completeness = Field(default_factory=Completeness)
+    key_fields: list[KeyFieldRule] = Field(default_factory=list, max_length=50)
+    behaviours: Behaviours = Field(default_factory=Behaviours)
+    grades: Grades
+
+
+class Scored(NamedTuple):
+    score: int
+    grade: str
+    # Each criterion met, named by its path in the rules document: "completeness.phone +10".
+    reasons: list[str]
+
+
+DEFAULT_RULES = ScoringRules.model_validate(
+    {
+        "completeness": {
+            "full_name": 5,
+            "phone": 10,
+            "email": 5,
+            "company": 5,
+            "province": 5,
+            "city": 5,
+            "open_id": 5,
+        },
+        "key_fields": [{"field": "company", "points": 10}],
+        "behaviours": {
+            "intent_count": [{"at_least": 2, "points": 10}, {"at_least": 3, "points": 20}],
+            "campaign_responses": [
+                {"at_least": 1, "points": 10},
+                {"at_least": 3, "points": 15},
+            ],
+            "product_interest": 15,
+        },
+        "grades": {"A": 80, "B": 60, "C": 40},
+    }
+)
+
+
+def parse_rules(document: object) -> ScoringRules:
+    """The validated rules, or InvalidArgument naming every bad field by its path in the
+    document (``grades``, ``key_fields.0.points``)."""
+    try:
+        return ScoringRules.model_validate(document)
+    except ValidationError as exc:
+        violations = [
+            FieldViolation(
+                loc_to_field(e["loc"]),
+                "unknown field" if e["type"] == "extra_forbidden" else e["msg"],
+            )
+            for e in exc.errors()
+        ]
+        raise InvalidArgument.from_violations(violations, reason="SCORING_RULES_INVALID") from None
+
+
+def rules_json(rules: ScoringRules) -> dict[str, Any]:
+    """The document as stored and served (omitted optional parts stay omitted)."""
+    return rules.model_dump(mode="json", exclude_none=True)
+
+
+def grade_for(score: int, grades: Grades) -> str:
+    for grade, threshold in (("A", grades.A), ("B", grades.B), ("C", grades.C)):
+        if score >= threshold:
+            return grade
+    return LOWEST_GRADE
+
+
+def score(facts: LeadFacts, rules: ScoringRules) -> Scored:
+    """Score and grade ``facts`` with ``rules``, with the reason for every point."""
+    reasons: list[str] = []
+    total = _completeness(facts, rules, reasons) + _key_fields(facts, rules, reasons)
+    total += _behaviours(facts, rules.behaviours, reasons)
+    clamped = min(MAX_SCORE, max(MIN_SCORE, total))
+    if clamped != total:
+        reasons.append(f"total {total} clamped to {clamped}")
+    return Scored(clamped, grade_for(clamped, rules.grades), reasons)
+
+
+def _completeness(facts: LeadFacts, rules: ScoringRules, reasons: list[str]) -> int:
+    total = 0
+    for name, points in rules.completeness:
+        if points and getattr(facts, name):
+            total += points
+            reasons.append(f"completeness.{name} +{points}")
+    return total
+
+
+def _key_fields(facts: LeadFacts, rules: ScoringRules, reasons: list[str]) -> int:
+    total = 0
+    for index, rule in enumerate(rules.key_fields):
+        if rule.points and rule.matches(getattr(facts, rule.field)):
+            total += rule.points
+            reasons.append(f"key_fields.{index} {rule.field} {rule.points:+d}")
+    return total
+
+
+def _behaviours(facts: LeadFacts, behaviours: Behaviours, reasons: list[str]) -> int:
+    total = 0
+    for name, count in (
+        ("intent_count", facts.intent_count),
+        ("campaign_responses", facts.campaign_responses),
+    ):
+        tier = _highest_reached(getattr(behaviours, name), count)
+        if tier is not None and tier.points:
+            total += tier.points
+            reasons.append(f"behaviours.{name} >= {tier.at_least} +{tier.points}")
+    if behaviours.product_interest and facts.product_interests:
+        total += behaviours.product_interest
+        reasons.append(f"behaviours.product_interest +{behaviours.product_interest}")
+    return total
+
+
+def _highest_reached(tiers: Sequence[Tier], count: int) -> Tier | None:
+    reached = None
+    for tier in tiers:  # ascending, validated
+        if count >= tier.at_least:
+            reached = tier
+    return reached
