@@ -12,7 +12,8 @@ when the previous answer arrives) and the same request templates:
 
 Body templates use placeholders filled per request: ``{{run}}`` (run tag), ``{{w}}`` (worker:
 wrk thread or Python process), ``{{n}}`` (sequence number within the worker) and ``{{d8}}``
-(8 digits unique per worker and sequence), so every request can carry a unique email/phone.
+(8 digits unique per worker and sequence) and ``{{p}}`` (9 in a separate warm-up run, else 8),
+so every request can carry a unique email/phone.
 """
 
 from __future__ import annotations
@@ -203,6 +204,7 @@ class BodyTemplate:
             "w": str(self.worker),
             "n": str(self.n),
             "d8": f"{(self.worker % 10) * 10_000_000 + self.n % 10_000_000:08d}",
+            "p": "9" if self.run_tag.endswith("w") else "8",
         }
         out = [
             part if i % 2 == 0 else values.get(part, "{{" + part + "}}")

@@ -38,6 +38,9 @@ local function fill(key)
   if key == "run" then return run_tag end
   if key == "w" then return tostring(wid) end
   if key == "n" then return tostring(n) end
+  -- Phase digit: the warm-up run (tag ending in "w") and the measured run must not share
+  -- phone numbers, or measured captures would be merges of warm-up leads.
+  if key == "p" then return (run_tag:sub(-1) == "w") and "9" or "8" end
   if key == "d8" then return string.format("%08d", (wid % 10) * 10000000 + n % 10000000) end
   return "{{" .. key .. "}}"
 end

@@ -40,7 +40,7 @@ OUTBOX_DRAIN_WAIT = 5.0
 BODY_TEMPLATE = json.dumps(
     {
         "full_name": "Bench Lead {{w}}-{{n}}",
-        "phone": "138{{d8}}",
+        "phone": "13{{p}}{{d8}}",
         "email": "lead-{{run}}-{{w}}-{{n}}@bench.example.com",
         "company": "Bench Motors",
         "province": "浙江",
@@ -50,12 +50,23 @@ BODY_TEMPLATE = json.dumps(
     ensure_ascii=False,
 )
 
+# The same statements a capture runs: claim two dedup keys, insert the lead, its first
+# intent and its outbox event.
+KEY_INSERT = (
+    "INSERT INTO lead_keys (tenant_id, kind, value, lead_id) VALUES ($1, $2, $3, $4) "
+    "ON CONFLICT DO NOTHING RETURNING lead_id"
+)
 LEAD_INSERT = """
 INSERT INTO leads (id, tenant_id, owner_org_id, owner_org_path, full_name, phone, email,
-                   company, province, city, source, status, request_id)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                   company, province, city, source, status)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 RETURNING *
 """
+INTENT_INSERT = (
+    "INSERT INTO lead_intents (id, tenant_id, lead_id, source, request_id, created_lead) "
+    "VALUES ($1, $2, $3, $4, NULL, true) "
+    "ON CONFLICT (tenant_id, request_id) DO NOTHING RETURNING id, occur_time"
+)
 OUTBOX_INSERT = (
     "INSERT INTO crm_outbox (id, event_type, data, headers) VALUES ($1, $2, $3, $4::jsonb)"
 )
@@ -77,22 +88,27 @@ def _raw_tx(tenant_id: str, org_id: str, org_path: str) -> Any:
     tenant, org = uuid.UUID(tenant_id), uuid.UUID(org_id)
 
     async def body(conn: Any, worker: int, n: int) -> None:
+        lead_id = new_id()
+        phone = f"+86138{worker % 10}{n % 10_000_000:07d}"
+        email = f"raw-{worker}-{n}@bench.example.com"
+        await conn.fetchrow(KEY_INSERT, tenant, "email", email, lead_id)
+        await conn.fetchrow(KEY_INSERT, tenant, "phone", phone, lead_id)
         await conn.fetchrow(
             LEAD_INSERT,
-            new_id(),
+            lead_id,
             tenant,
             org,
             org_path,
             f"Raw Lead {worker}-{n}",
-            f"+86138{worker % 10}{n % 10_000_000:07d}",
-            f"raw-{worker}-{n}@bench.example.com",
+            phone,
+            email,
             "Bench Motors",
             "浙江",
             "杭州",
             "bench",
             1,
-            None,
         )
+        await conn.fetchrow(INTENT_INSERT, new_id(), tenant, lead_id, "bench")
         await conn.execute(
             OUTBOX_INSERT, new_id(), "crm.leads.lead.created.v1", EVENT_DATA, EVENT_HEADERS
         )
@@ -271,7 +287,7 @@ def _result(
     peak_mb = peak["peak_rss_mb"]
     result.rows = [
         Row(
-            f"raw asyncpg floor: lead+outbox tx, {conns} conns",
+            f"raw asyncpg floor: capture tx (keys, lead, intent, outbox), {conns} conns",
             fmt_rate(floor.tps, "tx/s"),
             f"p50 {fmt_ms(floor.p50_ms)}, p99 {fmt_ms(floor.p99_ms)}",
         ),
