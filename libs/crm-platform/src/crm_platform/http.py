@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from google.protobuf.json_format import MessageToDict
@@ -24,8 +24,16 @@ from crm_platform import metrics
 from crm_platform.auth import Authenticator, Principal
 from crm_platform.errors import DomainError, FieldViolation, PayloadTooLarge, describe, loc_to_field
 from crm_platform.money import money_json
+from crm_platform.pagination import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    PageRequest,
+    page_of,
+    page_request,
+)
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://crm.example.dev/problems/"
 MONEY_TYPE = money_pb2.Money.DESCRIPTOR.full_name
@@ -275,3 +283,24 @@ def _money_as_decimal(message: ProtoMessage, body: dict[str, Any]) -> None:
         else:
             for item, item_out in zip(items, outs, strict=True):
                 _money_as_decimal(item, item_out)
+
+
+async def _page(
+    page_size: Annotated[
+        int, Query(ge=1, le=MAX_PAGE_SIZE, description="Items per page (default 50).")
+    ] = DEFAULT_PAGE_SIZE,
+    page_token: Annotated[str, Query(description="`next_page_token` of the previous page.")] = "",
+) -> PageRequest:
+    return page_request(page_size, page_token)
+
+
+# The page a list endpoint was asked for (page_size, page_token query parameters).
+CurrentPage = Annotated[PageRequest, Depends(_page)]
+
+
+def paged(
+    key: str, rows: Sequence[T], page: PageRequest, render: Callable[[T], dict[str, Any]]
+) -> dict[str, Any]:
+    """A list response: rows fetched with LIMIT size+1, rendered, plus the next token."""
+    items, token = page_of(rows, page)
+    return {key: [render(x) for x in items], "next_page_token": token}

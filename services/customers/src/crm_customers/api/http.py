@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header
 from pydantic import Field
 
 from crm_customers.customer import rules, service
 from crm_customers.customer.mapping import contact_to_proto, customer_to_proto
 from crm_customers.settings import Settings
-from crm_platform.http import ApiModel, CurrentPrincipal, proto_json
+from crm_platform.http import ApiModel, CurrentPage, CurrentPrincipal, paged, proto_json
 from crm_platform.ids import parse_id
-from crm_platform.pagination import page_of, page_request
 from crm_platform.runtime import Runtime
 
 Json = dict[str, Any]
@@ -61,18 +60,12 @@ def router(rt: Runtime) -> APIRouter:
     @r.get("")
     async def list_customers(
         principal: CurrentPrincipal,
-        page_size: Annotated[int, Query(ge=1, le=1000)] = 50,
-        page_token: str = "",
+        page: CurrentPage,
     ) -> Json:
         """Customers without their contacts; get one customer for those."""
-        page = page_request(page_size, page_token)
         async with rt.db.read() as conn:
             rows = await service.list_visible(conn=conn, principal=principal, page=page)
-        items, token = page_of(rows, page)
-        return {
-            "customers": [proto_json(customer_to_proto(x)) for x in items],
-            "next_page_token": token,
-        }
+        return paged("customers", rows, page, lambda x: proto_json(customer_to_proto(x)))
 
     @r.get("/{customer_id}")
     async def get_customer(customer_id: str, principal: CurrentPrincipal) -> Json:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header
 from pydantic import Field
 
 from crm.directory.v1 import directory_pb2
@@ -19,9 +19,8 @@ from crm_directory.mapping import (
 from crm_directory.org import rules as org_rules
 from crm_directory.org import service as org
 from crm_directory.settings import Settings
-from crm_platform.http import ApiModel, CurrentPrincipal, proto_json
+from crm_platform.http import ApiModel, CurrentPage, CurrentPrincipal, paged, proto_json
 from crm_platform.ids import parse_id
-from crm_platform.pagination import page_of, page_request
 from crm_platform.runtime import Runtime
 
 Json = dict[str, Any]
@@ -65,9 +64,6 @@ class ApiKeyIn(ApiModel):
     org_unit_id: str
     display_name: str = Field(min_length=1, max_length=200)
     roles: list[str] = []
-
-
-PageSize = Annotated[int, Query(ge=1, le=1000)]
 
 
 def router(rt: Runtime) -> APIRouter:  # noqa: C901 - one closure per route
@@ -134,17 +130,10 @@ def router(rt: Runtime) -> APIRouter:  # noqa: C901 - one closure per route
         return proto_json(org_unit_to_proto(row))
 
     @r.get("/v1/org-units", tags=["org-units"])
-    async def list_org_units(
-        principal: CurrentPrincipal, page_size: PageSize = 50, page_token: str = ""
-    ) -> Json:
-        page = page_request(page_size, page_token)
+    async def list_org_units(principal: CurrentPrincipal, page: CurrentPage) -> Json:
         async with rt.db.read() as conn:
             rows = await org.list_org_units(conn=conn, principal=principal, page=page)
-        items, token = page_of(rows, page)
-        return {
-            "org_units": [proto_json(org_unit_to_proto(x)) for x in items],
-            "next_page_token": token,
-        }
+        return paged("org_units", rows, page, lambda x: proto_json(org_unit_to_proto(x)))
 
     @r.get("/v1/org-units/{org_unit_id}", tags=["org-units"])
     async def get_org_unit(org_unit_id: str, principal: CurrentPrincipal) -> Json:
@@ -181,14 +170,10 @@ def router(rt: Runtime) -> APIRouter:  # noqa: C901 - one closure per route
         return proto_json(user_to_proto(row))
 
     @r.get("/v1/users", tags=["users"])
-    async def list_users(
-        principal: CurrentPrincipal, page_size: PageSize = 50, page_token: str = ""
-    ) -> Json:
-        page = page_request(page_size, page_token)
+    async def list_users(principal: CurrentPrincipal, page: CurrentPage) -> Json:
         async with rt.db.read() as conn:
             rows = await identity.list_users(conn=conn, principal=principal, page=page)
-        items, token = page_of(rows, page)
-        return {"users": [proto_json(user_to_proto(x)) for x in items], "next_page_token": token}
+        return paged("users", rows, page, lambda x: proto_json(user_to_proto(x)))
 
     @r.get("/v1/users/{user_id}", tags=["users"])
     async def get_user(user_id: str, principal: CurrentPrincipal) -> Json:

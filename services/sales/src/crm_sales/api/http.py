@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header
 from pydantic import Field
 
-from crm_platform.http import ApiModel, CurrentPrincipal, MoneyIn, proto_json
+from crm_platform.http import ApiModel, CurrentPage, CurrentPrincipal, MoneyIn, paged, proto_json
 from crm_platform.ids import parse_id
-from crm_platform.pagination import page_of, page_request
 from crm_platform.runtime import Runtime
 from crm_sales.opportunity import rules, service
 from crm_sales.opportunity.mapping import opportunity_to_proto
@@ -62,17 +61,11 @@ def router(rt: Runtime) -> APIRouter:
     @r.get("")
     async def list_opportunities(
         principal: CurrentPrincipal,
-        page_size: Annotated[int, Query(ge=1, le=1000)] = 50,
-        page_token: str = "",
+        page: CurrentPage,
     ) -> Json:
-        page = page_request(page_size, page_token)
         async with rt.db.read() as conn:
             rows = await service.list_visible(conn=conn, principal=principal, page=page)
-        items, token = page_of(rows, page)
-        return {
-            "opportunities": [proto_json(opportunity_to_proto(x)) for x in items],
-            "next_page_token": token,
-        }
+        return paged("opportunities", rows, page, lambda x: proto_json(opportunity_to_proto(x)))
 
     @r.get("/{opportunity_id}")
     async def get_opportunity(opportunity_id: str, principal: CurrentPrincipal) -> Json:
