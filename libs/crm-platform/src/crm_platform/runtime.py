@@ -38,6 +38,27 @@ GAUGE_INTERVAL_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
+class PeriodicJob:
+    """Work a service repeats on every replica (``run`` returns anything, e.g. a count):
+    at start, then every ``interval_seconds``. Jobs keep their state in the database and
+    must be safe to run on several replicas at once (claim rows with SKIP LOCKED)."""
+
+    name: str
+    interval_seconds: float
+    run: Callable[[], Awaitable[object]]
+
+
+async def run_periodically(job: PeriodicJob) -> None:
+    """Until cancelled; a failed run is logged and the job runs again next interval."""
+    while True:
+        try:
+            await job.run()
+        except Exception:
+            log.exception("job %s failed", job.name)
+        await asyncio.sleep(job.interval_seconds)
+
+
+@dataclass(frozen=True)
 class ServiceDefinition:
     name: str  # "leads"; also the event producer name
     title: str
@@ -53,6 +74,8 @@ class ServiceDefinition:
     on_start: Callable[[Runtime], Awaitable[None]] | None = None
     # The directory verifies tokens against its own JWKS endpoint.
     serves_jwks: bool = False
+    # Background jobs, started with the servers and cancelled on stop.
+    jobs: Callable[[Runtime], Sequence[PeriodicJob]] = lambda rt: ()
 
     @property
     def error_domain(self) -> str:
@@ -184,6 +207,8 @@ class Runtime:
             self._runners.append(runner)
             self._tasks.append(asyncio.create_task(runner.run(), name=f"consumer-{spec.name}"))
         self._tasks.append(asyncio.create_task(self._maintenance(), name="maintenance"))
+        for job in self.definition.jobs(self):
+            self._tasks.append(asyncio.create_task(run_periodically(job), name=f"job-{job.name}"))
         await set_serving(health_servicer, [b.full_name for b in bindings], True)
         self._health = health_servicer
         self._binding_names = [b.full_name for b in bindings]
@@ -216,7 +241,8 @@ class Runtime:
             runner.stop()
         self._relay.stop()
         for task in self._tasks:
-            if task.get_name() == "maintenance":
+            # Nothing to drain: a cancelled job's transaction rolls back, its next run redoes it.
+            if task.get_name() == "maintenance" or task.get_name().startswith("job-"):
                 task.cancel()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(

@@ -6,12 +6,24 @@ from pathlib import Path
 
 from crm_leads.api import grpc as grpc_api
 from crm_leads.api import http as http_api
+from crm_leads.lead import review
 from crm_leads.lead.models import metadata
 from crm_leads.settings import Settings
 from crm_leads.webhook import http as webhook_http
 from crm_platform.db import platform_metadata
-from crm_platform.runtime import ServiceDefinition
+from crm_platform.runtime import PeriodicJob, Runtime, ServiceDefinition
 from crm_platform.runtime import main as run_main
+
+
+def _jobs(rt: Runtime) -> list[PeriodicJob]:
+    assert isinstance(rt.settings, Settings)
+    days = rt.settings.stale_lead_days
+
+    async def close_stale() -> int:
+        return await review.close_stale(rt.db, older_than_days=days)
+
+    return [PeriodicJob("close-stale-leads", rt.settings.stale_check_seconds, close_stale)]
+
 
 DEFINITION = ServiceDefinition(
     name="leads",
@@ -21,6 +33,7 @@ DEFINITION = ServiceDefinition(
     metadata=(metadata, platform_metadata),
     grpc=grpc_api.bindings,
     http=lambda rt: [http_api.router(rt), http_api.scoring_router(rt), webhook_http.router(rt)],
+    jobs=_jobs,
 )
 
 

@@ -19,3 +19,11 @@ class Settings(BaseServiceSettings):
         description="How far a webhook's X-Crm-Timestamp may be from now (either way); "
         "bounds how long a captured delivery could be replayed.",
     )
+    stale_lead_days: int = Field(
+        default=90,
+        ge=1,
+        description="A NEW or QUALIFIED lead not updated for this many days is closed as stale.",
+    )
+    stale_check_seconds: float = Field(
+        default=3600.0, gt=0, description="How often each replica runs the stale-lead job."
+    )

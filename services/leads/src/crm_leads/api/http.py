@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Response
 from pydantic import Field
 
-from crm_leads.lead import flows, rules, service
+from crm_leads.lead import flows, review, rules, service
 from crm_leads.lead.mapping import lead_to_proto
 from crm_leads.scoring import flows as scoring_flows
 from crm_leads.scoring import service as scoring_service
@@ -19,6 +19,7 @@ from crm_platform.http import ApiModel, CurrentPrincipal, proto_json
 from crm_platform.ids import parse_id
 from crm_platform.pagination import page_of, page_request
 from crm_platform.runtime import Runtime
+from crm_platform.validation import clean_text
 
 Json = dict[str, Any]
 OUTCOME_HEADER = "Crm-Capture-Outcome"
@@ -40,6 +41,11 @@ class LeadIn(ApiModel):
     open_id: str = Field(default="", max_length=64)
     union_id: str = Field(default="", max_length=64)
     intent: IntentIn = IntentIn()
+
+
+class DecisionIn(ApiModel):
+    decision: Literal["VERIFIED", "INVALID"]
+    note: str = Field(default="", max_length=1000)
 
 
 class BatchItemIn(LeadIn):
@@ -112,6 +118,44 @@ def router(rt: Runtime) -> APIRouter:
         items, token = page_of(rows, page)
         return {"leads": [proto_json(lead_to_proto(x)) for x in items], "next_page_token": token}
 
+    @r.get(":review")
+    async def review_queue(
+        principal: Annotated[Principal, Depends(_reviewer)],
+        page_size: Annotated[int, Query(ge=1, le=1000)] = 50,
+        page_token: str = "",
+    ) -> Json:
+        """UNVERIFIED open leads of the caller's subtree, oldest first (managers and
+        administrators); each with the note saying why the automatic checks did not verify
+        it."""
+        page = page_request(page_size, page_token, review.REVIEW_FILTER)
+        async with rt.db.read() as conn:
+            rows = await review.review_page(conn=conn, principal=principal, page=page)
+        items, token = page_of(rows, page, review.REVIEW_FILTER)
+        return {
+            "reviews": [
+                {"lead": proto_json(lead_to_proto(x)), "note": x.verification_note} for x in items
+            ],
+            "next_page_token": token,
+        }
+
+    @r.post("/{lead_id}:verify")
+    async def verify_lead(
+        lead_id: str, body: DecisionIn, principal: Annotated[Principal, Depends(_reviewer)]
+    ) -> Json:
+        """Decide on a lead from the review queue: `VERIFIED`, or `INVALID` (which closes it
+        with `closed_reason` "invalid"). Publishes `crm.leads.lead.verified.v1`, and
+        `crm.leads.lead.closed.v1` when invalid; a second decision is 409
+        `LEAD_ALREADY_REVIEWED`."""
+        async with rt.db.unit_of_work() as conn:
+            row = await review.decide(
+                conn=conn,
+                principal=principal,
+                lead_id=parse_id(lead_id, "lead_id"),
+                decision=review.DECISIONS[body.decision],
+                note=clean_text(body.note),
+            )
+        return {"lead": proto_json(lead_to_proto(row)), "note": row.verification_note}
+
     @r.get("/{lead_id}")
     async def get_lead(lead_id: str, principal: CurrentPrincipal) -> Json:
         async with rt.db.read() as conn:
@@ -141,6 +185,11 @@ def router(rt: Runtime) -> APIRouter:
 async def _admin(principal: CurrentPrincipal) -> Principal:
     # A dependency, so a non-administrator gets 403 before the body is validated.
     principal.require_any([ROLE_ADMIN])
+    return principal
+
+
+async def _reviewer(principal: CurrentPrincipal) -> Principal:
+    principal.require_any(review.REVIEWER_ROLES)
     return principal
 
 

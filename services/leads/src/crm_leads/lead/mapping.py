@@ -54,5 +54,7 @@ def lead_to_proto(row: Any, intents: Sequence[Any] = ()) -> lead_pb2.Lead:
         intent_count=row.intent_count,
         score=row.score,
         grade=row.grade,
+        verification=row.verification,
+        closed_reason=row.closed_reason,
         intents=[intent_row_to_proto(i) for i in intents],
     )

@@ -32,9 +32,23 @@ leads = sa.Table(
     # Set by the tenant's scoring rules on every capture (crm_leads.scoring).
     sa.Column("score", sa.SmallInteger, nullable=False, server_default="0"),
     sa.Column("grade", sa.Text, nullable=False, server_default="D"),
+    # LeadVerification: set by crm_leads.lead.cleansing on capture, then by a reviewer.
+    sa.Column("verification", sa.SmallInteger, nullable=False, server_default="1"),
+    sa.Column("verification_note", sa.Text, nullable=False, server_default=""),
+    sa.Column("closed_reason", sa.Text, nullable=False, server_default=""),
     sa.Column("version", sa.Integer, nullable=False, server_default="1"),
     *timestamp_columns(),
     owner_path_index("leads"),
+    # The review queue (oldest first) and the stale-lead job read only these small slices.
+    sa.Index(
+        "ix_leads_review",
+        "tenant_id",
+        "id",
+        postgresql_where=sa.text("verification = 1 AND status <> 4"),
+    ),
+    sa.Index(
+        "ix_leads_open_update_time", "update_time", postgresql_where=sa.text("status IN (1, 2)")
+    ),
 )
 
 # De-duplication keys: one row per normalised phone / email / open_id per tenant. The unique

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crm.leads.v1 import events_pb2, lead_pb2, lead_service_pb2
+from crm_leads.lead import cleansing
 from crm_leads.lead.mapping import intent_to_proto, lead_to_proto
 from crm_leads.lead.models import lead_intents, lead_keys, leads
 from crm_leads.lead.rules import NewIntent, NewLead
@@ -139,6 +140,9 @@ async def _create(
     )
     # No lead.scored event for a new lead: lead.created carries its score and grade.
     scored = score(facts, rules.rules)
+    # Only a new lead is checked: a merge never changes a verification (a reviewer's
+    # decision must not be undone by the next enquiry).
+    verdict = cleansing.check(lead)
     row = (
         await conn.execute(
             leads.insert()
@@ -157,6 +161,8 @@ async def _create(
                 status=lead_pb2.LEAD_STATUS_NEW,
                 score=scored.score,
                 grade=scored.grade,
+                verification=verdict.verification,
+                verification_note=verdict.note,
             )
             .returning(*leads.c)
         )

@@ -111,3 +111,57 @@ class LeadScored(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LeadScored: _TypeAlias = LeadScored  # noqa: Y015
+
+@_typing.final
+class LeadVerified(_message.Message):
+    """Payload of crm.leads.lead.verified.v1: a reviewer decided on a lead from the review queue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAD_FIELD_NUMBER: _builtins.int
+    PREVIOUS_VERIFICATION_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    previous_verification: _lead_pb2.LeadVerification.ValueType
+    note: _builtins.str
+    """The reviewer's note."""
+    @_builtins.property
+    def lead(self) -> _lead_pb2.Lead: ...
+    def __init__(
+        self,
+        *,
+        lead: _lead_pb2.Lead | None = ...,
+        previous_verification: _lead_pb2.LeadVerification.ValueType = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lead", b"lead"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lead", b"lead", "note", b"note", "previous_verification", b"previous_verification"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeadVerified: _TypeAlias = LeadVerified  # noqa: Y015
+
+@_typing.final
+class LeadClosed(_message.Message):
+    """Payload of crm.leads.lead.closed.v1: the lead was closed (`reason` is "invalid" or "stale")."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAD_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    @_builtins.property
+    def lead(self) -> _lead_pb2.Lead: ...
+    def __init__(
+        self,
+        *,
+        lead: _lead_pb2.Lead | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lead", b"lead"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lead", b"lead", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeadClosed: _TypeAlias = LeadClosed  # noqa: Y015

@@ -42,6 +42,30 @@ LEAD_STATUS_CONVERTED: LeadStatus.ValueType  # 3
 LEAD_STATUS_CLOSED: LeadStatus.ValueType  # 4
 Global___LeadStatus: _TypeAlias = LeadStatus  # noqa: Y015
 
+class _LeadVerification:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LeadVerificationEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LeadVerification.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LEAD_VERIFICATION_UNSPECIFIED: _LeadVerification.ValueType  # 0
+    LEAD_VERIFICATION_UNVERIFIED: _LeadVerification.ValueType  # 1
+    """In the review queue: the automatic checks could not verify it."""
+    LEAD_VERIFICATION_VERIFIED: _LeadVerification.ValueType  # 2
+    LEAD_VERIFICATION_INVALID: _LeadVerification.ValueType  # 3
+    """Rejected by a reviewer; the lead is closed with closed_reason "invalid"."""
+
+class LeadVerification(_LeadVerification, metaclass=_LeadVerificationEnumTypeWrapper):
+    """LeadVerification is whether a lead is a real, tradeable party (cleansing)."""
+
+LEAD_VERIFICATION_UNSPECIFIED: LeadVerification.ValueType  # 0
+LEAD_VERIFICATION_UNVERIFIED: LeadVerification.ValueType  # 1
+"""In the review queue: the automatic checks could not verify it."""
+LEAD_VERIFICATION_VERIFIED: LeadVerification.ValueType  # 2
+LEAD_VERIFICATION_INVALID: LeadVerification.ValueType  # 3
+"""Rejected by a reviewer; the lead is closed with closed_reason "invalid"."""
+Global___LeadVerification: _TypeAlias = LeadVerification  # noqa: Y015
+
 @_typing.final
 class Lead(_message.Message):
     """Lead is information about a party that may trade."""
@@ -69,6 +93,8 @@ class Lead(_message.Message):
     INTENTS_FIELD_NUMBER: _builtins.int
     SCORE_FIELD_NUMBER: _builtins.int
     GRADE_FIELD_NUMBER: _builtins.int
+    VERIFICATION_FIELD_NUMBER: _builtins.int
+    CLOSED_REASON_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant_id: _builtins.str
     owner_org_id: _builtins.str
@@ -94,6 +120,10 @@ class Lead(_message.Message):
     """0..100 by the tenant's scoring rules, set on every capture and on rescore."""
     grade: _builtins.str
     """"A", "B", "C" or "D", from the score and the rules' grade thresholds."""
+    verification: Global___LeadVerification.ValueType
+    """Set by the automatic checks on capture, then by a reviewer."""
+    closed_reason: _builtins.str
+    """Why the lead is CLOSED: "invalid" (rejected in review) or "stale" (no activity)."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -126,10 +156,12 @@ class Lead(_message.Message):
         intents: _abc.Iterable[Global___LeadIntent] | None = ...,
         score: _builtins.int = ...,
         grade: _builtins.str = ...,
+        verification: Global___LeadVerification.ValueType = ...,
+        closed_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["city", b"city", "company", b"company", "create_time", b"create_time", "email", b"email", "etag", b"etag", "full_name", b"full_name", "grade", b"grade", "id", b"id", "intent_count", b"intent_count", "intents", b"intents", "open_id", b"open_id", "owner_org_id", b"owner_org_id", "owner_org_path", b"owner_org_path", "phone", b"phone", "province", b"province", "score", b"score", "source", b"source", "status", b"status", "tenant_id", b"tenant_id", "union_id", b"union_id", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["city", b"city", "closed_reason", b"closed_reason", "company", b"company", "create_time", b"create_time", "email", b"email", "etag", b"etag", "full_name", b"full_name", "grade", b"grade", "id", b"id", "intent_count", b"intent_count", "intents", b"intents", "open_id", b"open_id", "owner_org_id", b"owner_org_id", "owner_org_path", b"owner_org_path", "phone", b"phone", "province", b"province", "score", b"score", "source", b"source", "status", b"status", "tenant_id", b"tenant_id", "union_id", b"union_id", "update_time", b"update_time", "verification", b"verification"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
