@@ -17,7 +17,7 @@ from crm.customers.v1 import customer_pb2, customer_service_pb2, customer_servic
 from crm.customers.v1 import events_pb2 as customers_events
 from crm_platform.runtime import Runtime
 from crm_platform.testing.events import wait_for_event
-from crm_platform.testing.rest import listed_count
+from crm_platform.testing.rest import all_pages, listed_count
 
 ACME = {
     "kind": "ORGANIZATION",
@@ -109,22 +109,9 @@ async def test_list_pages_newest_first_through_visible_customers(
         (await _create(client, tenant, "d2-rep", {"kind": "PERSON", "display_name": f"P{i}"}))["id"]
         for i in range(3)
     ]
-    seen: list[str] = []
-    token = ""
-    while True:
-        r = await client.get(
-            "/v1/customers",
-            params={"page_size": 2, "page_token": token},
-            headers=tenant.auth("d2-rep"),
-        )
-        assert r.status_code == 200
-        body = r.json()
-        assert len(body["customers"]) <= 2
-        assert all(x["owner_org_path"].endswith("/d2/") for x in body["customers"])
-        seen += [x["id"] for x in body["customers"]]
-        token = body["next_page_token"]
-        if not token:
-            break
+    items = await all_pages(client, "/v1/customers", tenant.auth("d2-rep"))
+    assert all(x["owner_org_path"].endswith("/d2/") for x in items)
+    seen = [x["id"] for x in items]
     assert len(seen) == len(set(seen)) >= 3
     assert seen[:3] == made[::-1]  # newest first
     assert seen == sorted(seen, key=uuid.UUID, reverse=True)

@@ -18,7 +18,7 @@ from crm.marketing.v1 import campaign_pb2, marketing_service_pb2, marketing_serv
 from crm.marketing.v1 import events_pb2 as marketing_events
 from crm_platform.runtime import Runtime
 from crm_platform.testing.events import wait_for_event
-from crm_platform.testing.rest import listed_count
+from crm_platform.testing.rest import all_pages, listed_count
 
 BUDGET = {"currency_code": "cny", "amount": "5000.5"}
 SPRING: dict[str, object] = {
@@ -90,22 +90,9 @@ async def test_list_pages_through_visible_campaigns_newest_first(
     client: httpx.AsyncClient, tenant: Tenant
 ) -> None:
     created = [(await _create(client, tenant, "d2-rep", name=f"Page {i}"))["id"] for i in range(3)]
-    seen: list[str] = []
-    token = ""
-    while True:
-        r = await client.get(
-            "/v1/campaigns",
-            params={"page_size": 2, "page_token": token},
-            headers=tenant.auth("d2-rep"),
-        )
-        assert r.status_code == 200
-        body = r.json()
-        assert len(body["campaigns"]) <= 2
-        assert all(x["owner_org_path"].endswith("/d2/") for x in body["campaigns"])
-        seen += [x["id"] for x in body["campaigns"]]
-        token = body["next_page_token"]
-        if not token:
-            break
+    items = await all_pages(client, "/v1/campaigns", tenant.auth("d2-rep"))
+    assert all(x["owner_org_path"].endswith("/d2/") for x in items)
+    seen = [x["id"] for x in items]
     assert len(seen) == len(set(seen)) >= 3
     assert seen[:3] == created[::-1]
 

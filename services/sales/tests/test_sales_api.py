@@ -17,7 +17,7 @@ from crm.common.v1 import money_pb2
 from crm.sales.v1 import events_pb2, opportunity_pb2, sales_service_pb2, sales_service_pb2_grpc
 from crm_platform.runtime import Runtime
 from crm_platform.testing.events import wait_for_event
-from crm_platform.testing.rest import listed_count
+from crm_platform.testing.rest import all_pages, listed_count
 
 EVENT_TYPE = "crm.sales.opportunity.created.v1"
 
@@ -110,22 +110,9 @@ async def test_list_pages_through_visible_opportunities(
     client: httpx.AsyncClient, tenant: Tenant
 ) -> None:
     created = [(await create(client, tenant, "d2-rep", title=f"Page {i}"))["id"] for i in range(3)]
-    seen: list[str] = []
-    token = ""
-    while True:
-        r = await client.get(
-            "/v1/opportunities",
-            params={"page_size": 2, "page_token": token},
-            headers=tenant.auth("d2-rep"),
-        )
-        assert r.status_code == 200
-        body = r.json()
-        assert len(body["opportunities"]) <= 2
-        seen += [x["id"] for x in body["opportunities"]]
-        assert all(x["owner_org_path"].endswith("/d2/") for x in body["opportunities"])
-        token = body["next_page_token"]
-        if not token:
-            break
+    items = await all_pages(client, "/v1/opportunities", tenant.auth("d2-rep"))
+    assert all(x["owner_org_path"].endswith("/d2/") for x in items)
+    seen = [x["id"] for x in items]
     assert len(seen) == len(set(seen)) >= 3
     assert seen[:3] == created[::-1]  # newest first
 

@@ -21,7 +21,7 @@ from crm.servicedesk.v1 import (
 )
 from crm_platform.runtime import Runtime
 from crm_platform.testing.events import wait_for_event
-from crm_platform.testing.rest import listed_count
+from crm_platform.testing.rest import all_pages, listed_count
 
 EVENT_TYPE = "crm.servicedesk.ticket.created.v1"
 
@@ -109,22 +109,9 @@ async def test_list_pages_through_visible_tickets(
     created = [
         (await create(client, tenant, "d2-rep", subject=f"Page {i}"))["id"] for i in range(3)
     ]
-    seen: list[str] = []
-    token = ""
-    while True:
-        r = await client.get(
-            "/v1/tickets",
-            params={"page_size": 2, "page_token": token},
-            headers=tenant.auth("d2-rep"),
-        )
-        assert r.status_code == 200
-        body = r.json()
-        assert len(body["tickets"]) <= 2
-        seen += [x["id"] for x in body["tickets"]]
-        assert all(x["owner_org_path"].endswith("/d2/") for x in body["tickets"])
-        token = body["next_page_token"]
-        if not token:
-            break
+    items = await all_pages(client, "/v1/tickets", tenant.auth("d2-rep"))
+    assert all(x["owner_org_path"].endswith("/d2/") for x in items)
+    seen = [x["id"] for x in items]
     assert len(seen) == len(set(seen)) >= 3
     assert seen[:3] == created[::-1]  # newest first
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import httpx
 
@@ -14,3 +15,24 @@ async def listed_count(client: httpx.AsyncClient, path: str, headers: Mapping[st
     assert r.status_code == 200, r.text
     items: list[object] = r.json()[path.rsplit("/", 1)[-1].replace("-", "_")]
     return len(items)
+
+
+async def all_pages(
+    client: httpx.AsyncClient, path: str, headers: Mapping[str, str], page_size: int = 2
+) -> list[dict[str, Any]]:
+    """Every item of the list endpoint ``path``, following ``next_page_token`` with small
+    pages so the paging itself is exercised; each page must honour ``page_size``."""
+    key = path.rsplit("/", 1)[-1].replace("-", "_")
+    items: list[dict[str, Any]] = []
+    token = ""
+    while True:
+        r = await client.get(
+            path, params={"page_size": page_size, "page_token": token}, headers=headers
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert len(body[key]) <= page_size
+        items += body[key]
+        token = body["next_page_token"]
+        if not token:
+            return items
