@@ -33,6 +33,8 @@ SUBJECTS: dict[str, type[Message]] = {
     "crm.leads.lead.scored.v1": leads_events.LeadScored,
     "crm.leads.lead.verified.v1": leads_events.LeadVerified,
     "crm.leads.lead.closed.v1": leads_events.LeadClosed,
+    "crm.leads.lead.claimed.v1": leads_events.LeadClaimed,
+    "crm.leads.lead.released.v1": leads_events.LeadReleased,
     "crm.customers.customer.created.v1": customers_events.CustomerCreated,
     "crm.customers.contact.created.v1": customers_events.ContactCreated,
     "crm.sales.opportunity.created.v1": sales_events.OpportunityCreated,

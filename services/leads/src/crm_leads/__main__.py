@@ -32,7 +32,12 @@ DEFINITION = ServiceDefinition(
     migrations=Path(__file__).parent / "migrations",
     metadata=(metadata, platform_metadata),
     grpc=grpc_api.bindings,
-    http=lambda rt: [http_api.router(rt), http_api.scoring_router(rt), webhook_http.router(rt)],
+    http=lambda rt: [
+        http_api.router(rt),
+        http_api.pool_router(rt),
+        http_api.scoring_router(rt),
+        webhook_http.router(rt),
+    ],
     jobs=_jobs,
 )
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Response
 from pydantic import Field
 
-from crm_leads.lead import flows, review, rules, service
+from crm_leads.lead import flows, pools, review, rules, service
 from crm_leads.lead.mapping import lead_to_proto
 from crm_leads.scoring import flows as scoring_flows
 from crm_leads.scoring import service as scoring_service
@@ -15,9 +16,9 @@ from crm_leads.scoring.rules import ScoringRules, rules_json
 from crm_leads.settings import Settings
 from crm_platform.auth import ROLE_ADMIN, Principal
 from crm_platform.errors import InvalidArgument
-from crm_platform.http import ApiModel, CurrentPrincipal, proto_json
+from crm_platform.http import ApiModel, CurrentPage, CurrentPrincipal, paged, proto_json
 from crm_platform.ids import parse_id
-from crm_platform.pagination import page_of, page_request
+from crm_platform.pagination import MAX_PAGE_SIZE, PageRequest, page_of, page_request
 from crm_platform.runtime import Runtime
 from crm_platform.validation import clean_text
 
@@ -70,6 +71,35 @@ def _item(body: BatchItemIn, region: str) -> flows.CaptureRequest:
     except InvalidArgument as exc:
         return flows.CaptureRequest(None, None, None, exc.violations)
     return flows.CaptureRequest(lead, intent, request_id)
+
+
+@dataclass(frozen=True)
+class PoolQuery:
+    filter: pools.PoolFilter
+    page: PageRequest
+
+
+async def _pool_query(
+    grade: Annotated[list[str] | None, Query(description="A, B, C or D; repeatable.")] = None,
+    source: Annotated[str, Query(max_length=32)] = "",
+    province: Annotated[str, Query(max_length=100)] = "",
+    city: Annotated[str, Query(max_length=100)] = "",
+    min_age_days: Annotated[int | None, Query(ge=0, le=36500)] = None,
+    max_age_days: Annotated[int | None, Query(ge=0, le=36500)] = None,
+    page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
+    page_token: str = "",
+) -> PoolQuery:
+    # The filter is validated first, and the page token is bound to it: a token from
+    # another filter (or another list) is a violation, never a silently wrong page.
+    flt = pools.PoolFilter(
+        grades=tuple(sorted({g.strip().upper() for g in grade or ()})),
+        source=source.strip(),
+        province=province.strip(),
+        city=city.strip(),
+        min_age_days=min_age_days,
+        max_age_days=max_age_days,
+    )
+    return PoolQuery(flt, page_request(page_size, page_token, flt.key()))
 
 
 def router(rt: Runtime) -> APIRouter:
@@ -191,6 +221,55 @@ async def _admin(principal: CurrentPrincipal) -> Principal:
 async def _reviewer(principal: CurrentPrincipal) -> Principal:
     principal.require_any(review.REVIEWER_ROLES)
     return principal
+
+
+def pool_router(rt: Runtime) -> APIRouter:
+    """Lead pools (公海): the caller's pool, its held leads, claim and release."""
+    r = APIRouter(prefix="/v1/leads", tags=["pools"])
+
+    @r.get(":pool")
+    async def lead_pool(
+        principal: CurrentPrincipal, query: Annotated[PoolQuery, Depends(_pool_query)]
+    ) -> Json:
+        """Open leads of the caller's subtree that nobody holds, newest first, filtered by
+        grade, source, province, city and age in whole days since capture."""
+        async with rt.db.read() as conn:
+            rows = await pools.pool_page(
+                conn=conn, principal=principal, flt=query.filter, page=query.page
+            )
+        items, token = page_of(rows, query.page, query.filter.key())
+        return {"leads": [proto_json(lead_to_proto(x)) for x in items], "next_page_token": token}
+
+    @r.get(":mine")
+    async def my_leads(principal: CurrentPrincipal, page: CurrentPage) -> Json:
+        """Open leads the caller holds, newest first."""
+        async with rt.db.read() as conn:
+            rows = await pools.mine_page(conn=conn, principal=principal, page=page)
+        return paged("leads", rows, page, lambda x: proto_json(lead_to_proto(x)))
+
+    @r.post("/{lead_id}:claim")
+    async def claim_lead(lead_id: str, principal: CurrentPrincipal) -> Json:
+        """Take a lead from the caller's pool (users only). Publishes
+        `crm.leads.lead.claimed.v1`; a lead already held or not open is 409
+        `LEAD_NOT_IN_POOL`."""
+        async with rt.db.unit_of_work() as conn:
+            row = await pools.claim(
+                conn=conn, principal=principal, lead_id=parse_id(lead_id, "lead_id")
+            )
+        return proto_json(lead_to_proto(row))
+
+    @r.post("/{lead_id}:release")
+    async def release_lead(lead_id: str, principal: CurrentPrincipal) -> Json:
+        """Return a held lead to its pool: its holder, or a manager or administrator of the
+        subtree taking it back. Publishes `crm.leads.lead.released.v1`; a lead nobody holds
+        is 409 `LEAD_NOT_CLAIMED`, another rep's lead 403 `LEAD_HELD_BY_OTHER`."""
+        async with rt.db.unit_of_work() as conn:
+            row = await pools.release(
+                conn=conn, principal=principal, lead_id=parse_id(lead_id, "lead_id")
+            )
+        return proto_json(lead_to_proto(row))
+
+    return r
 
 
 def scoring_router(rt: Runtime) -> APIRouter:

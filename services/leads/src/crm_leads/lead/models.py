@@ -36,6 +36,9 @@ leads = sa.Table(
     sa.Column("verification", sa.SmallInteger, nullable=False, server_default="1"),
     sa.Column("verification_note", sa.Text, nullable=False, server_default=""),
     sa.Column("closed_reason", sa.Text, nullable=False, server_default=""),
+    # The user (principal.subject) holding the lead privately; NULL: in its owner unit's pool.
+    sa.Column("assignee_id", UUID(as_uuid=True), nullable=True),
+    sa.Column("assigned_time", sa.DateTime(timezone=True), nullable=True),
     sa.Column("version", sa.Integer, nullable=False, server_default="1"),
     *timestamp_columns(),
     owner_path_index("leads"),
@@ -48,6 +51,20 @@ leads = sa.Table(
     ),
     sa.Index(
         "ix_leads_open_update_time", "update_time", postgresql_where=sa.text("status IN (1, 2)")
+    ),
+    # Pool listings: open unassigned leads of a subtree (prefix match on the path).
+    sa.Index(
+        "ix_leads_pool",
+        "tenant_id",
+        "owner_org_path",
+        postgresql_ops={"owner_org_path": "text_pattern_ops"},
+        postgresql_where=sa.text("assignee_id IS NULL AND status IN (1, 2)"),
+    ),
+    sa.Index(
+        "ix_leads_assignee",
+        "assignee_id",
+        "id",
+        postgresql_where=sa.text("assignee_id IS NOT NULL"),
     ),
 )
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from crm.leads.v1 import lead_pb2 as crm_dot_leads_dot_v1_dot_lead__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63rm/leads/v1/events.proto\x12\x0c\x63rm.leads.v1\x1a\x17\x63rm/leads/v1/lead.proto\"/\n\x0bLeadCreated\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\"X\n\nLeadMerged\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12(\n\x06intent\x18\x02 \x01(\x0b\x32\x18.crm.leads.v1.LeadIntent\"\x93\x01\n\nLeadScored\x12\x0f\n\x07lead_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x05\x12\r\n\x05grade\x18\x03 \x01(\t\x12\x16\n\x0eprevious_grade\x18\x04 \x01(\t\x12\x0f\n\x07reasons\x18\x05 \x03(\t\x12\x16\n\x0eprevious_score\x18\x06 \x01(\x05\x12\x15\n\rrules_version\x18\x07 \x01(\x05\"}\n\x0cLeadVerified\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12=\n\x15previous_verification\x18\x02 \x01(\x0e\x32\x1e.crm.leads.v1.LeadVerification\x12\x0c\n\x04note\x18\x03 \x01(\t\">\n\nLeadClosed\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12\x0e\n\x06reason\x18\x02 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63rm/leads/v1/events.proto\x12\x0c\x63rm.leads.v1\x1a\x17\x63rm/leads/v1/lead.proto\"/\n\x0bLeadCreated\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\"X\n\nLeadMerged\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12(\n\x06intent\x18\x02 \x01(\x0b\x32\x18.crm.leads.v1.LeadIntent\"\x93\x01\n\nLeadScored\x12\x0f\n\x07lead_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x05\x12\r\n\x05grade\x18\x03 \x01(\t\x12\x16\n\x0eprevious_grade\x18\x04 \x01(\t\x12\x0f\n\x07reasons\x18\x05 \x03(\t\x12\x16\n\x0eprevious_score\x18\x06 \x01(\x05\x12\x15\n\rrules_version\x18\x07 \x01(\x05\"}\n\x0cLeadVerified\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12=\n\x15previous_verification\x18\x02 \x01(\x0e\x32\x1e.crm.leads.v1.LeadVerification\x12\x0c\n\x04note\x18\x03 \x01(\t\">\n\nLeadClosed\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12\x0e\n\x06reason\x18\x02 \x01(\t\"D\n\x0bLeadClaimed\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12\x13\n\x0b\x61ssignee_id\x18\x02 \x01(\t\"Z\n\x0cLeadReleased\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12\x1c\n\x14previous_assignee_id\x18\x02 \x01(\t\x12\n\n\x02\x62y\x18\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,4 +42,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LEADVERIFIED']._serialized_end=482
   _globals['_LEADCLOSED']._serialized_start=484
   _globals['_LEADCLOSED']._serialized_end=546
+  _globals['_LEADCLAIMED']._serialized_start=548
+  _globals['_LEADCLAIMED']._serialized_end=616
+  _globals['_LEADRELEASED']._serialized_start=618
+  _globals['_LEADRELEASED']._serialized_end=708
 # @@protoc_insertion_point(module_scope)

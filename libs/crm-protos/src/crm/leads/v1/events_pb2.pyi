@@ -165,3 +165,58 @@ class LeadClosed(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LeadClosed: _TypeAlias = LeadClosed  # noqa: Y015
+
+@_typing.final
+class LeadClaimed(_message.Message):
+    """Payload of crm.leads.lead.claimed.v1: a user took the lead from its org unit's pool."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAD_FIELD_NUMBER: _builtins.int
+    ASSIGNEE_ID_FIELD_NUMBER: _builtins.int
+    assignee_id: _builtins.str
+    @_builtins.property
+    def lead(self) -> _lead_pb2.Lead: ...
+    def __init__(
+        self,
+        *,
+        lead: _lead_pb2.Lead | None = ...,
+        assignee_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lead", b"lead"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignee_id", b"assignee_id", "lead", b"lead"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeadClaimed: _TypeAlias = LeadClaimed  # noqa: Y015
+
+@_typing.final
+class LeadReleased(_message.Message):
+    """Payload of crm.leads.lead.released.v1: the lead went back to its org unit's pool, returned
+    by its holder or taken back by a manager or administrator (`by`, a user id).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAD_FIELD_NUMBER: _builtins.int
+    PREVIOUS_ASSIGNEE_ID_FIELD_NUMBER: _builtins.int
+    BY_FIELD_NUMBER: _builtins.int
+    previous_assignee_id: _builtins.str
+    by: _builtins.str
+    @_builtins.property
+    def lead(self) -> _lead_pb2.Lead: ...
+    def __init__(
+        self,
+        *,
+        lead: _lead_pb2.Lead | None = ...,
+        previous_assignee_id: _builtins.str = ...,
+        by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lead", b"lead"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by", b"by", "lead", b"lead", "previous_assignee_id", b"previous_assignee_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeadReleased: _TypeAlias = LeadReleased  # noqa: Y015

@@ -95,6 +95,8 @@ class Lead(_message.Message):
     GRADE_FIELD_NUMBER: _builtins.int
     VERIFICATION_FIELD_NUMBER: _builtins.int
     CLOSED_REASON_FIELD_NUMBER: _builtins.int
+    ASSIGNEE_ID_FIELD_NUMBER: _builtins.int
+    ASSIGN_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant_id: _builtins.str
     owner_org_id: _builtins.str
@@ -124,6 +126,8 @@ class Lead(_message.Message):
     """Set by the automatic checks on capture, then by a reviewer."""
     closed_reason: _builtins.str
     """Why the lead is CLOSED: "invalid" (rejected in review) or "stale" (no activity)."""
+    assignee_id: _builtins.str
+    """The user holding the lead privately; empty while it is in its owner org unit's pool."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -131,6 +135,10 @@ class Lead(_message.Message):
     @_builtins.property
     def intents(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeadIntent]:
         """Every enquiry, newest first; each may later become its own opportunity."""
+
+    @_builtins.property
+    def assign_time(self) -> _timestamp_pb2.Timestamp:
+        """When the assignee claimed it; unset while in the pool."""
 
     def __init__(
         self,
@@ -158,10 +166,12 @@ class Lead(_message.Message):
         grade: _builtins.str = ...,
         verification: Global___LeadVerification.ValueType = ...,
         closed_reason: _builtins.str = ...,
+        assignee_id: _builtins.str = ...,
+        assign_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assign_time", b"assign_time", "create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["city", b"city", "closed_reason", b"closed_reason", "company", b"company", "create_time", b"create_time", "email", b"email", "etag", b"etag", "full_name", b"full_name", "grade", b"grade", "id", b"id", "intent_count", b"intent_count", "intents", b"intents", "open_id", b"open_id", "owner_org_id", b"owner_org_id", "owner_org_path", b"owner_org_path", "phone", b"phone", "province", b"province", "score", b"score", "source", b"source", "status", b"status", "tenant_id", b"tenant_id", "union_id", b"union_id", "update_time", b"update_time", "verification", b"verification"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assign_time", b"assign_time", "assignee_id", b"assignee_id", "city", b"city", "closed_reason", b"closed_reason", "company", b"company", "create_time", b"create_time", "email", b"email", "etag", b"etag", "full_name", b"full_name", "grade", b"grade", "id", b"id", "intent_count", b"intent_count", "intents", b"intents", "open_id", b"open_id", "owner_org_id", b"owner_org_id", "owner_org_path", b"owner_org_path", "phone", b"phone", "province", b"province", "score", b"score", "source", b"source", "status", b"status", "tenant_id", b"tenant_id", "union_id", b"union_id", "update_time", b"update_time", "verification", b"verification"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
