@@ -7,6 +7,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import asyncpg
+import nats
 from sqlalchemy.engine import make_url
 
 from crm_platform import migrations
@@ -56,6 +58,29 @@ class ServiceStarter:
         await runtime.start()
         self.running.append(runtime)
         return runtime
+
+    async def cleanup(self) -> None:
+        """Stop every service, then drop this run's databases and streams, so long-lived
+        shared servers (a developer's, or CI's machine services) do not accumulate them."""
+        await self.stop_all()
+        admin = make_url(self.pg_url).set(drivername="postgresql", database="postgres")
+        conn = await asyncpg.connect(admin.render_as_string(hide_password=False))
+        try:
+            rows = await conn.fetch(
+                "SELECT datname FROM pg_database WHERE strpos(datname, $1) > 0", self.namespace
+            )
+            for row in rows:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
+        finally:
+            await conn.close()
+        nc = await nats.connect(self.nats_url)
+        try:
+            js = nc.jetstream()
+            for info in await js.streams_info():
+                if info.config.name and info.config.name.startswith(self.namespace.upper()):
+                    await js.delete_stream(info.config.name)
+        finally:
+            await nc.close()
 
     async def stop_all(self) -> None:
         while self.running:

@@ -45,4 +45,4 @@ def nats_url() -> Iterator[str]:
 async def starter(pg_url: str, nats_url: str, run_namespace: str) -> AsyncIterator[ServiceStarter]:
     s = ServiceStarter(pg_url=pg_url, nats_url=nats_url, namespace=run_namespace)
     yield s
-    await s.stop_all()
+    await s.cleanup()
