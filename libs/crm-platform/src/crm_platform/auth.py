@@ -28,6 +28,8 @@ ROLE_VIEWER = "viewer"
 ROLE_INTEGRATION = "integration"
 ALL_ROLES = (ROLE_ADMIN, ROLE_MANAGER, ROLE_REP, ROLE_VIEWER, ROLE_INTEGRATION)
 JWKS_MIN_REFRESH_SECONDS = 5.0
+# Verified bearer tokens kept per process, so a client's repeated calls skip the RSA check.
+TOKEN_CACHE_MAX = 10_000
 WRITE_ROLES = frozenset({ROLE_ADMIN, ROLE_MANAGER, ROLE_REP, ROLE_INTEGRATION})
 
 
@@ -118,6 +120,8 @@ class Authenticator:
         self._resolve_api_key = api_key_resolver
         self._api_key_ttl = api_key_cache_seconds
         self._api_key_cache: dict[str, tuple[float, Principal]] = {}
+        # Full token string (signature included) -> (exp, principal); insertion ordered.
+        self._token_cache: dict[str, tuple[float, Principal]] = {}
 
     @property
     def jwks_url(self) -> str:
@@ -127,6 +131,7 @@ class Authenticator:
     def jwks_url(self, url: str) -> None:
         self._jwks_url = url
         self._jwks_client = None
+        self._token_cache.clear()
 
     @property
     def _jwks(self) -> PyJWKClient:
@@ -151,6 +156,14 @@ class Authenticator:
         )
 
     async def _from_jwt(self, token: str) -> Principal:
+        """Verified tokens are cached by their full text, signature included (a forged or
+        altered token is never a hit), and only until their ``exp``: an expired one is
+        verified again and refused as before."""
+        hit = self._token_cache.get(token)
+        if hit is not None:
+            if time.time() < hit[0]:
+                return hit[1]
+            del self._token_cache[token]
         try:
             header = jwt.get_unverified_header(token)
             key = await self._signing_key(header.get("kid"))
@@ -166,7 +179,11 @@ class Authenticator:
             raise Unauthenticated("token expired", reason="TOKEN_EXPIRED") from exc
         except (jwt.InvalidTokenError, PyJWKClientError) as exc:
             raise Unauthenticated(f"invalid token: {exc}", reason="TOKEN_INVALID") from exc
-        return principal_from_claims(claims)
+        principal = principal_from_claims(claims)
+        if len(self._token_cache) >= TOKEN_CACHE_MAX:
+            self._token_cache.pop(next(iter(self._token_cache)))  # the oldest entry
+        self._token_cache[token] = (float(claims["exp"]), principal)
+        return principal
 
     async def _signing_key(self, kid: object) -> jwt.PyJWK:
         if not isinstance(kid, str):

@@ -38,6 +38,8 @@ outbox = sa.Table(
     sa.Index("ix_crm_outbox_pending", "seq", postgresql_where=sa.text("published_at IS NULL")),
 )
 
+_INSERT_EVENT = outbox.insert()  # built once: its cache key is computed once
+
 
 async def add_event(
     conn: AsyncConnection,
@@ -63,9 +65,13 @@ async def add_event(
     event_id = uuid.UUID(envelope.id)
     headers = inject_headers({HEADER_EVENT_TYPE: event_type, "Content-Type": CONTENT_TYPE})
     await conn.execute(
-        outbox.insert().values(
-            id=event_id, event_type=event_type, data=envelope.SerializeToString(), headers=headers
-        )
+        _INSERT_EVENT,
+        {
+            "id": event_id,
+            "event_type": event_type,
+            "data": envelope.SerializeToString(),
+            "headers": headers,
+        },
     )
     conn.info[OUTBOX_DIRTY] = True
     return event_id

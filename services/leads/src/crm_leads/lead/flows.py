@@ -46,11 +46,12 @@ async def capture_one(
         captured = await service.capture(
             conn=conn, principal=principal, lead=lead, intent=intent, request_id=request_id
         )
-        intents = (
-            await service.intents_of(conn=conn, lead_id=captured.lead.id)
-            if captured.visible
-            else ()
-        )
+        if captured.intents is not None:
+            intents: Sequence[object] = captured.intents
+        elif captured.visible:
+            intents = await service.intents_of(conn=conn, lead_id=captured.lead.id)
+        else:
+            intents = ()
     return captured, intents
 
 

@@ -38,13 +38,26 @@ PRODUCER = "leads"
 INTENTS_SHOWN = 50
 
 # Built once: SQLAlchemy does not cache PostgreSQL ON CONFLICT constructs.
-_CLAIM_KEY = sa.text(
+# Claims all of a lead's keys in one statement, in the order given (rows are inserted in
+# ordinality order, so concurrent captures still lock keys in the same order). Returns the
+# keys it claimed; a key another lead holds waits for that lead's transaction, then is
+# skipped.
+_CLAIM_KEYS = sa.text(
     "INSERT INTO lead_keys (tenant_id, kind, value, lead_id) "
-    "VALUES (:tenant_id, :kind, :value, :lead_id) ON CONFLICT DO NOTHING RETURNING lead_id"
+    "SELECT :tenant_id, k.kind, k.value, :lead_id "
+    "FROM unnest(CAST(:kinds AS text[]), CAST(:key_values AS text[])) "
+    "WITH ORDINALITY AS k (kind, value, n) ORDER BY k.n "
+    "ON CONFLICT DO NOTHING RETURNING kind, value"
 ).bindparams(
     sa.bindparam("tenant_id", type_=lead_keys.c.tenant_id.type),
     sa.bindparam("lead_id", type_=lead_keys.c.lead_id.type),
 )
+_KEY_OWNER = sa.select(lead_keys.c.lead_id).where(
+    lead_keys.c.tenant_id == sa.bindparam("tenant_id"),
+    lead_keys.c.kind == sa.bindparam("kind"),
+    lead_keys.c.value == sa.bindparam("value"),
+)
+_INSERT_LEAD = leads.insert().returning(*leads.c)
 # Also counts the lead's other intents with a campaign or a product, for scoring. Run after
 # the lead row is locked, so the counts include every intent committed before this one.
 _ADD_INTENT = sa.text(
@@ -52,7 +65,8 @@ _ADD_INTENT = sa.text(
     "(id, tenant_id, lead_id, source, campaign, product_interest, request_id, created_lead) "
     "VALUES (:id, :tenant_id, :lead_id, :source, :campaign, :product_interest, :request_id, "
     ":created_lead) "
-    "ON CONFLICT (tenant_id, request_id) DO NOTHING RETURNING id, occur_time, "
+    "ON CONFLICT (tenant_id, request_id) DO NOTHING "
+    "RETURNING id, source, campaign, product_interest, occur_time, "
     "(SELECT count(*) FROM lead_intents o WHERE o.lead_id = :lead_id AND o.id <> :id "
     "AND o.campaign <> '') AS other_campaigns, "
     "(SELECT count(*) FROM lead_intents o WHERE o.lead_id = :lead_id AND o.id <> :id "
@@ -80,6 +94,8 @@ class Captured:
     # False when the duplicate belongs to an org unit outside the caller's subtree: the
     # enquiry is recorded there, but the caller must not see that lead.
     visible: bool
+    # The lead's intents as ``intents_of`` would read them, when already known.
+    intents: Sequence[Any] | None = None
 
 
 async def capture(
@@ -96,22 +112,26 @@ async def capture(
     principal.require_any(WRITE_ROLES)
     lead_id = new_id()
     existing: set[uuid.UUID] = set()
-    for kind, value in lead.dedup_keys():
-        key = {"tenant_id": principal.tenant_id, "kind": kind, "value": value}
-        claimed = (await conn.execute(_CLAIM_KEY, {**key, "lead_id": lead_id})).first()
-        if claimed is None:
-            # A fresh statement: it sees the row a concurrent capture just committed.
-            existing.add(
-                (
-                    await conn.execute(
-                        sa.select(lead_keys.c.lead_id).where(
-                            lead_keys.c.tenant_id == principal.tenant_id,
-                            lead_keys.c.kind == kind,
-                            lead_keys.c.value == value,
-                        )
-                    )
-                ).scalar_one()
+    keys = lead.dedup_keys()
+    if keys:
+        claimed = {
+            (row.kind, row.value)
+            for row in await conn.execute(
+                _CLAIM_KEYS,
+                {
+                    "tenant_id": principal.tenant_id,
+                    "lead_id": lead_id,
+                    "kinds": [kind for kind, _ in keys],
+                    "key_values": [value for _, value in keys],
+                },
             )
+        }
+        for kind, value in keys:
+            if (kind, value) in claimed:
+                continue
+            # A fresh statement: it sees the row a concurrent capture just committed.
+            key = {"tenant_id": principal.tenant_id, "kind": kind, "value": value}
+            existing.add((await conn.execute(_KEY_OWNER, key)).scalar_one())
     rules = await scoring.CACHE.current(conn, principal.tenant_id)
     if not existing:
         return await _create(conn, principal, lead_id, lead, intent, request_id, rules)
@@ -145,29 +165,29 @@ async def _create(
     verdict = cleansing.check(lead)
     row = (
         await conn.execute(
-            leads.insert()
-            .values(
-                id=lead_id,
+            _INSERT_LEAD,
+            {
+                "id": lead_id,
                 **records.owned_by(principal),
-                full_name=lead.full_name,
-                phone=lead.phone,
-                email=lead.email,
-                company=lead.company,
-                province=lead.province,
-                city=lead.city,
-                source=lead.source,
-                open_id=lead.open_id,
-                union_id=lead.union_id,
-                status=lead_pb2.LEAD_STATUS_NEW,
-                score=scored.score,
-                grade=scored.grade,
-                verification=verdict.verification,
-                verification_note=verdict.note,
-            )
-            .returning(*leads.c)
+                "full_name": lead.full_name,
+                "phone": lead.phone,
+                "email": lead.email,
+                "company": lead.company,
+                "province": lead.province,
+                "city": lead.city,
+                "source": lead.source,
+                "open_id": lead.open_id,
+                "union_id": lead.union_id,
+                "status": lead_pb2.LEAD_STATUS_NEW,
+                "score": scored.score,
+                "grade": scored.grade,
+                "verification": verdict.verification,
+                "verification_note": verdict.note,
+            },
         )
     ).one()
-    if await _add_intent(conn, row, intent, request_id, created_lead=True) is None:
+    added = await _add_intent(conn, row, intent, request_id, created_lead=True)
+    if added is None:
         # Only reachable when a request_id is reused for a different person.
         raise AlreadyExists(
             "this Idempotency-Key was already used for another lead",
@@ -181,7 +201,8 @@ async def _create(
         org_path=row.owner_org_path,
         producer=PRODUCER,
     )
-    return Captured(row, Outcome.CREATED, visible=True)
+    # A new lead has exactly this one intent: no need to read it back.
+    return Captured(row, Outcome.CREATED, visible=True, intents=(added,))
 
 
 async def _merge(
@@ -353,16 +374,17 @@ async def _add_intent(
     ).first()
 
 
+_INTENTS_OF = (
+    sa.select(lead_intents)
+    .where(lead_intents.c.lead_id == sa.bindparam("lead_id"))
+    .order_by(lead_intents.c.id.desc())
+    .limit(INTENTS_SHOWN)
+)
+
+
 async def intents_of(*, conn: AsyncConnection, lead_id: uuid.UUID) -> Sequence[Any]:
     """Newest first, the latest ``INTENTS_SHOWN``."""
-    return (
-        await conn.execute(
-            sa.select(lead_intents)
-            .where(lead_intents.c.lead_id == lead_id)
-            .order_by(lead_intents.c.id.desc())
-            .limit(INTENTS_SHOWN)
-        )
-    ).all()
+    return (await conn.execute(_INTENTS_OF, {"lead_id": lead_id})).all()
 
 
 async def get(*, conn: AsyncConnection, principal: Principal, lead_id: uuid.UUID) -> Any:
