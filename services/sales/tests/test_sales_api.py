@@ -17,7 +17,7 @@ from crm.common.v1 import money_pb2
 from crm.sales.v1 import events_pb2, opportunity_pb2, sales_service_pb2, sales_service_pb2_grpc
 from crm_platform.runtime import Runtime
 from crm_platform.testing.events import wait_for_event
-from crm_platform.testing.rest import all_pages, listed_count
+from crm_platform.testing.rest import all_pages, assert_subtree_only, listed_count
 
 EVENT_TYPE = "crm.sales.opportunity.created.v1"
 
@@ -85,16 +85,14 @@ async def test_visible_to_hq_not_to_sibling_dealer(
     client: httpx.AsyncClient, tenant: Tenant
 ) -> None:
     opp = await create(client, tenant, "d1-rep")
-    for who in ("d1-rep", "hq-manager", "admin"):
-        r = await client.get(f"/v1/opportunities/{opp['id']}", headers=tenant.auth(who))
-        assert r.status_code == 200, (who, r.text)
-    r = await client.get(f"/v1/opportunities/{opp['id']}", headers=tenant.auth("d2-rep"))
-    assert r.status_code == 404  # not 403: existence does not leak
-    assert r.json()["reason"] == "OPPORTUNITY_NOT_FOUND"
-    listed = await client.get(
-        "/v1/opportunities", params={"page_size": 1000}, headers=tenant.auth("d2-rep")
+    await assert_subtree_only(
+        client,
+        "/v1/opportunities",
+        opp["id"],
+        readers=[tenant.auth(who) for who in ("d1-rep", "hq-manager", "admin")],
+        sibling=tenant.auth("d2-rep"),
+        reason="OPPORTUNITY_NOT_FOUND",
     )
-    assert opp["id"] not in {x["id"] for x in listed.json()["opportunities"]}
 
 
 async def test_other_tenant_cannot_read_opportunity(

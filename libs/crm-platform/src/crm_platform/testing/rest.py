@@ -36,3 +36,25 @@ async def all_pages(
         token = body["next_page_token"]
         if not token:
             return items
+
+
+async def assert_subtree_only(
+    client: httpx.AsyncClient,
+    path: str,
+    record_id: str,
+    *,
+    readers: list[Mapping[str, str]],
+    sibling: Mapping[str, str],
+    reason: str,
+) -> None:
+    """``path/record_id`` is readable with each of ``readers``' headers; for ``sibling`` it is
+    a 404 with ``reason`` (not 403: existence does not leak) and absent from its list."""
+    for headers in readers:
+        r = await client.get(f"{path}/{record_id}", headers=headers)
+        assert r.status_code == 200, r.text
+    r = await client.get(f"{path}/{record_id}", headers=sibling)
+    assert r.status_code == 404
+    assert r.json()["reason"] == reason
+    listed = await client.get(path, params={"page_size": 1000}, headers=sibling)
+    key = path.rsplit("/", 1)[-1].replace("-", "_")
+    assert record_id not in {x["id"] for x in listed.json()[key]}
