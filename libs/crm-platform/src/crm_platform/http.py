@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
@@ -138,19 +138,31 @@ async def _on_unhandled(request: Request, exc: Exception) -> Response:
 
 
 class BodyLimitMiddleware:
-    """Rejects bodies over ``max_bytes`` with 413 before the app reads them whole."""
+    """Rejects bodies over ``max_bytes`` with 413 before the app reads them whole.
+    ``path_limits`` raise the limit for paths starting with a prefix (file uploads, which
+    their handlers stream instead of buffering)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, path_limits: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.path_limits = dict(path_limits or {})
+
+    def _limit(self, path: str) -> int:
+        for prefix, limit in self.path_limits.items():
+            if path.startswith(prefix):
+                return limit
+        return self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self._limit(scope["path"]) if self.path_limits else self.max_bytes
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(scope, receive, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._reject(scope, receive, send, limit)
             return
         seen = 0
 
@@ -159,17 +171,17 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise PayloadTooLarge(f"request body exceeds {self.max_bytes} bytes")
+                if seen > limit:
+                    raise PayloadTooLarge(f"request body exceeds {limit} bytes")
             return message
 
         await self.app(scope, limited_receive, send)
 
-    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _reject(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         response = problem_response(
             413,
             "Payload too large",
-            f"request body exceeds {self.max_bytes} bytes",
+            f"request body exceeds {limit} bytes",
             "PAYLOAD_TOO_LARGE",
         )
         await response(scope, receive, send)
@@ -215,6 +227,7 @@ def create_app(
     readiness: ReadinessCheck,
     max_body_bytes: int,
     version: str = "0.1.0",
+    body_limits: Mapping[str, int] | None = None,
 ) -> FastAPI:
     app = FastAPI(title=title, version=version, responses={"4XX": {"model": Problem}})
     app.state.authenticator = authenticator
@@ -223,7 +236,7 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(Exception, _on_unhandled)
 
-    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes, path_limits=body_limits)
     # Added last, so outermost: 413s from the body limit are counted too.
     app.add_middleware(RedMetricsMiddleware)
 

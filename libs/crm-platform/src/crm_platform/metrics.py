@@ -1,7 +1,14 @@
-"""Prometheus metric families shared by every service (names follow Prometheus conventions;
-no unbounded labels: never a tenant, lead or org id)."""
+"""Prometheus metric families shared by every service, each declared once here.
+
+Conventions (checked by `promtool check metrics` in tests/deploy/test_monitoring.py): snake_case,
+base units (`_seconds`), `_total` on counters, help text on every family, no service name in
+the name (the `job`/`service` target labels say which service) and bounded labels only: route
+templates, never raw paths; never a tenant, lead or org id. Dashboards and alerts in
+deploy/helm/crm/ use these names; renaming one is a breaking change for them."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -9,8 +16,13 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
 )
+
+# No `<name>_created` gauge beside every counter and histogram series: it doubles the series
+# count and nothing here reads it.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -69,6 +81,34 @@ OUTBOX_PENDING = Gauge("crm_outbox_pending", "Outbox events not yet published.")
 OUTBOX_OLDEST_SECONDS = Gauge(
     "crm_outbox_oldest_pending_seconds", "Age of the oldest unpublished outbox event."
 )
+
+
+# Business flow. Label values are pre-initialised so dashboards and rate() see zeros rather
+# than missing series.
+LEAD_CAPTURE_OUTCOMES = ("created", "merged", "rejected")
+LEADS_CAPTURED = Counter(
+    "crm_leads_captured_total",
+    "Lead captures, by outcome (created|merged|rejected).",
+    ["outcome"],
+)
+for _outcome in LEAD_CAPTURE_OUTCOMES:
+    LEADS_CAPTURED.labels(_outcome)
+LEADS_DISTRIBUTED = Counter(
+    "crm_leads_distributed_total", "Leads assigned to an org unit or user by distribution."
+)
+LEADS_CONVERTED = Counter(
+    "crm_leads_converted_total", "Leads converted into a customer, contact and opportunity."
+)
+SLA_KINDS = ("lead_first_contact", "lead_follow_up", "ticket_first_response", "ticket_resolution")
+SLA_BREACHES = Counter("crm_sla_breaches_total", "SLA targets missed, by SLA.", ["sla"])
+for _sla in SLA_KINDS:
+    SLA_BREACHES.labels(_sla)
+
+
+def count_captures(outcomes: Iterable[str]) -> None:
+    """Count lead captures; `outcomes` are outcome names in any case (`CREATED`, `merged`)."""
+    for outcome in outcomes:
+        LEADS_CAPTURED.labels(outcome.lower()).inc()
 
 
 def render_latest() -> tuple[bytes, str]:

@@ -7,9 +7,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,16 +47,24 @@ class PeriodicJob:
     name: str
     interval_seconds: float
     run: Callable[[], Awaitable[object]]
+    # Set it to run the job now rather than at the next interval (new work arrived here).
+    wake: asyncio.Event | None = None
 
 
 async def run_periodically(job: PeriodicJob) -> None:
     """Until cancelled; a failed run is logged and the job runs again next interval."""
     while True:
+        if job.wake is not None:
+            job.wake.clear()
         try:
             await job.run()
         except Exception:
             log.exception("job %s failed", job.name)
-        await asyncio.sleep(job.interval_seconds)
+        if job.wake is None:
+            await asyncio.sleep(job.interval_seconds)
+            continue
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(job.wake.wait(), job.interval_seconds)
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,8 @@ class ServiceDefinition:
     serves_jwks: bool = False
     # Background jobs, started with the servers and cancelled on stop.
     jobs: Callable[[Runtime], Sequence[PeriodicJob]] = lambda rt: ()
+    # Path prefix -> request body limit, above settings.max_body_bytes (file uploads).
+    body_limits: Callable[[Runtime], Mapping[str, int]] = lambda rt: {}
 
     @property
     def error_domain(self) -> str:
@@ -175,6 +186,7 @@ class Runtime:
             readiness=self.readiness,
             max_body_bytes=s.max_body_bytes,
             version=s.service_version,
+            body_limits=self.definition.body_limits(self),
         )
         config = uvicorn.Config(
             app,
@@ -278,8 +290,23 @@ def main(definition: ServiceDefinition, argv: Sequence[str] | None = None) -> No
         asyncio.run(migrations.upgrade(definition.migrations, settings.db_url.get_secret_value()))
         return
     init_tracing(settings)
+    tune_gc()
     with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=_loop_factory()) as r:
         r.run(Runtime(definition, settings).serve_forever())
+
+
+# Young-generation collections every 50k allocations instead of 700: a service allocates
+# short-lived objects by the million, and with the default every request or import slice
+# pays for collections that find nothing (seen as 10-90 ms pauses in p99 and import slices).
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """Called once imports are done: what exists now lives as long as the process, so it is
+    moved out of the collector's sight (gc.freeze) and never scanned again."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

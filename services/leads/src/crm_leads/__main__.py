@@ -6,6 +6,8 @@ from pathlib import Path
 
 from crm_leads.api import grpc as grpc_api
 from crm_leads.api import http as http_api
+from crm_leads.dedup import http as dedup_http
+from crm_leads.imports import http as imports_http
 from crm_leads.lead import review
 from crm_leads.lead.models import metadata
 from crm_leads.settings import Settings
@@ -22,7 +24,21 @@ def _jobs(rt: Runtime) -> list[PeriodicJob]:
     async def close_stale() -> int:
         return await review.close_stale(rt.db, older_than_days=days)
 
-    return [PeriodicJob("close-stale-leads", rt.settings.stale_check_seconds, close_stale)]
+    runner = imports_http.runner(rt)
+    return [
+        PeriodicJob("close-stale-leads", rt.settings.stale_check_seconds, close_stale),
+        PeriodicJob(
+            "lead-imports",
+            rt.settings.import_poll_seconds,
+            runner.run_pending,
+            wake=runner.wake,
+        ),
+    ]
+
+
+def _body_limits(rt: Runtime) -> dict[str, int]:
+    assert isinstance(rt.settings, Settings)
+    return {imports_http.PREFIX: rt.settings.import_max_bytes}
 
 
 DEFINITION = ServiceDefinition(
@@ -36,9 +52,12 @@ DEFINITION = ServiceDefinition(
         http_api.router(rt),
         http_api.pool_router(rt),
         http_api.scoring_router(rt),
+        dedup_http.router(rt),
         webhook_http.router(rt),
+        imports_http.router(rt),
     ],
     jobs=_jobs,
+    body_limits=_body_limits,
 )
 
 

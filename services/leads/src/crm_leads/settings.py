@@ -27,3 +27,21 @@ class Settings(BaseServiceSettings):
     stale_check_seconds: float = Field(
         default=3600.0, gt=0, description="How often each replica runs the stale-lead job."
     )
+    import_max_bytes: int = Field(
+        default=512 * 1024 * 1024, ge=1024, description="Largest import file accepted."
+    )
+    import_slice_rows: int = Field(
+        default=20_000,
+        ge=1,
+        le=200_000,
+        description="File rows written per transaction (and per progress step) by an import.",
+    )
+    import_lease_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long an import runner may go silent before another replica "
+        "resumes its job.",
+    )
+    import_poll_seconds: float = Field(
+        default=5.0, gt=0, description="How often each replica looks for import jobs to run."
+    )

@@ -60,6 +60,14 @@ leads = sa.Table(
         postgresql_ops={"owner_org_path": "text_pattern_ops"},
         postgresql_where=sa.text("assignee_id IS NULL AND status IN (1, 2)"),
     ),
+    # Profile de-duplication rules (crm_leads.dedup): the newest open leads of one city.
+    sa.Index(
+        "ix_leads_dedup_city",
+        "tenant_id",
+        "city",
+        "id",
+        postgresql_where=sa.text("status IN (1, 2)"),
+    ),
     sa.Index(
         "ix_leads_assignee",
         "assignee_id",

@@ -5,6 +5,10 @@ Capture de-duplicates by claiming the lead's keys (normalised phone, email, open
 ``lead_keys``, whose primary key makes a concurrent capture of the same person wait for the
 first and then merge into its lead: a database constraint, not a check-then-insert.
 
+Then the tenant's de-duplication rules (crm_leads.dedup, read through a per-process cache)
+decide whether a key match, or a lead of the same city with a similar company or name, is a
+duplicate, and whether the capture merges into it, overwrites its fields or is rejected.
+
 Every capture scores the lead with the tenant's rules (crm_leads.scoring, read through a
 per-process cache) and stores the score in the statement that writes the lead: no extra
 round trip."""
@@ -15,12 +19,15 @@ import enum
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crm.leads.v1 import events_pb2, lead_pb2, lead_service_pb2
+from crm_leads.dedup import history, matching
+from crm_leads.dedup import rules as dedup
+from crm_leads.dedup import service as dedup_service
 from crm_leads.lead import cleansing
 from crm_leads.lead.mapping import intent_to_proto, lead_to_proto
 from crm_leads.lead.models import lead_intents, lead_keys, leads
@@ -29,7 +36,7 @@ from crm_leads.scoring import service as scoring
 from crm_leads.scoring.rules import LeadFacts, Scored, score
 from crm_platform import records
 from crm_platform.auth import WRITE_ROLES, Principal
-from crm_platform.errors import AlreadyExists
+from crm_platform.errors import AlreadyExists, FieldViolation
 from crm_platform.ids import new_id
 from crm_platform.outbox import add_event
 from crm_platform.pagination import PageRequest
@@ -77,8 +84,6 @@ _ADD_INTENT = sa.text(
         for c in ("id", "tenant_id", "lead_id", "request_id")
     )
 )
-# A merge fills fields the existing lead lacks; it never overwrites what it has.
-_FILLABLE = ("company", "province", "city", "email", "phone", "open_id", "union_id")
 _PROFILE = ("full_name", "phone", "email", "company", "province", "city", "open_id", "source")
 
 
@@ -111,7 +116,7 @@ async def capture(
     and returns the same lead."""
     principal.require_any(WRITE_ROLES)
     lead_id = new_id()
-    existing: set[uuid.UUID] = set()
+    held: dict[str, uuid.UUID] = {}  # key kind -> the lead already holding it
     keys = lead.dedup_keys()
     if keys:
         claimed = {
@@ -131,16 +136,92 @@ async def capture(
                 continue
             # A fresh statement: it sees the row a concurrent capture just committed.
             key = {"tenant_id": principal.tenant_id, "kind": kind, "value": value}
-            existing.add((await conn.execute(_KEY_OWNER, key)).scalar_one())
+            held[kind] = (await conn.execute(_KEY_OWNER, key)).scalar_one()
     rules = await scoring.CACHE.current(conn, principal.tenant_id)
-    if not existing:
+    dedup_current = await dedup_service.CACHE.current(conn, principal.tenant_id)
+    duplicate = await matching.find_duplicate(
+        conn=conn,
+        tenant_id=principal.tenant_id,
+        rules=dedup_current.rules,
+        probe=_probe(lead, intent),
+        held=held,
+    )
+    if (duplicate is None or duplicate.rule.action == "reject") and held and request_id:
+        # Not merged this time: a retry of a capture the rules answered differently (before
+        # a rules change, say) must still get the first answer.
+        retried = await _retried(conn, principal, request_id)
+        if retried is not None:
+            return retried
+    if duplicate is None:
+        # Keys other leads hold stay theirs (a key has one owner); the new lead gets the
+        # keys it claimed.
         return await _create(conn, principal, lead_id, lead, intent, request_id, rules)
-    target = min(existing)  # UUIDv7: the oldest lead
+    if duplicate.rule.action == "reject":
+        await _reject(conn, principal, duplicate)
     # Keys this capture added (a new email, say) now point at the lead it merged into.
     await conn.execute(
-        lead_keys.update().where(lead_keys.c.lead_id == lead_id).values(lead_id=target)
+        lead_keys.update().where(lead_keys.c.lead_id == lead_id).values(lead_id=duplicate.lead_id)
     )
-    return await _merge(conn, principal, target, lead, intent, request_id, rules)
+    return await _merge(conn, principal, duplicate, lead, intent, request_id, rules)
+
+
+def _probe(lead: NewLead, intent: NewIntent) -> dedup.Probe:
+    return dedup.Probe(
+        full_name=lead.full_name,
+        company=lead.company,
+        province=lead.province,
+        city=lead.city,
+        source=lead.source,
+        campaign=intent.campaign,
+    )
+
+
+async def _retried(
+    conn: AsyncConnection, principal: Principal, request_id: uuid.UUID
+) -> Captured | None:
+    """The first answer to ``request_id``, if a capture with it committed before."""
+    first = (
+        await conn.execute(
+            sa.select(leads, lead_intents.c.created_lead)
+            .join(lead_intents, lead_intents.c.lead_id == leads.c.id)
+            .where(
+                lead_intents.c.tenant_id == principal.tenant_id,
+                lead_intents.c.request_id == request_id,
+            )
+        )
+    ).first()
+    if first is None:
+        return None
+    outcome = Outcome.CREATED if first.created_lead else Outcome.MERGED
+    return Captured(first, outcome, principal.can_see(first.tenant_id, first.owner_org_path))
+
+
+async def _reject(
+    conn: AsyncConnection, principal: Principal, duplicate: dedup.Duplicate
+) -> NoReturn:
+    """Refuse the capture. Raising rolls back the transaction (or the batch item's
+    savepoint), so the keys it claimed are released and nothing is written. The lead is
+    named only to a caller who can see it."""
+    owner = (
+        await conn.execute(
+            sa.select(leads.c.tenant_id, leads.c.owner_org_path).where(
+                leads.c.id == duplicate.lead_id
+            )
+        )
+    ).one()
+    visible = principal.can_see(owner.tenant_id, owner.owner_org_path)
+    which = f"lead {duplicate.lead_id}" if visible else "an existing lead"
+    message = (
+        f"duplicate of {which} ({duplicate.matched}); "
+        f"rejected by de-duplication rule {duplicate.rule.name!r}"
+    )
+    raise AlreadyExists(
+        message,
+        reason="LEAD_DUPLICATE_REJECTED",
+        violations=[FieldViolation(duplicate.field, message)],
+        metadata={"rule": duplicate.rule.name}
+        | ({"lead": str(duplicate.lead_id)} if visible else {}),
+    )
 
 
 async def _create(
@@ -208,12 +289,13 @@ async def _create(
 async def _merge(
     conn: AsyncConnection,
     principal: Principal,
-    target: uuid.UUID,
+    duplicate: dedup.Duplicate,
     lead: NewLead,
     intent: NewIntent,
     request_id: uuid.UUID | None,
     rules: scoring.CurrentRules,
 ) -> Captured:
+    target = duplicate.lead_id
     current = (
         await conn.execute(sa.select(leads).where(leads.c.id == target).with_for_update())
     ).one()
@@ -229,11 +311,15 @@ async def _merge(
             )
         ).scalar_one()
         return Captured(current, Outcome.CREATED if first else Outcome.MERGED, visible)
-    fills = {
-        name: getattr(lead, name)
-        for name in _FILLABLE
-        if not getattr(current, name) and getattr(lead, name)
-    }
+    # A merge fills fields the lead lacks; an overwrite replaces them per the rule.
+    rule = duplicate.rule
+    changed = dedup.changes(
+        rule.action,
+        rule.overwrite_fields,
+        {name: getattr(current, name) for name in dedup.OVERWRITABLE},
+        {name: getattr(lead, name) for name in dedup.OVERWRITABLE},
+    )
+    fills = {name: new for name, (_, new) in changed.items()}
     facts = LeadFacts(
         **{name: fills.get(name, getattr(current, name)) for name in _PROFILE},
         intent_count=current.intent_count + 1,
@@ -268,7 +354,49 @@ async def _merge(
         producer=PRODUCER,
     )
     await _scored_event(conn, current, row, scored, rules.version)
+    await _record_changes(conn, principal, row, duplicate, changed, added.id, request_id)
     return Captured(row, Outcome.MERGED, visible)
+
+
+async def _record_changes(
+    conn: AsyncConnection,
+    principal: Principal,
+    row: Any,
+    duplicate: dedup.Duplicate,
+    changed: dict[str, tuple[str, str]],
+    intent_id: uuid.UUID,
+    request_id: uuid.UUID | None,
+) -> None:
+    """Field history for every change; lead.updated when an overwrite changed something (a
+    merge's fills are already in lead.merged's lead)."""
+    if not changed:
+        return
+    action = duplicate.rule.action
+    await history.record(
+        conn=conn,
+        lead=row,
+        changed=changed,
+        action=action,
+        rule=duplicate.rule.name,
+        intent_id=intent_id,
+        request_id=request_id,
+        author=principal.subject,
+    )
+    if action != "overwrite":
+        return
+    await add_event(
+        conn,
+        event_type="crm.leads.lead.updated.v1",
+        payload=events_pb2.LeadUpdated(
+            lead=lead_to_proto(row),
+            changed_fields=sorted(changed),
+            rule=duplicate.rule.name,
+            intent_id=str(intent_id),
+        ),
+        tenant_id=row.tenant_id,
+        org_path=row.owner_org_path,
+        producer=PRODUCER,
+    )
 
 
 async def _scored_event(

@@ -91,6 +91,11 @@ class KeyFieldRule(_Document):
         if self.any_of is not None:
             self._accepted = frozenset(v.casefold() for v in self.any_of)
 
+    @property
+    def accepted(self) -> frozenset[str] | None:
+        """Casefolded ``any_of``; None: any non-empty value."""
+        return self._accepted
+
     def matches(self, value: str) -> bool:
         return bool(value) and (self._accepted is None or value.casefold() in self._accepted)
 
@@ -200,47 +205,92 @@ def grade_for(score: int, grades: Grades) -> str:
 
 def score(facts: LeadFacts, rules: ScoringRules) -> Scored:
     """Score and grade ``facts`` with ``rules``, with the reason for every point."""
-    reasons: list[str] = []
-    total = _completeness(facts, rules, reasons) + _key_fields(facts, rules, reasons)
-    total += _behaviours(facts, rules.behaviours, reasons)
-    clamped = min(MAX_SCORE, max(MIN_SCORE, total))
-    if clamped != total:
-        reasons.append(f"total {total} clamped to {clamped}")
-    return Scored(clamped, grade_for(clamped, rules.grades), reasons)
+    return Scorer(rules).score(facts)
 
 
-def _completeness(facts: LeadFacts, rules: ScoringRules, reasons: list[str]) -> int:
-    total = 0
-    for name, points in rules.completeness:
-        if points and getattr(facts, name):
-            total += points
-            reasons.append(f"completeness.{name} +{points}")
-    return total
+class Scorer:
+    """``rules`` resolved into plain tuples once: bulk imports score a million leads with
+    one document, and walking pydantic models per lead would cost more than the scoring."""
 
+    __slots__ = ("_completeness", "_grades", "_key_fields", "_product_interest", "_tiers")
 
-def _key_fields(facts: LeadFacts, rules: ScoringRules, reasons: list[str]) -> int:
-    total = 0
-    for index, rule in enumerate(rules.key_fields):
-        if rule.points and rule.matches(getattr(facts, rule.field)):
-            total += rule.points
-            reasons.append(f"key_fields.{index} {rule.field} {rule.points:+d}")
-    return total
+    def __init__(self, rules: ScoringRules) -> None:
+        self._completeness = tuple((name, p) for name, p in rules.completeness if p)
+        self._key_fields = tuple(
+            (index, rule.field, rule.points, rule.accepted)
+            for index, rule in enumerate(rules.key_fields)
+            if rule.points
+        )
+        behaviours = rules.behaviours
+        self._tiers = (
+            ("intent_count", tuple(behaviours.intent_count)),
+            ("campaign_responses", tuple(behaviours.campaign_responses)),
+        )
+        self._product_interest = behaviours.product_interest
+        self._grades = (("A", rules.grades.A), ("B", rules.grades.B), ("C", rules.grades.C))
 
+    def score(self, facts: LeadFacts, *, explain: bool = True) -> Scored:
+        """With the reason for every point unless ``explain`` is off (bulk paths need the
+        number, not a million reason lists)."""
+        return self.score_profile(
+            facts,
+            intent_count=facts.intent_count,
+            campaign_responses=facts.campaign_responses,
+            product_interests=facts.product_interests,
+            explain=explain,
+        )
 
-def _behaviours(facts: LeadFacts, behaviours: Behaviours, reasons: list[str]) -> int:
-    total = 0
-    for name, count in (
-        ("intent_count", facts.intent_count),
-        ("campaign_responses", facts.campaign_responses),
-    ):
-        tier = _highest_reached(getattr(behaviours, name), count)
-        if tier is not None and tier.points:
-            total += tier.points
-            reasons.append(f"behaviours.{name} >= {tier.at_least} +{tier.points}")
-    if behaviours.product_interest and facts.product_interests:
-        total += behaviours.product_interest
-        reasons.append(f"behaviours.product_interest +{behaviours.product_interest}")
-    return total
+    def score_profile(
+        self,
+        profile: object,
+        *,
+        intent_count: int,
+        campaign_responses: int,
+        product_interests: int,
+        explain: bool = False,
+    ) -> Scored:
+        """``profile``: anything with LeadFacts' profile attributes (a NewLead, a row), so a
+        bulk path scores without building a LeadFacts per lead."""
+        reasons: list[str] | None = [] if explain else None
+        total = self._profile(profile, reasons) + self._behaviours(
+            intent_count, campaign_responses, product_interests, reasons
+        )
+        clamped = min(MAX_SCORE, max(MIN_SCORE, total))
+        if clamped != total and reasons is not None:
+            reasons.append(f"total {total} clamped to {clamped}")
+        grade = next((g for g, at in self._grades if clamped >= at), LOWEST_GRADE)
+        return Scored(clamped, grade, reasons or [])
+
+    def _profile(self, facts: object, reasons: list[str] | None) -> int:
+        total = 0
+        for name, points in self._completeness:
+            if getattr(facts, name):
+                total += points
+                if reasons is not None:
+                    reasons.append(f"completeness.{name} +{points}")
+        for index, field, points, accepted in self._key_fields:
+            value = getattr(facts, field)
+            if value and (accepted is None or value.casefold() in accepted):
+                total += points
+                if reasons is not None:
+                    reasons.append(f"key_fields.{index} {field} {points:+d}")
+        return total
+
+    def _behaviours(
+        self, intent_count: int, campaigns: int, products: int, reasons: list[str] | None
+    ) -> int:
+        total = 0
+        for (name, tiers), count in zip(self._tiers, (intent_count, campaigns), strict=True):
+            tier = _highest_reached(tiers, count)
+            if tier is not None and tier.points:
+                total += tier.points
+                if reasons is not None:
+                    reasons.append(f"behaviours.{name} >= {tier.at_least} +{tier.points}")
+        if self._product_interest and products:
+            total += self._product_interest
+            if reasons is not None:
+                reasons.append(f"behaviours.product_interest +{self._product_interest}")
+        return total
 
 
 def _highest_reached(tiers: Sequence[Tier], count: int) -> Tier | None:

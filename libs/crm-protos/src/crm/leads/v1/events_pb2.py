@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from crm.leads.v1 import lead_pb2 as crm_dot_leads_dot_v1_dot_lead__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63rm/leads/v1/events.proto\x12\x0c\x63rm.leads.v1\x1a\x17\x63rm/leads/v1/lead.proto\"/\n\x0bLeadCreated\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\"X\n\nLeadMerged\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12(\n\x06intent\x18\x02 \x01(\x0b\x32\x18.crm.leads.v1.LeadIntent\"\x93\x01\n\nLeadScored\x12\x0f\n\x07lead_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x05\x12\r\n\x05grade\x18\x03 \x01(\t\x12\x16\n\x0eprevious_grade\x18\x04 \x01(\t\x12\x0f\n\x07reasons\x18\x05 \x03(\t\x12\x16\n\x0eprevious_score\x18\x06 \x01(\x05\x12\x15\n\rrules_version\x18\x07 \x01(\x05\"}\n\x0cLeadVerified\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12=\n\x15previous_verification\x18\x02 \x01(\x0e\x32\x1e.crm.leads.v1.LeadVerification\x12\x0c\n\x04note\x18\x03 \x01(\t\">\n\nLeadClosed\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12\x0e\n\x06reason\x18\x02 \x01(\t\"D\n\x0bLeadClaimed\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12\x13\n\x0b\x61ssignee_id\x18\x02 \x01(\t\"Z\n\x0cLeadReleased\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12\x1c\n\x14previous_assignee_id\x18\x02 \x01(\t\x12\n\n\x02\x62y\x18\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63rm/leads/v1/events.proto\x12\x0c\x63rm.leads.v1\x1a\x17\x63rm/leads/v1/lead.proto\"/\n\x0bLeadCreated\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\"X\n\nLeadMerged\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12(\n\x06intent\x18\x02 \x01(\x0b\x32\x18.crm.leads.v1.LeadIntent\"\x93\x01\n\nLeadScored\x12\x0f\n\x07lead_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x05\x12\r\n\x05grade\x18\x03 \x01(\t\x12\x16\n\x0eprevious_grade\x18\x04 \x01(\t\x12\x0f\n\x07reasons\x18\x05 \x03(\t\x12\x16\n\x0eprevious_score\x18\x06 \x01(\x05\x12\x15\n\rrules_version\x18\x07 \x01(\x05\"h\n\x0bLeadUpdated\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12\x16\n\x0e\x63hanged_fields\x18\x02 \x03(\t\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12\x11\n\tintent_id\x18\x04 \x01(\t\"}\n\x0cLeadVerified\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12=\n\x15previous_verification\x18\x02 \x01(\x0e\x32\x1e.crm.leads.v1.LeadVerification\x12\x0c\n\x04note\x18\x03 \x01(\t\">\n\nLeadClosed\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12\x0e\n\x06reason\x18\x02 \x01(\t\"D\n\x0bLeadClaimed\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12\x13\n\x0b\x61ssignee_id\x18\x02 \x01(\t\"Z\n\x0cLeadReleased\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12\x1c\n\x14previous_assignee_id\x18\x02 \x01(\t\x12\n\n\x02\x62y\x18\x03 \x01(\t\"\x8e\x01\n\x10LeadBatchCreated\x12\x11\n\timport_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x14\n\x0cowner_org_id\x18\x03 \x01(\t\x12\x16\n\x0eowner_org_path\x18\x04 \x01(\t\x12&\n\x05leads\x18\x05 \x03(\x0b\x32\x17.crm.leads.v1.BatchLead\"\x91\x01\n\tBatchLead\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x05\x12\r\n\x05grade\x18\x04 \x01(\t\x12\x34\n\x0cverification\x18\x05 \x01(\x0e\x32\x1e.crm.leads.v1.LeadVerification\x12\x14\n\x0cintent_count\x18\x06 \x01(\x05\"w\n\x0fLeadBatchMerged\x12\x11\n\timport_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x16\n\x0eowner_org_path\x18\x03 \x01(\t\x12&\n\x05leads\x18\x04 \x03(\x0b\x32\x17.crm.leads.v1.BatchLeadb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,12 +38,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LEADMERGED']._serialized_end=205
   _globals['_LEADSCORED']._serialized_start=208
   _globals['_LEADSCORED']._serialized_end=355
-  _globals['_LEADVERIFIED']._serialized_start=357
-  _globals['_LEADVERIFIED']._serialized_end=482
-  _globals['_LEADCLOSED']._serialized_start=484
-  _globals['_LEADCLOSED']._serialized_end=546
-  _globals['_LEADCLAIMED']._serialized_start=548
-  _globals['_LEADCLAIMED']._serialized_end=616
-  _globals['_LEADRELEASED']._serialized_start=618
-  _globals['_LEADRELEASED']._serialized_end=708
+  _globals['_LEADUPDATED']._serialized_start=357
+  _globals['_LEADUPDATED']._serialized_end=461
+  _globals['_LEADVERIFIED']._serialized_start=463
+  _globals['_LEADVERIFIED']._serialized_end=588
+  _globals['_LEADCLOSED']._serialized_start=590
+  _globals['_LEADCLOSED']._serialized_end=652
+  _globals['_LEADCLAIMED']._serialized_start=654
+  _globals['_LEADCLAIMED']._serialized_end=722
+  _globals['_LEADRELEASED']._serialized_start=724
+  _globals['_LEADRELEASED']._serialized_end=814
+  _globals['_LEADBATCHCREATED']._serialized_start=817
+  _globals['_LEADBATCHCREATED']._serialized_end=959
+  _globals['_BATCHLEAD']._serialized_start=962
+  _globals['_BATCHLEAD']._serialized_end=1107
+  _globals['_LEADBATCHMERGED']._serialized_start=1109
+  _globals['_LEADBATCHMERGED']._serialized_end=1228
 # @@protoc_insertion_point(module_scope)

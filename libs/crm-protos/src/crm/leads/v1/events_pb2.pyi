@@ -113,6 +113,44 @@ class LeadScored(_message.Message):
 Global___LeadScored: _TypeAlias = LeadScored  # noqa: Y015
 
 @_typing.final
+class LeadUpdated(_message.Message):
+    """Payload of crm.leads.lead.updated.v1: a duplicate capture replaced fields of `lead` under a
+    tenant de-duplication rule with action "overwrite" (old values: the lead's field history).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAD_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    INTENT_ID_FIELD_NUMBER: _builtins.int
+    rule: _builtins.str
+    """The de-duplication rule that matched."""
+    intent_id: _builtins.str
+    """The enquiry (intent) that brought the new values."""
+    @_builtins.property
+    def lead(self) -> _lead_pb2.Lead: ...
+    @_builtins.property
+    def changed_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of the lead fields the capture changed, e.g. "company"."""
+
+    def __init__(
+        self,
+        *,
+        lead: _lead_pb2.Lead | None = ...,
+        changed_fields: _abc.Iterable[_builtins.str] | None = ...,
+        rule: _builtins.str = ...,
+        intent_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lead", b"lead"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_fields", b"changed_fields", "intent_id", b"intent_id", "lead", b"lead", "rule", b"rule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeadUpdated: _TypeAlias = LeadUpdated  # noqa: Y015
+
+@_typing.final
 class LeadVerified(_message.Message):
     """Payload of crm.leads.lead.verified.v1: a reviewer decided on a lead from the review queue."""
 
@@ -220,3 +258,110 @@ class LeadReleased(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LeadReleased: _TypeAlias = LeadReleased  # noqa: Y015
+
+@_typing.final
+class LeadBatchCreated(_message.Message):
+    """Payload of crm.leads.lead_batch.created.v1: leads a bulk import created, up to 1,000 per
+    event, all owned by one org unit (one acked event per lead cannot keep up with an import).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMPORT_ID_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    OWNER_ORG_ID_FIELD_NUMBER: _builtins.int
+    OWNER_ORG_PATH_FIELD_NUMBER: _builtins.int
+    LEADS_FIELD_NUMBER: _builtins.int
+    import_id: _builtins.str
+    tenant_id: _builtins.str
+    owner_org_id: _builtins.str
+    owner_org_path: _builtins.str
+    @_builtins.property
+    def leads(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchLead]: ...
+    def __init__(
+        self,
+        *,
+        import_id: _builtins.str = ...,
+        tenant_id: _builtins.str = ...,
+        owner_org_id: _builtins.str = ...,
+        owner_org_path: _builtins.str = ...,
+        leads: _abc.Iterable[Global___BatchLead] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["import_id", b"import_id", "leads", b"leads", "owner_org_id", b"owner_org_id", "owner_org_path", b"owner_org_path", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeadBatchCreated: _TypeAlias = LeadBatchCreated  # noqa: Y015
+
+@_typing.final
+class BatchLead(_message.Message):
+    """One lead of a batch event: what a consumer needs without reading the lead back."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    GRADE_FIELD_NUMBER: _builtins.int
+    VERIFICATION_FIELD_NUMBER: _builtins.int
+    INTENT_COUNT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    source: _builtins.str
+    score: _builtins.int
+    grade: _builtins.str
+    verification: _lead_pb2.LeadVerification.ValueType
+    intent_count: _builtins.int
+    """Enquiries the lead has after the import (merged file rows count)."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        source: _builtins.str = ...,
+        score: _builtins.int = ...,
+        grade: _builtins.str = ...,
+        verification: _lead_pb2.LeadVerification.ValueType = ...,
+        intent_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grade", b"grade", "id", b"id", "intent_count", b"intent_count", "score", b"score", "source", b"source", "verification", b"verification"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchLead: _TypeAlias = BatchLead  # noqa: Y015
+
+@_typing.final
+class LeadBatchMerged(_message.Message):
+    """Payload of crm.leads.lead_batch.merged.v1: imported enquiries merged into existing leads,
+    up to 1,000 per event, all owned by `owner_org_path` (duplicates may belong to other org
+    units than the importer's; each unit's leads are reported on their own).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMPORT_ID_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    OWNER_ORG_PATH_FIELD_NUMBER: _builtins.int
+    LEADS_FIELD_NUMBER: _builtins.int
+    import_id: _builtins.str
+    tenant_id: _builtins.str
+    owner_org_path: _builtins.str
+    @_builtins.property
+    def leads(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchLead]: ...
+    def __init__(
+        self,
+        *,
+        import_id: _builtins.str = ...,
+        tenant_id: _builtins.str = ...,
+        owner_org_path: _builtins.str = ...,
+        leads: _abc.Iterable[Global___BatchLead] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["import_id", b"import_id", "leads", b"leads", "owner_org_path", b"owner_org_path", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeadBatchMerged: _TypeAlias = LeadBatchMerged  # noqa: Y015

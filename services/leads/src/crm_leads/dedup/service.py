@@ -1,0 +1,157 @@
+"""Tenants' de-duplication rules: storing a new version, reading the current one or an older
+one, and the per-process cache capture reads them through. Keyword-only functions taking the
+connection; they never commit."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from crm_leads.dedup.models import dedup_rules
+from crm_leads.dedup.rules import DEFAULT_RULES, DedupRules, rules_json
+from crm_platform.auth import ROLE_ADMIN, ROLE_MANAGER, Principal
+from crm_platform.errors import EtagMismatch, NotFound
+
+DEFAULT_VERSION = 0  # the built-in rules, for a tenant that has stored none
+# Tenant-wide rules: administrators, and managers (who run the dealers' lead intake).
+EDITOR_ROLES = frozenset({ROLE_ADMIN, ROLE_MANAGER})
+# How long a process de-duplicates captures with the rules it last read before looking again.
+CACHE_SECONDS = 5.0
+CACHE_MAX_TENANTS = 10_000
+PUT_ATTEMPTS = 5
+
+_COLUMNS = (
+    dedup_rules.c.version,
+    dedup_rules.c.document,
+    dedup_rules.c.author,
+    dedup_rules.c.create_time,
+)
+_LATEST = (
+    sa.select(*_COLUMNS)
+    .where(dedup_rules.c.tenant_id == sa.bindparam("tenant_id"))
+    .order_by(dedup_rules.c.version.desc())
+    .limit(1)
+)
+
+
+@dataclass(frozen=True)
+class CurrentRules:
+    version: int
+    rules: DedupRules
+    author: str = ""  # empty for the built-in default
+    create_time: datetime | None = None
+
+
+DEFAULT = CurrentRules(DEFAULT_VERSION, DEFAULT_RULES)
+
+
+def _stored(row: Any) -> CurrentRules:
+    # Stored documents were validated when they were put.
+    return CurrentRules(
+        row.version, DedupRules.model_validate(row.document), row.author, row.create_time
+    )
+
+
+class RulesCache:
+    """The current rules per tenant, re-read at most every ``ttl_seconds`` (the same
+    trade-off as ``crm_leads.scoring.service.RulesCache``: zero extra round trips per capture;
+    other replicas pick up a change within the TTL, the one that stored it at once)."""
+
+    def __init__(
+        self,
+        ttl_seconds: float = CACHE_SECONDS,
+        *,
+        max_tenants: int = CACHE_MAX_TENANTS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ttl = ttl_seconds
+        self._max = max_tenants
+        self._clock = clock
+        self._entries: dict[uuid.UUID, tuple[float, CurrentRules]] = {}
+
+    async def current(self, conn: AsyncConnection, tenant_id: uuid.UUID) -> CurrentRules:
+        entry = self._entries.get(tenant_id)
+        if entry is not None and entry[0] > self._clock():
+            return entry[1]
+        row = (await conn.execute(_LATEST, {"tenant_id": tenant_id})).first()
+        if row is None:
+            rules = DEFAULT
+        elif entry is not None and entry[1].version == row.version:
+            rules = entry[1]  # versions never change: keep the parsed document
+        else:
+            rules = _stored(row)
+        self.remember(tenant_id, rules)
+        return rules
+
+    def remember(self, tenant_id: uuid.UUID, rules: CurrentRules) -> None:
+        self._entries.pop(tenant_id, None)
+        if len(self._entries) >= self._max:
+            self._entries.pop(next(iter(self._entries)))  # the least recently refreshed
+        self._entries[tenant_id] = (self._clock() + self._ttl, rules)
+
+
+# One per process: capture, whichever adapter calls it, reads the rules through it.
+CACHE = RulesCache()
+
+
+async def latest(*, conn: AsyncConnection, tenant_id: uuid.UUID) -> CurrentRules:
+    """The tenant's current rules from the database (the built-in default, version 0, if it
+    has none); refreshes this process's cache."""
+    row = (await conn.execute(_LATEST, {"tenant_id": tenant_id})).first()
+    current = DEFAULT if row is None else _stored(row)
+    CACHE.remember(tenant_id, current)
+    return current
+
+
+async def version(*, conn: AsyncConnection, tenant_id: uuid.UUID, number: int) -> CurrentRules:
+    """One stored version (0: the built-in default); NotFound if the tenant has no such
+    version."""
+    if number == DEFAULT_VERSION:
+        return DEFAULT
+    row = (
+        await conn.execute(
+            sa.select(*_COLUMNS).where(
+                dedup_rules.c.tenant_id == tenant_id, dedup_rules.c.version == number
+            )
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"dedup rules version {number} not found", reason="DEDUP_RULES_NOT_FOUND")
+    return _stored(row)
+
+
+async def put(*, conn: AsyncConnection, principal: Principal, rules: DedupRules) -> CurrentRules:
+    """Store ``rules`` as the tenant's next version. Call ``CACHE.remember`` after the commit
+    so this process uses them at once."""
+    principal.require_any(EDITOR_ROLES)
+    next_version = sa.select(
+        sa.literal(principal.tenant_id, dedup_rules.c.tenant_id.type),
+        sa.func.coalesce(sa.func.max(dedup_rules.c.version), DEFAULT_VERSION) + 1,
+        sa.literal(rules_json(rules), JSONB),
+        sa.literal(principal.subject),
+    ).where(dedup_rules.c.tenant_id == principal.tenant_id)
+    stmt = (
+        pg_insert(dedup_rules)
+        .from_select(["tenant_id", "version", "document", "author"], next_version)
+        .on_conflict_do_nothing()
+        .returning(dedup_rules.c.version, dedup_rules.c.create_time)
+    )
+    # Two concurrent puts compute the same next version; the second waits on the primary
+    # key, skips, and its next attempt (a new snapshot) takes the version after it.
+    for _ in range(PUT_ATTEMPTS):
+        row = (await conn.execute(stmt)).first()
+        if row is not None:
+            return CurrentRules(row.version, rules, principal.subject, row.create_time)
+    raise EtagMismatch(
+        "the de-duplication rules are being changed concurrently; retry",
+        reason="DEDUP_RULES_CONFLICT",
+    )

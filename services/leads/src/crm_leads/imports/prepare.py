@@ -1,0 +1,168 @@
+"""Turning a slice of file rows into what one database transaction writes: validated,
+normalised leads, de-duplicated within the slice, scored and checked, plus the rejected rows
+with every reason. Pure: no I/O (runs in a worker thread while the previous slice is being
+written).
+
+Duplicates across slices and against existing leads are resolved by the database
+(crm_leads.imports.bulk), through the same ``lead_keys`` constraint single captures use."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from crm_leads.imports.columns import Header
+from crm_leads.lead import cleansing
+from crm_leads.lead.rules import NewIntent, NewLead, validate_intent, validate_new_lead
+from crm_leads.scoring.rules import Scorer
+from crm_platform.errors import InvalidArgument
+
+# The fields a later row of the same person fills when the first row left them empty (the
+# same rule a merge into an existing lead follows).
+FILLABLE = ("company", "province", "city", "email", "phone", "open_id", "union_id")
+
+
+@dataclass(frozen=True)
+class RowError:
+    row_no: int
+    fields: list[str]
+    messages: list[str]
+    raw: list[str]
+
+
+@dataclass
+class Group:
+    """One person: the first row's lead, filled in by later rows, and every row's intent."""
+
+    lead: NewLead
+    # The (kind, value) dedup keys this person owns in the slice, unique across groups.
+    keys: list[tuple[str, str]]
+    intents: list[NewIntent] = field(default_factory=list)
+    # Filled by ``finish``: what a new lead row gets.
+    score: int = 0
+    grade: str = "D"
+    verification: int = 0
+    verification_note: str = ""
+
+
+@dataclass
+class Prepared:
+    groups: list[Group]
+    errors: list[RowError]
+    rows: int  # file rows consumed (valid or not)
+    last_row_no: int  # the file line of the last one
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What the import form applies to rows that leave a column empty."""
+
+    source: str
+    campaign: str
+    phone_region: str
+
+
+def prepare(
+    records: Iterable[tuple[int, list[str]]],
+    header: Header,
+    defaults: Defaults,
+    scorer: Scorer,
+) -> Prepared:
+    groups: list[Group] = []
+    by_key: dict[tuple[str, str], Group] = {}
+    errors: list[RowError] = []
+    rows = 0
+    last = 0
+    pick = header.picker()
+    padded = header.padded_width
+    for row_no, cells in records:
+        rows += 1
+        last = row_no
+        raw = cells
+        if len(cells) < padded:
+            cells = cells + [""] * (padded - len(cells))
+        (
+            full_name,
+            phone,
+            email,
+            company,
+            province,
+            city,
+            open_id,
+            union_id,
+            source,
+            campaign,
+            product_interest,
+        ) = pick(cells)
+        try:
+            lead = validate_new_lead(
+                full_name=full_name,
+                phone=phone,
+                email=email,
+                company=company,
+                province=province,
+                city=city,
+                source=source or defaults.source,
+                open_id=open_id,
+                union_id=union_id,
+                phone_region=defaults.phone_region,
+            )
+            intent = validate_intent(
+                source=lead.source,
+                campaign=campaign or defaults.campaign,
+                product_interest=product_interest,
+            )
+        except InvalidArgument as exc:
+            errors.append(
+                RowError(
+                    row_no,
+                    [v.field for v in exc.violations],
+                    [v.description for v in exc.violations],
+                    raw[: header.width],
+                )
+            )
+            continue
+        keys = lead.dedup_keys()
+        group = next((by_key[k] for k in keys if k in by_key), None)
+        if group is None:
+            group = Group(lead, [])
+            groups.append(group)
+        else:
+            _fill(group, lead)
+        group.intents.append(intent)
+        # Each key belongs to the first person seen with it; a later row's new keys (a
+        # second email, say) join the person it merged into, as a single capture's would.
+        for key in keys:
+            if key not in by_key:
+                by_key[key] = group
+                group.keys.append(key)
+    for group in groups:
+        _finish(group, scorer, defaults.phone_region)
+    return Prepared(groups, errors, rows, last)
+
+
+def _fill(group: Group, lead: NewLead) -> None:
+    current = group.lead
+    fills = {
+        name: getattr(lead, name)
+        for name in FILLABLE
+        if not getattr(current, name) and getattr(lead, name)
+    }
+    if fills:
+        group.lead = NewLead(**{**current.__dict__, **fills})
+
+
+def _finish(group: Group, scorer: Scorer, region: str) -> None:
+    lead = group.lead
+    intents = group.intents
+    scored = scorer.score_profile(
+        lead,
+        intent_count=len(intents),
+        campaign_responses=sum(1 for i in intents if i.campaign),
+        product_interests=sum(1 for i in intents if i.product_interest),
+    )
+    verdict = cleansing.check(lead, region=region)
+    group.score = scored.score
+    group.grade = scored.grade
+    group.verification = verdict.verification
+    group.verification_note = verdict.note
