@@ -29,8 +29,9 @@ async def settled_total(analytics: Runtime, tenant: Tenant, who: str = "admin") 
 
     async def drained() -> int:
         stream = ns.stream("CRM_LEADS")
-        info = await analytics.bus.js.consumer_info(stream, "analytics-lead-created")
-        assert info.num_pending == 0 and info.num_ack_pending == 0
+        for consumer in ("analytics-lead-created", "analytics-lead-batch-created"):
+            info = await analytics.bus.js.consumer_info(stream, consumer)
+            assert info.num_pending == 0 and info.num_ack_pending == 0
         return await lead_total(analytics, tenant, who)
 
     return await eventually(drained)
@@ -106,3 +107,26 @@ async def test_redelivered_event_is_applied_once(
         await nc.close()
 
     assert await settled_total(analytics, tenant) == before + 1
+
+
+async def test_imported_leads_reach_analytics_in_batch_events(
+    leads: Runtime, analytics: Runtime, tenant: Tenant
+) -> None:
+    before_hq = await settled_total(analytics, tenant)
+    before_d1 = await lead_total(analytics, tenant, "d1-rep")
+    before_d2 = await lead_total(analytics, tenant, "d2-rep")
+    rows = "\n".join(f"Imported {i},{uuid.uuid4().hex[:10]}@example.com" for i in range(3))
+    async with http_client(leads) as c:
+        r = await c.post(
+            "/v1/lead-imports",
+            content=f"full_name,email\n{rows}\n".encode(),
+            headers={**tenant.auth("d1-rep"), "Content-Type": "text/csv"},
+        )
+        assert r.status_code == 202, r.text
+
+    async def counted() -> None:
+        assert await lead_total(analytics, tenant) == before_hq + 3
+
+    await eventually(counted)
+    assert await lead_total(analytics, tenant, "d1-rep") == before_d1 + 3
+    assert await lead_total(analytics, tenant, "d2-rep") == before_d2

@@ -13,5 +13,10 @@ def consumers(rt: Runtime) -> list[ConsumerSpec]:
             name="analytics-lead-created",
             event_type="crm.leads.lead.created.v1",
             handler=leadcounts.on_lead_created,
-        )
+        ),
+        ConsumerSpec(
+            name="analytics-lead-batch-created",
+            event_type="crm.leads.lead_batch.created.v1",
+            handler=leadcounts.on_lead_batch_created,
+        ),
     ]

@@ -20,18 +20,47 @@ async def on_lead_created(conn: AsyncConnection, event: ReceivedEvent) -> None:
     the consumer's transaction together with the inbox row, so it applies exactly once)."""
     assert isinstance(event.payload, events_pb2.LeadCreated)
     lead = event.payload.lead
-    day = lead.create_time.ToDatetime().date()
-    stmt = insert(t).values(
+    await _add(
+        conn,
         tenant_id=lead.tenant_id,
-        owner_org_id=lead.owner_org_id,
+        org_id=lead.owner_org_id,
+        org_path=lead.owner_org_path,
+        day=lead.create_time.ToDatetime().date(),
+        count=1,
+    )
+
+
+async def on_lead_batch_created(conn: AsyncConnection, event: ReceivedEvent) -> None:
+    """+N for a bulk import's batch event (up to 1,000 new leads of one org unit)."""
+    assert isinstance(event.payload, events_pb2.LeadBatchCreated)
+    batch = event.payload
+    await _add(
+        conn,
+        tenant_id=batch.tenant_id,
+        org_id=batch.owner_org_id,
+        org_path=batch.owner_org_path,
+        day=event.envelope.occurred_at.ToDatetime().date(),
+        count=len(batch.leads),
+    )
+
+
+async def _add(
+    conn: AsyncConnection, *, tenant_id: str, org_id: str, org_path: str, day: date, count: int
+) -> None:
+    stmt = insert(t).values(
+        tenant_id=tenant_id,
+        owner_org_id=org_id,
         day=day,
-        owner_org_path=lead.owner_org_path,
-        lead_count=1,
+        owner_org_path=org_path,
+        lead_count=count,
     )
     await conn.execute(
         stmt.on_conflict_do_update(
             index_elements=[t.c.tenant_id, t.c.owner_org_id, t.c.day],
-            set_={"lead_count": t.c.lead_count + 1, "owner_org_path": stmt.excluded.owner_org_path},
+            set_={
+                "lead_count": t.c.lead_count + stmt.excluded.lead_count,
+                "owner_org_path": stmt.excluded.owner_org_path,
+            },
         )
     )
 
