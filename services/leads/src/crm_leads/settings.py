@@ -45,3 +45,10 @@ class Settings(BaseServiceSettings):
     import_poll_seconds: float = Field(
         default=5.0, gt=0, description="How often each replica looks for import jobs to run."
     )
+    import_workers: int = Field(
+        default=1,
+        ge=1,
+        le=32,
+        description="Processes preparing an import's slices (parse, validate, score) beside "
+        "the writer; one per core left after the service and PostgreSQL.",
+    )

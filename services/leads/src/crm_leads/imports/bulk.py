@@ -20,7 +20,7 @@ import uuid_utils
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crm.leads.v1 import events_pb2, lead_pb2
-from crm_leads.imports.prepare import FILLABLE, Group, Prepared
+from crm_leads.imports.prepare import FILLABLE, Person, Prepared
 from crm_leads.scoring.rules import LeadFacts, Scorer
 from crm_platform.outbox import add_event
 
@@ -119,8 +119,8 @@ async def write(conn: AsyncConnection, job: Job, prepared: Prepared, scorer: Sco
     begins the driver's transaction lazily)."""
     raw: asyncpg.Connection = (await conn.get_raw_connection()).driver_connection
     owners = await _owners(raw, job.tenant_id, prepared.groups)
-    new: list[Group] = []
-    merges: dict[uuid.UUID, list[Group]] = {}
+    new: list[Person] = []
+    merges: dict[uuid.UUID, list[Person]] = {}
     for group in prepared.groups:
         existing = {owners[key] for key in group.keys if key in owners}
         if existing:
@@ -159,7 +159,7 @@ def _new_id() -> uuid.UUID:
 
 
 async def _owners(
-    raw: asyncpg.Connection, tenant_id: uuid.UUID, groups: Sequence[Group]
+    raw: asyncpg.Connection, tenant_id: uuid.UUID, groups: Sequence[Person]
 ) -> dict[tuple[str, str], uuid.UUID]:
     kinds: list[str] = []
     values: list[str] = []
@@ -172,7 +172,7 @@ async def _owners(
 
 
 async def _copy_keys(
-    raw: asyncpg.Connection, job: Job, new: Sequence[Group], ids: Sequence[uuid.UUID]
+    raw: asyncpg.Connection, job: Job, new: Sequence[Person], ids: Sequence[uuid.UUID]
 ) -> None:
     keys = sorted(
         (kind, value, lead_id)
@@ -187,7 +187,7 @@ async def _copy_keys(
 
 
 def _lead_records(
-    job: Job, new: Sequence[Group], ids: Sequence[uuid.UUID]
+    job: Job, new: Sequence[Person], ids: Sequence[uuid.UUID]
 ) -> Iterator[tuple[Any, ...]]:
     status = lead_pb2.LEAD_STATUS_NEW
     for group, lead_id in zip(new, ids, strict=True):
@@ -217,9 +217,9 @@ def _lead_records(
 
 def _intent_records(
     job: Job,
-    new: Sequence[Group],
+    new: Sequence[Person],
     ids: Sequence[uuid.UUID],
-    merges: dict[uuid.UUID, list[Group]],
+    merges: dict[uuid.UUID, list[Person]],
 ) -> Iterator[tuple[Any, ...]]:
     tenant = job.tenant_id
     for group, lead_id in zip(new, ids, strict=True):
@@ -260,7 +260,7 @@ class _Merged:
 async def _merge(
     raw: asyncpg.Connection,
     job: Job,
-    merges: dict[uuid.UUID, list[Group]],
+    merges: dict[uuid.UUID, list[Person]],
     owners: dict[tuple[str, str], uuid.UUID],
     scorer: Scorer,
 ) -> list[_Merged]:
@@ -325,7 +325,7 @@ def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
 
 
 async def _created_events(
-    conn: AsyncConnection, job: Job, new: Sequence[Group], ids: Sequence[uuid.UUID]
+    conn: AsyncConnection, job: Job, new: Sequence[Person], ids: Sequence[uuid.UUID]
 ) -> None:
     leads = [
         events_pb2.BatchLead(

@@ -54,6 +54,7 @@ def runner(rt: Runtime) -> ImportRunner:
             phone_region=s.default_phone_region,
             slice_rows=s.import_slice_rows,
             lease_seconds=s.import_lease_seconds,
+            workers=s.import_workers,
         )
     result: ImportRunner = rt.extras[RUNNER]
     return result

@@ -1,6 +1,6 @@
 """Turning a slice of file rows into what one database transaction writes: validated,
 normalised leads, de-duplicated within the slice, scored and checked, plus the rejected rows
-with every reason. Pure: no I/O (runs in a worker thread while the previous slice is being
+with every reason. Pure: no I/O (runs in worker processes while earlier slices are being
 written).
 
 Duplicates across slices and against existing leads are resolved by the database
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from crm_leads.imports.columns import Header
 from crm_leads.lead import cleansing
@@ -22,32 +23,61 @@ from crm_platform.errors import InvalidArgument
 FILLABLE = ("company", "province", "city", "email", "phone", "open_id", "union_id")
 
 
-@dataclass(frozen=True)
-class RowError:
+class RowError(NamedTuple):
     row_no: int
     fields: list[str]
     messages: list[str]
     raw: list[str]
 
 
+# What a slice hands to the writer: plain tuples, because slices cross a process boundary
+# (crm_leads.imports.workers) and pickling dataclasses would cost more than preparing them.
+class LeadFields(NamedTuple):
+    """A NewLead's fields, under the same names."""
+
+    full_name: str
+    phone: str
+    email: str
+    company: str
+    province: str
+    city: str
+    source: str
+    open_id: str
+    union_id: str
+
+
+class Intent(NamedTuple):
+    source: str
+    campaign: str
+    product_interest: str
+
+
+class Person(NamedTuple):
+    """One new person of the slice: the lead to create (unless the database already knows
+    one of its keys), its keys, and an intent per file row."""
+
+    lead: LeadFields
+    keys: tuple[tuple[str, str], ...]
+    intents: tuple[Intent, ...]
+    score: int
+    grade: str
+    verification: int
+    verification_note: str
+
+
 @dataclass
-class Group:
-    """One person: the first row's lead, filled in by later rows, and every row's intent."""
+class _Group:
+    """One person while the slice is read: the first row's lead, filled in by later rows."""
 
     lead: NewLead
     # The (kind, value) dedup keys this person owns in the slice, unique across groups.
     keys: list[tuple[str, str]]
     intents: list[NewIntent] = field(default_factory=list)
-    # Filled by ``finish``: what a new lead row gets.
-    score: int = 0
-    grade: str = "D"
-    verification: int = 0
-    verification_note: str = ""
 
 
 @dataclass
 class Prepared:
-    groups: list[Group]
+    groups: list[Person]
     errors: list[RowError]
     rows: int  # file rows consumed (valid or not)
     last_row_no: int  # the file line of the last one
@@ -68,8 +98,8 @@ def prepare(
     defaults: Defaults,
     scorer: Scorer,
 ) -> Prepared:
-    groups: list[Group] = []
-    by_key: dict[tuple[str, str], Group] = {}
+    groups: list[_Group] = []
+    by_key: dict[tuple[str, str], _Group] = {}
     errors: list[RowError] = []
     rows = 0
     last = 0
@@ -125,7 +155,7 @@ def prepare(
         keys = lead.dedup_keys()
         group = next((by_key[k] for k in keys if k in by_key), None)
         if group is None:
-            group = Group(lead, [])
+            group = _Group(lead, [])
             groups.append(group)
         else:
             _fill(group, lead)
@@ -136,12 +166,11 @@ def prepare(
             if key not in by_key:
                 by_key[key] = group
                 group.keys.append(key)
-    for group in groups:
-        _finish(group, scorer, defaults.phone_region)
-    return Prepared(groups, errors, rows, last)
+    people = [_finish(group, scorer, defaults.phone_region) for group in groups]
+    return Prepared(people, errors, rows, last)
 
 
-def _fill(group: Group, lead: NewLead) -> None:
+def _fill(group: _Group, lead: NewLead) -> None:
     current = group.lead
     fills = {
         name: getattr(lead, name)
@@ -152,9 +181,9 @@ def _fill(group: Group, lead: NewLead) -> None:
         group.lead = NewLead(**{**current.__dict__, **fills})
 
 
-def _finish(group: Group, scorer: Scorer, region: str) -> None:
+def _finish(group: _Group, scorer: Scorer, region: str) -> Person:
     lead = group.lead
-    intents = group.intents
+    intents = tuple(Intent(i.source, i.campaign, i.product_interest) for i in group.intents)
     scored = scorer.score_profile(
         lead,
         intent_count=len(intents),
@@ -162,7 +191,22 @@ def _finish(group: Group, scorer: Scorer, region: str) -> None:
         product_interests=sum(1 for i in intents if i.product_interest),
     )
     verdict = cleansing.check(lead, region=region)
-    group.score = scored.score
-    group.grade = scored.grade
-    group.verification = verdict.verification
-    group.verification_note = verdict.note
+    return Person(
+        LeadFields(
+            lead.full_name,
+            lead.phone,
+            lead.email,
+            lead.company,
+            lead.province,
+            lead.city,
+            lead.source,
+            lead.open_id,
+            lead.union_id,
+        ),
+        tuple(group.keys),
+        intents,
+        scored.score,
+        scored.grade,
+        verdict.verification,
+        verdict.note,
+    )
