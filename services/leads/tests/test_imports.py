@@ -17,7 +17,7 @@ import openpyxl
 import pytest
 import sqlalchemy as sa
 
-from conftest import Tenant, http_client
+from conftest import Tenant, http_client, make_tenant
 from crm.leads.v1 import events_pb2
 from crm_leads.imports import bulk
 from crm_leads.imports import http as imports_http
@@ -396,3 +396,42 @@ async def _job_count(leads: Runtime, tenant: Tenant) -> int:
                 )
             ).scalar_one()
         )
+
+
+async def test_tenant_rules_apply_to_imports_row_by_row(
+    client: httpx.AsyncClient, leads: Runtime, directory: Runtime
+) -> None:
+    t = await make_tenant(directory)
+    rules = {
+        "rules": [
+            {"name": "phones", "keys": ["phone"], "action": "reject"},
+            {
+                "name": "same-company",
+                "keys": ["company", "city"],
+                "match": "fuzzy",
+                "fuzzy": {"field": "company", "threshold": 85, "same": ["city"]},
+            },
+        ]
+    }
+    assert (await client.put("/v1/dedup-rules", json=rules, headers=t.auth("admin"))).is_success
+    taken = mobile()
+    first = await client.post(
+        "/v1/leads", json={"full_name": "Owner", "phone": taken}, headers=t.auth("d1-rep")
+    )
+    assert first.status_code == 201
+    data = csv_bytes(
+        [
+            ["Dup Phone", taken, "", "", "", "", ""],
+            ["A", mobile(), "", "Acme Trading Co., Ltd", "", "Ningbo", ""],
+            ["B", mobile(), "", "ACME Trading Company Limited", "", "Ningbo", ""],
+            ["C", mobile(), "", "Other Corp", "", "Ningbo", ""],
+        ]
+    )
+    response = await upload(client, t, data)
+    assert response.status_code == 202, response.text
+    job = await finished(client, t, response.json()["id"])
+    assert job["state"] == "SUCCEEDED", job
+    assert (job["rows_created"], job["rows_merged"], job["rows_invalid"]) == (2, 1, 1)
+    report = await client.get(f"/v1/lead-imports/{job['id']}/errors", headers=t.auth("d1-rep"))
+    lines = list(csv.reader(io.StringIO(report.content.decode("utf-8-sig"))))
+    assert lines[1][0] == "2" and "phones" in lines[1][2], lines

@@ -63,6 +63,9 @@ class Person(NamedTuple):
     grade: str
     verification: int
     verification_note: str
+    # Only when rows are kept apart (``group=False``): the row, for the error report.
+    row_no: int = 0
+    raw: tuple[str, ...] = ()
 
 
 @dataclass
@@ -73,6 +76,8 @@ class _Group:
     # The (kind, value) dedup keys this person owns in the slice, unique across groups.
     keys: list[tuple[str, str]]
     intents: list[NewIntent] = field(default_factory=list)
+    row_no: int = 0
+    raw: tuple[str, ...] = ()
 
 
 @dataclass
@@ -97,7 +102,12 @@ def prepare(
     header: Header,
     defaults: Defaults,
     scorer: Scorer,
+    *,
+    group: bool = True,
 ) -> Prepared:
+    """``group``: fold rows of the same person (by system key) into one, as the set-based
+    writer wants; off, every valid row stays its own (for tenant rules, applied row by row
+    by the single-capture path)."""
     groups: list[_Group] = []
     by_key: dict[tuple[str, str], _Group] = {}
     errors: list[RowError] = []
@@ -153,19 +163,22 @@ def prepare(
             )
             continue
         keys = lead.dedup_keys()
-        group = next((by_key[k] for k in keys if k in by_key), None)
-        if group is None:
-            group = _Group(lead, [])
-            groups.append(group)
+        if not group:
+            groups.append(_Group(lead, keys, [intent], row_no, tuple(raw[: header.width])))
+            continue
+        person = next((by_key[k] for k in keys if k in by_key), None)
+        if person is None:
+            person = _Group(lead, [])
+            groups.append(person)
         else:
-            _fill(group, lead)
-        group.intents.append(intent)
+            _fill(person, lead)
+        person.intents.append(intent)
         # Each key belongs to the first person seen with it; a later row's new keys (a
         # second email, say) join the person it merged into, as a single capture's would.
         for key in keys:
             if key not in by_key:
-                by_key[key] = group
-                group.keys.append(key)
+                by_key[key] = person
+                person.keys.append(key)
     people = [_finish(group, scorer, defaults.phone_region) for group in groups]
     return Prepared(people, errors, rows, last)
 
@@ -209,4 +222,6 @@ def _finish(group: _Group, scorer: Scorer, region: str) -> Person:
         scored.grade,
         verdict.verification,
         verdict.note,
+        group.row_no,
+        group.raw,
     )

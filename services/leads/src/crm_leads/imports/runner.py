@@ -15,6 +15,7 @@ import time
 import uuid
 from typing import Any
 
+from crm_leads.dedup import service as dedup_service
 from crm_leads.imports import bulk, store
 from crm_leads.imports.prepare import Defaults, Prepared
 from crm_leads.imports.store import ImportState, LeaseLost
@@ -89,6 +90,10 @@ class ImportRunner:
     async def _import(self, job: Any, path: str) -> None:
         async with self.db.read() as conn:
             rules = await scoring.latest(conn=conn, tenant_id=job.tenant_id)
+            dedup_rules = await dedup_service.latest(conn=conn, tenant_id=job.tenant_id)
+        # The set-based writer implements the built-in rules (system keys, merge); a tenant's
+        # own rules are applied row by row through the single-capture path.
+        set_based = dedup_rules.rules == dedup_service.DEFAULT.rules
         done = int(job.rows_done)
         source = SliceSource(
             path=path,
@@ -98,19 +103,22 @@ class ImportRunner:
             slice_rows=self.slice_rows,
             defaults=Defaults(job.source, job.campaign, self.phone_region),
             scoring_rules=rules_json(rules.rules),
+            group=set_based,
         )
         scorer = Scorer(rules.rules)
-        target = bulk.Job(job.id, job.tenant_id, job.owner_org_id, job.owner_org_path)
+        target = bulk.Job(
+            job.id, job.tenant_id, job.owner_org_id, job.owner_org_path, job.created_by
+        )
         with SliceProducer(source, self.workers) as slices:
             while True:
                 prepared = await slices.next()
                 if not prepared.rows:
                     return
-                await self._write(target, prepared, scorer, done)
+                await self._write(target, prepared, scorer, done, set_based=set_based)
                 done += prepared.rows
 
     async def _write(
-        self, job: bulk.Job, prepared: Prepared, scorer: Scorer, rows_done: int
+        self, job: bulk.Job, prepared: Prepared, scorer: Scorer, rows_done: int, *, set_based: bool
     ) -> None:
         for attempt in itertools.count(1):
             try:
@@ -118,7 +126,11 @@ class ImportRunner:
                     await store.hold(
                         conn=conn, job_id=job.id, owner=self.owner, rows_done=rows_done
                     )
-                    written = await bulk.write(conn, job, prepared, scorer)
+                    written = (
+                        await bulk.write(conn, job, prepared, scorer)
+                        if set_based
+                        else await bulk.write_each(conn, job, prepared)
+                    )
                     await store.advance(
                         conn=conn,
                         job_id=job.id,

@@ -37,6 +37,7 @@ class SliceSource:
     slice_rows: int
     defaults: Defaults
     scoring_rules: dict[str, Any]
+    group: bool = True  # see crm_leads.imports.prepare.prepare
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def _produce(source: SliceSource, worker: int, workers: int, out: Any) -> None:
             for index in itertools.count():
                 rows = list(itertools.islice(records, source.slice_rows))
                 if index % workers == worker:
-                    out.put(prepare(rows, header, source.defaults, scorer))
+                    out.put(prepare(rows, header, source.defaults, scorer, group=source.group))
                 if not rows:
                     return
     except DomainError as exc:
