@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
@@ -29,6 +28,7 @@ from crm_platform.consumers import ConsumerRunner, ConsumerSpec
 from crm_platform.db import Database
 from crm_platform.errors import Unauthenticated, Unavailable
 from crm_platform.events import Namespace
+from crm_platform.gc_tuning import tune_gc
 from crm_platform.grpc_server import GrpcBinding, build_server, set_serving
 from crm_platform.http import create_app
 from crm_platform.outbox import OutboxRelay
@@ -293,20 +293,6 @@ def main(definition: ServiceDefinition, argv: Sequence[str] | None = None) -> No
     tune_gc()
     with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=_loop_factory()) as r:
         r.run(Runtime(definition, settings).serve_forever())
-
-
-# Young-generation collections every 50k allocations instead of 700: a service allocates
-# short-lived objects by the million, and with the default every request or import slice
-# pays for collections that find nothing (seen as 10-90 ms pauses in p99 and import slices).
-GC_THRESHOLDS = (50_000, 20, 100)
-
-
-def tune_gc() -> None:
-    """Called once imports are done: what exists now lives as long as the process, so it is
-    moved out of the collector's sight (gc.freeze) and never scanned again."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

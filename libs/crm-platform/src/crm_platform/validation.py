@@ -20,6 +20,8 @@ _SEPARATORS = str.maketrans("", "", " -().")
 
 def clean_text(value: str) -> str:
     """NFKC folds full-width characters (Ｚｈａｎｇ -> Zhang); whitespace runs collapse."""
+    if not value:
+        return value
     if value.isascii():  # NFKC leaves ASCII unchanged; skipping it halves bulk imports' cost
         return " ".join(value.split())
     return " ".join(unicodedata.normalize("NFKC", value).split())

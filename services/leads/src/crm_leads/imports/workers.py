@@ -21,6 +21,7 @@ from crm_leads.imports.prepare import Defaults, Prepared, prepare
 from crm_leads.imports.reader import csv_records, file_error, xlsx_records
 from crm_leads.scoring.rules import Scorer, parse_rules
 from crm_platform.errors import DomainError
+from crm_platform.gc_tuning import tune_gc
 
 # Slices a worker may have ready ahead of the writer: enough to never starve it, few enough
 # to bound memory (a 20k-row slice is ~10 MB once unpickled).
@@ -47,6 +48,7 @@ class SliceFailed:
 
 def _produce(source: SliceSource, worker: int, workers: int, out: Any) -> None:
     """Worker process body: put this worker's slices, then an empty one at the end."""
+    tune_gc()
     try:
         with open(source.path, "rb") as file:
             records = (
