@@ -47,6 +47,12 @@ class TenantCache(Generic[T]):
         self._clock = clock
         self._entries: dict[uuid.UUID, tuple[float, T]] = {}
 
+    def fresh(self, tenant_id: uuid.UUID) -> T | None:
+        """The cached value if it has not expired, without a connection (a caller can skip
+        checking one out on the hot path)."""
+        entry = self._entries.get(tenant_id)
+        return entry[1] if entry is not None and entry[0] > self._clock() else None
+
     async def current(self, conn: AsyncConnection, tenant_id: uuid.UUID) -> T:
         entry = self._entries.get(tenant_id)
         if entry is not None and entry[0] > self._clock():

@@ -6,11 +6,13 @@ from pathlib import Path
 
 from crm_leads.api import grpc as grpc_api
 from crm_leads.api import http as http_api
+from crm_leads.consumers import consumers
 from crm_leads.dedup import http as dedup_http
 from crm_leads.imports import http as imports_http
 from crm_leads.lead import review
 from crm_leads.lead.models import metadata
 from crm_leads.settings import Settings
+from crm_leads.tenantsettings import http as settings_http
 from crm_leads.webhook import http as webhook_http
 from crm_platform.db import platform_metadata
 from crm_platform.runtime import PeriodicJob, Runtime, ServiceDefinition
@@ -55,8 +57,10 @@ DEFINITION = ServiceDefinition(
         dedup_http.router(rt),
         webhook_http.router(rt),
         imports_http.router(rt),
+        settings_http.router(rt),
     ],
     jobs=_jobs,
+    consumers=consumers,
     body_limits=_body_limits,
 )
 

@@ -10,7 +10,10 @@ class Settings(BaseServiceSettings):
     grpc_port: int = 50052
     http_port: int = 8002
     default_phone_region: str = Field(
-        default="CN", pattern=r"^[A-Z]{2}$", description="Region for phones without +country."
+        default="CN",
+        pattern=r"^[A-Z]{2}$",
+        description="Region for phones without +country, for tenants without their own "
+        "(lead settings).",
     )
     webhook_tolerance_seconds: int = Field(
         default=300,
@@ -22,7 +25,8 @@ class Settings(BaseServiceSettings):
     stale_lead_days: int = Field(
         default=90,
         ge=1,
-        description="A NEW or QUALIFIED lead not updated for this many days is closed as stale.",
+        description="A NEW or QUALIFIED lead not updated for this many days is closed as stale "
+        "(tenants without their own lead setting).",
     )
     stale_check_seconds: float = Field(
         default=3600.0, gt=0, description="How often each replica runs the stale-lead job."

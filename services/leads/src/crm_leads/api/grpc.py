@@ -8,7 +8,8 @@ from crm.leads.v1 import lead_service_pb2 as pb
 from crm_leads.lead import flows, rules, service
 from crm_leads.lead.mapping import lead_to_proto
 from crm_leads.settings import Settings
-from crm_platform.auth import require_principal
+from crm_leads.tenantsettings import service as tenant_settings
+from crm_platform.auth import Principal, require_principal
 from crm_platform.errors import InvalidArgument
 from crm_platform.grpc_server import GrpcBinding, GrpcContext
 from crm_platform.ids import parse_id
@@ -20,9 +21,14 @@ class LeadServicer(lead_service_pb2_grpc.LeadServiceServicer):
     def __init__(self, rt: Runtime) -> None:
         assert isinstance(rt.settings, Settings)
         self.rt = rt
-        self.region = rt.settings.default_phone_region
+        self.default_region = rt.settings.default_phone_region
 
-    def _validated(self, request: pb.CreateLeadRequest) -> flows.CaptureRequest:
+    async def _region(self, principal: Principal) -> str:
+        return await tenant_settings.phone_region(
+            self.rt.db, principal.tenant_id, self.default_region
+        )
+
+    def _validated(self, request: pb.CreateLeadRequest, region: str) -> flows.CaptureRequest:
         lead = request.lead
         new = rules.validate_new_lead(
             full_name=lead.full_name,
@@ -34,7 +40,7 @@ class LeadServicer(lead_service_pb2_grpc.LeadServiceServicer):
             source=lead.source,
             open_id=lead.open_id,
             union_id=lead.union_id,
-            phone_region=self.region,
+            phone_region=region,
         )
         intent = rules.validate_intent(
             source=new.source,
@@ -49,10 +55,11 @@ class LeadServicer(lead_service_pb2_grpc.LeadServiceServicer):
     ) -> lead_pb2.Lead:
         """Outcome in the `crm-capture-outcome` trailing metadata; a merge into a lead the
         caller cannot see returns an empty Lead."""
-        item = self._validated(request)
+        principal = require_principal()
+        item = self._validated(request, await self._region(principal))
         assert item.lead is not None and item.intent is not None
         captured, intents = await flows.capture_one(
-            self.rt.db, require_principal(), item.lead, item.intent, item.request_id
+            self.rt.db, principal, item.lead, item.intent, item.request_id
         )
         context.set_trailing_metadata((("crm-capture-outcome", captured.outcome.name.lower()),))
         return lead_to_proto(captured.lead, intents) if captured.visible else lead_pb2.Lead()
@@ -60,13 +67,15 @@ class LeadServicer(lead_service_pb2_grpc.LeadServiceServicer):
     async def BatchCreateLeads(
         self, request: pb.BatchCreateLeadsRequest, context: GrpcContext
     ) -> pb.BatchCreateLeadsResponse:
+        principal = require_principal()
+        region = await self._region(principal)
         items = []
         for one in request.requests:
             try:
-                items.append(self._validated(one))
+                items.append(self._validated(one, region))
             except InvalidArgument as exc:
                 items.append(flows.CaptureRequest(None, None, None, exc.violations))
-        results = await flows.capture_batch(self.rt.db, require_principal(), items)
+        results = await flows.capture_batch(self.rt.db, principal, items)
         return pb.BatchCreateLeadsResponse(results=[_result(r) for r in results])
 
     async def GetLead(self, request: pb.GetLeadRequest, context: GrpcContext) -> lead_pb2.Lead:

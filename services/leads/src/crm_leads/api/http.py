@@ -14,6 +14,7 @@ from crm_leads.scoring import flows as scoring_flows
 from crm_leads.scoring import service as scoring_service
 from crm_leads.scoring.rules import ScoringRules, rules_json
 from crm_leads.settings import Settings
+from crm_leads.tenantsettings import service as tenant_settings
 from crm_platform import metrics
 from crm_platform.auth import ROLE_ADMIN, Principal
 from crm_platform.errors import InvalidArgument
@@ -105,7 +106,7 @@ async def _pool_query(
 
 def router(rt: Runtime) -> APIRouter:
     assert isinstance(rt.settings, Settings)
-    region = rt.settings.default_phone_region
+    default_region = rt.settings.default_phone_region
     r = APIRouter(prefix="/v1/leads", tags=["leads"])
 
     @r.post("", status_code=201)
@@ -119,6 +120,7 @@ def router(rt: Runtime) -> APIRouter:
         or WeChat open_id absorbs it as a new intent instead (200, `Crm-Capture-Outcome:
         merged`); if that lead is outside the caller's subtree the answer is 202 without
         it. `Idempotency-Key` (a UUID) makes retries return the first result."""
+        region = await tenant_settings.phone_region(rt.db, principal.tenant_id, default_region)
         lead, intent = _validated(body, region)
         request_id = parse_id(idempotency_key, "Idempotency-Key") if idempotency_key else None
         captured, intents = await flows.capture_one(rt.db, principal, lead, intent, request_id)
@@ -134,6 +136,7 @@ def router(rt: Runtime) -> APIRouter:
     async def batch_create_leads(body: BatchIn, principal: CurrentPrincipal) -> Json:
         """Up to 1,000 leads; one result per item, in order (`CREATED`, `MERGED` or
         `REJECTED` with field violations). A rejected item never blocks the others."""
+        region = await tenant_settings.phone_region(rt.db, principal.tenant_id, default_region)
         items = [_item(item, region) for item in body.leads]
         results = [_result_json(x) for x in await flows.capture_batch(rt.db, principal, items)]
         metrics.count_captures(x["outcome"] for x in results)

@@ -34,10 +34,10 @@ from crm_platform.errors import FieldViolation, InvalidArgument, loc_to_field
 MAX_RULES = 50
 MAX_TARGETS = 5000
 MAX_WEIGHT = 1000
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = datetime.weekday()
 
 Strategy = Literal["territory", "weighted_round_robin", "least_loaded", "priority"]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # weekday()
 # Province, city and sales-territory codes ("330000", "330100", "east-zj-01"), product
 # lines, sources, tiers: short opaque codes, compared exactly.
 Code = Annotated[str, Field(min_length=1, max_length=64)]
@@ -161,25 +161,27 @@ class DistributionRules(_Document):
 
     @model_validator(mode="after")
     def _names_and_fallbacks(self) -> DistributionRules:
-        names = [r.name for r in self.rules]
-        if len(set(names)) != len(names):
-            raise PydanticCustomError("rule_names_unique", "rule names must be unique")
-        by_name = {r.name: r for r in self.rules}
-        for rule in self.rules:
+        # ``field`` in the error context: parse_rules reports the violation at that path.
+        by_name: dict[str, Rule] = {}
+        for i, rule in enumerate(self.rules):
+            if rule.name in by_name:
+                raise PydanticCustomError(
+                    "rule_name_unique",
+                    "{name} names an earlier rule too",
+                    {"name": rule.name, "field": f"rules.{i}.name"},
+                )
+            by_name[rule.name] = rule
+        for i, rule in enumerate(self.rules):
             seen = {rule.name}
             step = rule.fallback
             while step is not None:
-                if step not in by_name:
+                if step not in by_name or step in seen:
                     raise PydanticCustomError(
-                        "fallback_unknown",
-                        "rule {rule}: fallback {fallback} is not a rule of this document",
-                        {"rule": rule.name, "fallback": step},
-                    )
-                if step in seen:
-                    raise PydanticCustomError(
-                        "fallback_cycle",
-                        "rule {rule}: the fallback chain loops back to {fallback}",
-                        {"rule": rule.name, "fallback": step},
+                        "fallback",
+                        "{fallback} is not a rule of this document"
+                        if step not in by_name
+                        else "the fallback chain loops back to {fallback}",
+                        {"fallback": step, "field": f"rules.{i}.fallback"},
                     )
                 seen.add(step)
                 step = by_name[step].fallback
@@ -232,7 +234,8 @@ def minutes(clock: str) -> int:
 def _violations(exc: ValidationError) -> list[FieldViolation]:
     return [
         FieldViolation(
-            loc_to_field(e["loc"]), "unknown field" if e["type"] == "extra_forbidden" else e["msg"]
+            e.get("ctx", {}).get("field") or loc_to_field(e["loc"]),
+            "unknown field" if e["type"] == "extra_forbidden" else e["msg"],
         )
         for e in exc.errors()
     ]

@@ -22,6 +22,7 @@ from crm_leads.imports.store import ImportState, LeaseLost
 from crm_leads.imports.workers import SliceProducer, SliceSource
 from crm_leads.scoring import service as scoring
 from crm_leads.scoring.rules import Scorer, rules_json
+from crm_leads.tenantsettings import service as tenant_settings
 from crm_platform.db import Database
 from crm_platform.errors import DomainError
 
@@ -91,6 +92,7 @@ class ImportRunner:
         async with self.db.read() as conn:
             rules = await scoring.latest(conn=conn, tenant_id=job.tenant_id)
             dedup_rules = await dedup_service.latest(conn=conn, tenant_id=job.tenant_id)
+            settings = await tenant_settings.latest(conn=conn, tenant_id=job.tenant_id)
         # The set-based writer implements the built-in rules (system keys, merge); a tenant's
         # own rules are applied row by row through the single-capture path.
         set_based = dedup_rules.rules == dedup_service.DEFAULT.rules
@@ -101,7 +103,9 @@ class ImportRunner:
             encoding=job.encoding,
             skip=done,
             slice_rows=self.slice_rows,
-            defaults=Defaults(job.source, job.campaign, self.phone_region),
+            defaults=Defaults(
+                job.source, job.campaign, settings.settings.phone_region or self.phone_region
+            ),
             scoring_rules=rules_json(rules.rules),
             group=set_based,
         )

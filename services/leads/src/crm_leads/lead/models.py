@@ -105,6 +105,14 @@ lead_intents = sa.Table(
     sa.Column(
         "occur_time", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     ),
-    sa.UniqueConstraint("tenant_id", "request_id"),
+    # Unique only where set: most intents (imports, captures without an Idempotency-Key)
+    # have none and stay out of the index.
+    sa.Index(
+        "uq_lead_intents_request",
+        "tenant_id",
+        "request_id",
+        unique=True,
+        postgresql_where=sa.text("request_id IS NOT NULL"),
+    ),
     sa.Index("ix_lead_intents_lead", "lead_id", "id"),
 )

@@ -16,6 +16,7 @@ from crm_leads.lead.cleansing import INVALID, UNVERIFIED, VERIFIED
 from crm_leads.lead.mapping import lead_to_proto
 from crm_leads.lead.models import leads
 from crm_leads.lead.service import PRODUCER
+from crm_leads.tenantsettings.models import lead_settings
 from crm_platform import records
 from crm_platform.auth import ROLE_ADMIN, ROLE_MANAGER, Principal, visible_to
 from crm_platform.db import Database
@@ -112,20 +113,30 @@ async def decide(
 
 
 async def close_stale(db: Database, *, older_than_days: int, batch: int = STALE_BATCH) -> int:
-    """Close NEW/QUALIFIED leads not updated for ``older_than_days``; returns how many.
+    """Close NEW/QUALIFIED leads not updated for their tenant's ``stale_lead_days``
+    (``older_than_days``, the service default, for a tenant without one); returns how many.
 
     Each batch claims its rows with FOR UPDATE SKIP LOCKED, so replicas running this at
     the same time take disjoint rows, and a row another replica closed meanwhile fails the
     status condition when re-checked: every lead is closed, with one event, exactly once.
     Each batch commits with its events; a crash loses nothing (the next run finds the rest)."""
+    days = sa.func.coalesce(lead_settings.c.stale_lead_days, older_than_days)
+    # The shortest period any tenant has, computed once per statement: a bound on
+    # update_time alone, so the partial index of open leads still narrows the scan.
+    shortest = sa.select(
+        sa.func.least(older_than_days, sa.func.min(lead_settings.c.stale_lead_days))
+    ).scalar_subquery()
     stale = (
         sa.select(leads.c.id)
+        .select_from(leads.outerjoin(lead_settings, lead_settings.c.tenant_id == leads.c.tenant_id))
         .where(
             leads.c.status.in_(OPEN_STATUSES),
-            leads.c.update_time < sa.func.now() - sa.func.make_interval(0, 0, 0, older_than_days),
+            leads.c.update_time < sa.func.now() - sa.func.make_interval(0, 0, 0, shortest),
+            leads.c.update_time < sa.func.now() - sa.func.make_interval(0, 0, 0, days),
         )
         .limit(batch)
-        .with_for_update(skip_locked=True)
+        # OF leads: the settings row is only read (and is the nullable side of the join).
+        .with_for_update(of=leads, skip_locked=True)
     )
     closed = 0
     while True:

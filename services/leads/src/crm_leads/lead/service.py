@@ -72,7 +72,7 @@ _ADD_INTENT = sa.text(
     "(id, tenant_id, lead_id, source, campaign, product_interest, request_id, created_lead) "
     "VALUES (:id, :tenant_id, :lead_id, :source, :campaign, :product_interest, :request_id, "
     ":created_lead) "
-    "ON CONFLICT (tenant_id, request_id) DO NOTHING "
+    "ON CONFLICT (tenant_id, request_id) WHERE request_id IS NOT NULL DO NOTHING "
     "RETURNING id, source, campaign, product_interest, occur_time, "
     "(SELECT count(*) FROM lead_intents o WHERE o.lead_id = :lead_id AND o.id <> :id "
     "AND o.campaign <> '') AS other_campaigns, "

@@ -94,7 +94,7 @@ def router(rt: Runtime) -> APIRouter:
             delivery,
             now=time.time(),
             tolerance=settings.webhook_tolerance_seconds,
-            region=settings.default_phone_region,
+            default_region=settings.default_phone_region,
         )
         response.headers[OUTCOME_HEADER] = captured.outcome.name.lower()
         if captured.outcome is Outcome.MERGED:

@@ -1,0 +1,22 @@
+"""Event handlers of the leads service."""
+
+from __future__ import annotations
+
+from crm_leads.orgtree import service as orgtree
+from crm_platform.consumers import ConsumerSpec
+from crm_platform.runtime import Runtime
+
+
+def consumers(rt: Runtime) -> list[ConsumerSpec]:
+    return [
+        ConsumerSpec(
+            name="leads-org-unit-created",
+            event_type="crm.directory.org_unit.created.v1",
+            handler=orgtree.on_org_unit_created,
+        ),
+        ConsumerSpec(
+            name="leads-org-unit-moved",
+            event_type="crm.directory.org_unit.moved.v1",
+            handler=orgtree.on_org_unit_moved,
+        ),
+    ]
