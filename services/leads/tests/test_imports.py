@@ -21,9 +21,14 @@ from conftest import Tenant, http_client, make_tenant
 from crm.leads.v1 import events_pb2
 from crm_leads.imports import bulk
 from crm_leads.imports import http as imports_http
+from crm_leads.imports.columns import parse_header
 from crm_leads.imports.models import lead_imports
+from crm_leads.imports.prepare import Defaults, prepare
+from crm_leads.imports.runner import ImportRunner
+from crm_leads.imports.upload import XLSX_MEDIA_TYPE
 from crm_leads.lead.models import lead_intents
 from crm_leads.lead.models import leads as leads_table
+from crm_leads.scoring.rules import DEFAULT_RULES, Scorer
 from crm_platform.runtime import Runtime
 from crm_platform.testing.events import wait_for_event
 from crm_platform.testing.harness import eventually
@@ -209,7 +214,7 @@ async def test_xlsx_imports_with_numeric_phones(client: httpx.AsyncClient, tenan
     out = io.BytesIO()
     book.save(out)
     response = await upload(
-        client, tenant, out.getvalue(), ctype=imports_http.XLSX_MEDIA_TYPE, file_name="a.xlsx"
+        client, tenant, out.getvalue(), ctype=XLSX_MEDIA_TYPE, file_name="a.xlsx"
     )
     assert response.status_code == 202, response.text
     job = await finished(client, tenant, response.json()["id"])
@@ -302,13 +307,13 @@ async def test_a_crashed_import_resumes_where_it_stopped(
     calls = 0
 
     async def crash_on_third_slice(
-        conn: Any, job: bulk.Job, prepared: Any, scorer: Any
+        conn: Any, job: bulk.Job, prepared: Any, scorer: Any, **kwargs: Any
     ) -> bulk.Written:
         nonlocal calls
         if prepared.groups and prepared.groups[0].lead.full_name == "P10":  # the third slice
             calls += 1
             raise RuntimeError("simulated crash: the process dies mid-slice")
-        return await real_write(conn, job, prepared, scorer)
+        return await real_write(conn, job, prepared, scorer, **kwargs)
 
     monkeypatch.setattr(bulk, "write", crash_on_third_slice)
     phones = [mobile() for _ in range(20)]
@@ -360,7 +365,7 @@ async def test_concurrent_imports_and_captures_of_the_same_people_never_duplicat
 ) -> None:
     phones = [mobile() for _ in range(300)]
     data = csv_bytes([[f"Same {i}", p, "", "", "", "", ""] for i, p in enumerate(phones)])
-    second = imports_http.ImportRunner(leads.db, phone_region="CN", slice_rows=50, lease_seconds=30)
+    second = ImportRunner(leads.db, phone_region="CN", slice_rows=50, lease_seconds=30)
     jobs = [(await upload(client, tenant, data)).json()["id"] for _ in range(2)]
 
     async def capture_some() -> None:
@@ -459,3 +464,39 @@ async def test_a_large_file_with_one_bad_row_imports_the_rest(
     )
     lines = list(csv.reader(io.StringIO(report.content.decode("utf-8-sig"))))
     assert [line[:2] for line in lines[1:]] == [["61236", "phone"]]
+
+
+async def test_careful_rewrite_merges_into_a_key_taken_after_the_lookup(
+    client: httpx.AsyncClient, leads: Runtime, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retry path after KeyTaken: the lookup missed a key a concurrent capture committed
+    (simulated by an empty lookup); claiming with ON CONFLICT finds it and merges."""
+    phone = mobile()
+    existing = await client.post(
+        "/v1/leads", json={"full_name": "First", "phone": phone}, headers=tenant.auth("d1-rep")
+    )
+    assert existing.status_code == 201
+    email = f"{uuid.uuid4().hex[:10]}@example.com"
+    header = parse_header(["full_name", "phone", "email"])
+    prepared = prepare(
+        [(2, ["Second", phone, email])], header, Defaults("import", "", "CN"), Scorer(DEFAULT_RULES)
+    )
+
+    async def missed(*args: Any) -> dict[tuple[str, str], uuid.UUID]:
+        return {}
+
+    monkeypatch.setattr(bulk, "_owners", missed)
+    d1 = tenant.units["d1"]
+    job = bulk.Job(uuid.uuid4(), uuid.UUID(tenant.id), uuid.UUID(d1["id"]), d1["path"], "test")
+    async with leads.db.unit_of_work() as conn:
+        await conn.execute(sa.text("SELECT 1"))
+        written = await bulk.write(conn, job, prepared, Scorer(DEFAULT_RULES), careful=True)
+    assert (written.created, written.merged) == (0, 1)
+    lead = (
+        await client.get(f"/v1/leads/{existing.json()['id']}", headers=tenant.auth("d1-rep"))
+    ).json()
+    assert (lead["intent_count"], lead["email"]) == (2, email)
+    by_email = await client.post(
+        "/v1/leads", json={"full_name": "Third", "email": email}, headers=tenant.auth("d1-rep")
+    )
+    assert by_email.json()["id"] == lead["id"]

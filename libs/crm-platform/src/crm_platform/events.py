@@ -38,6 +38,8 @@ SUBJECTS: dict[str, type[Message]] = {
     "crm.leads.lead.released.v1": leads_events.LeadReleased,
     "crm.leads.lead_batch.created.v1": leads_events.LeadBatchCreated,
     "crm.leads.lead_batch.merged.v1": leads_events.LeadBatchMerged,
+    "crm.leads.lead.distributed.v1": leads_events.LeadDistributed,
+    "crm.leads.lead_batch.distributed.v1": leads_events.LeadBatchDistributed,
     "crm.customers.customer.created.v1": customers_events.CustomerCreated,
     "crm.customers.contact.created.v1": customers_events.ContactCreated,
     "crm.sales.opportunity.created.v1": sales_events.OpportunityCreated,

@@ -8,6 +8,7 @@ from crm_leads.api import grpc as grpc_api
 from crm_leads.api import http as http_api
 from crm_leads.consumers import consumers
 from crm_leads.dedup import http as dedup_http
+from crm_leads.distribution import http as distribution_http
 from crm_leads.imports import http as imports_http
 from crm_leads.lead import review
 from crm_leads.lead.models import metadata
@@ -58,6 +59,7 @@ DEFINITION = ServiceDefinition(
         webhook_http.router(rt),
         imports_http.router(rt),
         settings_http.router(rt),
+        distribution_http.router(rt),
     ],
     jobs=_jobs,
     consumers=consumers,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from crm_leads.distribution import flows as distribution
 from crm_leads.orgtree import service as orgtree
 from crm_platform.consumers import ConsumerSpec
 from crm_platform.runtime import Runtime
@@ -18,5 +19,16 @@ def consumers(rt: Runtime) -> list[ConsumerSpec]:
             name="leads-org-unit-moved",
             event_type="crm.directory.org_unit.moved.v1",
             handler=orgtree.on_org_unit_moved,
+        ),
+        # Automatic distribution of new leads at units with rules (crm_leads.distribution).
+        ConsumerSpec(
+            name="leads-distribute-created",
+            event_type="crm.leads.lead.created.v1",
+            handler=distribution.on_lead_created,
+        ),
+        ConsumerSpec(
+            name="leads-distribute-batch-created",
+            event_type="crm.leads.lead_batch.created.v1",
+            handler=distribution.on_lead_batch_created,
         ),
     ]

@@ -6,7 +6,6 @@ runs out and any replica resumes the job after its last committed slice."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import os
 import socket
@@ -28,9 +27,6 @@ from crm_platform.errors import DomainError
 
 log = logging.getLogger(__name__)
 
-# A slice a concurrent capture keeps colliding with is retried this often before the job
-# gives up (each retry sees the colliding keys as existing, so one retry normally does).
-KEY_RETRIES = 5
 # A job that crashed its runner this many times is failed rather than retried forever.
 MAX_ATTEMPTS = 5
 
@@ -124,14 +120,17 @@ class ImportRunner:
     async def _write(
         self, job: bulk.Job, prepared: Prepared, scorer: Scorer, rows_done: int, *, set_based: bool
     ) -> None:
-        for attempt in itertools.count(1):
+        # First the fast path (COPY of the new keys); if a concurrent capture took one of
+        # them meanwhile, the slice rolls back whole and is written again the careful way,
+        # which merges into whoever holds a key instead of failing.
+        for careful in (False, True):
             try:
                 async with self.db.unit_of_work() as conn:
                     await store.hold(
                         conn=conn, job_id=job.id, owner=self.owner, rows_done=rows_done
                     )
                     written = (
-                        await bulk.write(conn, job, prepared, scorer)
+                        await bulk.write(conn, job, prepared, scorer, careful=careful)
                         if set_based
                         else await bulk.write_each(conn, job, prepared)
                     )
@@ -144,9 +143,8 @@ class ImportRunner:
                     )
                 return
             except bulk.KeyTaken:
-                if attempt >= KEY_RETRIES:
-                    raise
                 log.info("import %s: a concurrent capture took a key; rewriting the slice", job.id)
+        raise AssertionError("unreachable: the careful write cannot raise KeyTaken")
 
     async def _finish(self, job_id: uuid.UUID, state: ImportState, error: str = "") -> None:
         async with self.db.unit_of_work() as conn:

@@ -1,4 +1,5 @@
 import crm_leads.dedup.models  # registers dedup_rules and lead_history on metadata
+import crm_leads.distribution.models  # registers the distribution tables on metadata
 import crm_leads.imports.models  # registers the import job tables on metadata
 import crm_leads.orgtree.models  # registers the org_units replica on metadata
 import crm_leads.scoring.models  # registers scoring_rules on metadata

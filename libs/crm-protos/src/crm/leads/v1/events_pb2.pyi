@@ -365,3 +365,116 @@ class LeadBatchMerged(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LeadBatchMerged: _TypeAlias = LeadBatchMerged  # noqa: Y015
+
+@_typing.final
+class LeadDistributed(_message.Message):
+    """Payload of crm.leads.lead.distributed.v1: a manager or administrator moved the lead from an
+    org unit's pool to one of its child units by hand. Published with the NEW owner's org path,
+    so the receiving unit's subtree sees it and its siblings do not.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAD_ID_FIELD_NUMBER: _builtins.int
+    FROM_ORG_ID_FIELD_NUMBER: _builtins.int
+    FROM_ORG_PATH_FIELD_NUMBER: _builtins.int
+    TO_ORG_ID_FIELD_NUMBER: _builtins.int
+    TO_ORG_PATH_FIELD_NUMBER: _builtins.int
+    RULE_NAME_FIELD_NUMBER: _builtins.int
+    MANUAL_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    lead_id: _builtins.str
+    from_org_id: _builtins.str
+    from_org_path: _builtins.str
+    to_org_id: _builtins.str
+    to_org_path: _builtins.str
+    rule_name: _builtins.str
+    """Empty for a manual distribution."""
+    manual: _builtins.bool
+    actor: _builtins.str
+    """The user who distributed it (principal subject)."""
+    def __init__(
+        self,
+        *,
+        lead_id: _builtins.str = ...,
+        from_org_id: _builtins.str = ...,
+        from_org_path: _builtins.str = ...,
+        to_org_id: _builtins.str = ...,
+        to_org_path: _builtins.str = ...,
+        rule_name: _builtins.str = ...,
+        manual: _builtins.bool = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "from_org_id", b"from_org_id", "from_org_path", b"from_org_path", "lead_id", b"lead_id", "manual", b"manual", "rule_name", b"rule_name", "to_org_id", b"to_org_id", "to_org_path", b"to_org_path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeadDistributed: _TypeAlias = LeadDistributed  # noqa: Y015
+
+@_typing.final
+class LeadBatchDistributed(_message.Message):
+    """Payload of crm.leads.lead_batch.distributed.v1: leads an org unit's automatic rules moved
+    down the tree (a cascade may pass them several levels), up to 1,000 per event, all landing
+    at one org unit: the event carries that NEW owner's org path (siblings never see it).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    DECIDING_ORG_ID_FIELD_NUMBER: _builtins.int
+    DECIDING_ORG_PATH_FIELD_NUMBER: _builtins.int
+    LEADS_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    deciding_org_id: _builtins.str
+    """The unit whose pool the leads left (the first deciding unit of the cascade)."""
+    deciding_org_path: _builtins.str
+    @_builtins.property
+    def leads(self) -> _containers.RepeatedCompositeFieldContainer[Global___DistributedLead]: ...
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        deciding_org_id: _builtins.str = ...,
+        deciding_org_path: _builtins.str = ...,
+        leads: _abc.Iterable[Global___DistributedLead] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deciding_org_id", b"deciding_org_id", "deciding_org_path", b"deciding_org_path", "leads", b"leads", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeadBatchDistributed: _TypeAlias = LeadBatchDistributed  # noqa: Y015
+
+@_typing.final
+class DistributedLead(_message.Message):
+    """One lead of a LeadBatchDistributed event."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAD_ID_FIELD_NUMBER: _builtins.int
+    TO_ORG_ID_FIELD_NUMBER: _builtins.int
+    TO_ORG_PATH_FIELD_NUMBER: _builtins.int
+    RULE_NAME_FIELD_NUMBER: _builtins.int
+    lead_id: _builtins.str
+    to_org_id: _builtins.str
+    to_org_path: _builtins.str
+    rule_name: _builtins.str
+    """The rule that placed it at its new owner (the last hop's rule in a cascade)."""
+    def __init__(
+        self,
+        *,
+        lead_id: _builtins.str = ...,
+        to_org_id: _builtins.str = ...,
+        to_org_path: _builtins.str = ...,
+        rule_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lead_id", b"lead_id", "rule_name", b"rule_name", "to_org_id", b"to_org_id", "to_org_path", b"to_org_path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DistributedLead: _TypeAlias = DistributedLead  # noqa: Y015

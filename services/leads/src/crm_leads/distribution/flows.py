@@ -1,0 +1,70 @@
+"""Distribution use cases that own a transaction, and the event handlers that distribute new
+leads automatically.
+
+Automatic distribution is event-driven: capture (single, batch, webhook, import) only
+publishes ``lead.created`` / ``lead_batch.created``; these handlers then run the owner unit's
+rules over the new leads. A unit without automatic rules keeps the leads it collected itself;
+giving a unit rules is how it passes its leads down. Redelivery is harmless twice over: the
+inbox skips a seen event, and a lead already moved is no longer in the unit's pool."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from crm.leads.v1 import events_pb2
+from crm_leads.distribution import service, store
+from crm_leads.distribution.rules import DistributionRules, Profile
+from crm_platform.auth import Principal
+from crm_platform.db import Database
+from crm_platform.events import ReceivedEvent
+
+
+async def store_rules(
+    db: Database, principal: Principal, unit_id: uuid.UUID, rules: DistributionRules
+) -> store.StoredRules:
+    async with db.unit_of_work() as conn:
+        unit = await store.visible_unit(conn=conn, principal=principal, unit_id=unit_id)
+        return await store.put_rules(conn=conn, principal=principal, unit=unit, rules=rules)
+
+
+async def store_profile(
+    db: Database, principal: Principal, unit_id: uuid.UUID, profile: Profile
+) -> store.StoredProfile:
+    async with db.unit_of_work() as conn:
+        unit = await store.visible_unit(conn=conn, principal=principal, unit_id=unit_id)
+        return await store.put_profile(conn=conn, principal=principal, unit=unit, profile=profile)
+
+
+async def distribute_manually(
+    db: Database, principal: Principal, lead_ids: list[uuid.UUID], target_id: uuid.UUID
+) -> list[service.ManualResult]:
+    async with db.unit_of_work() as conn:
+        return await service.distribute_manually(
+            conn=conn, principal=principal, lead_ids=lead_ids, target_id=target_id
+        )
+
+
+async def on_lead_created(conn: AsyncConnection, event: ReceivedEvent) -> None:
+    assert isinstance(event.payload, events_pb2.LeadCreated)
+    lead = event.payload.lead
+    if lead.assignee_id or not lead.owner_org_id:
+        return  # held by its capturer: not in a pool
+    await service.distribute_new(
+        conn=conn,
+        tenant_id=event.tenant_id,
+        unit_id=uuid.UUID(lead.owner_org_id),
+        lead_ids=[uuid.UUID(lead.id)],
+    )
+
+
+async def on_lead_batch_created(conn: AsyncConnection, event: ReceivedEvent) -> None:
+    assert isinstance(event.payload, events_pb2.LeadBatchCreated)
+    batch = event.payload
+    await service.distribute_new(
+        conn=conn,
+        tenant_id=event.tenant_id,
+        unit_id=uuid.UUID(batch.owner_org_id),
+        lead_ids=[uuid.UUID(x.id) for x in batch.leads],
+    )
