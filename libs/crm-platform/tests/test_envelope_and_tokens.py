@@ -48,11 +48,17 @@ def test_undecodable_message_is_poison(data: bytes) -> None:
         parse_event(data)
 
 
+# Event names issue 4 fixes as they are (the product's vocabulary), though not a verb.
+NAMED_BY_THE_PRODUCT = {"sla_warning"}
+
+
 def test_every_subject_follows_the_naming_rule() -> None:
     for subject in SUBJECTS:
         parts = subject.split(".")
         assert parts[0] == "crm" and parts[-1] == "v1" and len(parts) == 5, subject
-        assert parts[3].endswith("ed"), f"{subject}: verbs are past tense"
+        verb = parts[3]
+        past = verb.endswith("ed") or verb.split("_")[0].endswith("ed")  # followed_up
+        assert past or verb in NAMED_BY_THE_PRODUCT, f"{subject}: verbs are past tense"
 
 
 def test_namespace_prefixes_subjects_and_streams() -> None:

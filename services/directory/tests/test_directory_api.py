@@ -3,7 +3,10 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from conftest import Tenant
+from conftest import Tenant, make_tenant
+from crm.directory.v1 import events_pb2
+from crm_platform.runtime import Runtime
+from crm_platform.testing.events import wait_for_event
 
 
 async def test_tenant_tree_and_login(tenant: Tenant, dir_client: httpx.AsyncClient) -> None:
@@ -127,7 +130,9 @@ async def test_dealer_sees_only_its_subtree(tenant: Tenant, dir_client: httpx.As
     )
     assert r.status_code == 404
     users = (await dir_client.get("/v1/users", headers=tenant.auth("d1-rep"))).json()["users"]
-    assert {u["username"] for u in users} == {"d1-rep"}
+    # Other tests may add users to d1 (the tenant is shared); none from outside d1 shows.
+    assert "d1-rep" in {u["username"] for u in users}
+    assert {u["org_unit_id"] for u in users} == {tenant.units["d1"]["id"]}
 
 
 @pytest.mark.parametrize(
@@ -171,3 +176,34 @@ async def test_duplicate_code_under_same_parent_is_409(
 async def test_jwks_is_public(dir_client: httpx.AsyncClient) -> None:
     keys = (await dir_client.get("/.well-known/jwks.json")).json()["keys"]
     assert keys and keys[0]["kty"] == "RSA" and "d" not in keys[0]
+
+
+async def test_deactivate_user_refuses_logins_and_publishes(
+    directory: Runtime, dir_client: httpx.AsyncClient
+) -> None:
+    t = await make_tenant(directory)
+    me = (await dir_client.get("/v1/me", headers=t.auth("d2-rep"))).json()
+    user_id = me["subject"]
+    r = await dir_client.post(f"/v1/users/{user_id}:deactivate", headers=t.auth("hq-manager"))
+    assert r.status_code == 403
+    r = await dir_client.post(f"/v1/users/{user_id}:deactivate", headers=t.auth("admin"))
+    assert r.status_code == 200, r.text
+    assert r.json()["active"] is False
+    r = await dir_client.post(f"/v1/users/{user_id}:deactivate", headers=t.auth("admin"))
+    assert r.status_code == 409
+    assert r.json()["reason"] == "USER_ALREADY_DEACTIVATED"
+    r = await dir_client.post(
+        "/v1/auth/token",
+        json={"tenant": t.slug, "username": "d2-rep", "password": "d2-rep-pw-123"},
+    )
+    assert r.status_code == 401
+    r = await dir_client.get(f"/v1/users/{user_id}", headers=t.auth("admin"))
+    assert r.json()["active"] is False
+    _, payload = await wait_for_event(
+        directory.settings.nats_url,
+        directory.settings.nats_namespace,
+        "crm.directory.user.deactivated.v1",
+        events_pb2.UserDeactivated,
+        lambda p: p.user.id == user_id,
+    )
+    assert payload.by and not payload.user.active

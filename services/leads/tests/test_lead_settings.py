@@ -49,6 +49,9 @@ async def tenant_with(c: httpx.AsyncClient, directory: Runtime, body: dict[str, 
     return t
 
 
+POOL_DEFAULTS = {"private_pool_cap": 200, "reclaim_cooldown_hours": 24}
+
+
 async def test_defaults_until_an_admin_sets_them(
     client: httpx.AsyncClient, directory: Runtime
 ) -> None:
@@ -57,30 +60,46 @@ async def test_defaults_until_an_admin_sets_them(
     assert r.status_code == 200, r.text
     assert r.json() == {
         "version": 0,
-        "settings": {"stale_lead_days": None, "phone_region": None},
-        "effective": {"stale_lead_days": 90, "phone_region": "CN"},
-        "from_default": ["stale_lead_days", "phone_region"],
+        "settings": {
+            "stale_lead_days": None,
+            "phone_region": None,
+            "private_pool_cap": None,
+            "reclaim_cooldown_hours": None,
+        },
+        "effective": {"stale_lead_days": 90, "phone_region": "CN", **POOL_DEFAULTS},
+        "from_default": [
+            "stale_lead_days",
+            "phone_region",
+            "private_pool_cap",
+            "reclaim_cooldown_hours",
+        ],
     }
 
     r = await put_settings(client, t, {"phone_region": "US"})
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["version"] == 1
-    assert body["settings"] == {"stale_lead_days": None, "phone_region": "US"}
-    assert body["effective"] == {"stale_lead_days": 90, "phone_region": "US"}
-    assert body["from_default"] == ["stale_lead_days"]
+    assert body["settings"] == {
+        "stale_lead_days": None,
+        "phone_region": "US",
+        "private_pool_cap": None,
+        "reclaim_cooldown_hours": None,
+    }
+    assert body["effective"] == {"stale_lead_days": 90, "phone_region": "US", **POOL_DEFAULTS}
+    assert body["from_default"] == ["stale_lead_days", *POOL_DEFAULTS]
     assert body["updated_by"] and body["update_time"]
 
-    r = await put_settings(client, t, {"stale_lead_days": 30, "phone_region": "US"})
+    pool = {"private_pool_cap": 5, "reclaim_cooldown_hours": 0}
+    r = await put_settings(client, t, {"stale_lead_days": 30, "phone_region": "US", **pool})
     assert (r.json()["version"], r.json()["from_default"]) == (2, [])
     got = (await client.get("/v1/lead-settings", headers=t.auth("hq-manager"))).json()
-    assert got["effective"] == {"stale_lead_days": 30, "phone_region": "US"}
+    assert got["effective"] == {"stale_lead_days": 30, "phone_region": "US", **pool}
     assert got["version"] == 2
 
     # PUT replaces the document: an omitted setting is the service default again.
     r = await put_settings(client, t, {"stale_lead_days": 30})
-    assert r.json()["effective"] == {"stale_lead_days": 30, "phone_region": "CN"}
-    assert r.json()["from_default"] == ["phone_region"]
+    assert r.json()["effective"] == {"stale_lead_days": 30, "phone_region": "CN", **POOL_DEFAULTS}
+    assert r.json()["from_default"] == ["phone_region", *POOL_DEFAULTS]
 
 
 async def test_only_tenant_admins_change_settings(

@@ -42,6 +42,7 @@ def user_to_proto(row: Any) -> directory_pb2.User:
         email=row.email,
         roles=list(row.roles),
         create_time=_ts(row.create_time),
+        active=row.active,
     )
 
 

@@ -55,6 +55,8 @@ users = sa.Table(
     sa.Column("email", sa.Text, nullable=False, server_default=""),
     sa.Column("password_hash", sa.Text, nullable=False),
     sa.Column("roles", ARRAY(sa.Text), nullable=False),
+    # False once deactivated (the user left): logins are refused; the row stays for history.
+    sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
     _created(),
     sa.UniqueConstraint("tenant_id", "username"),
 )

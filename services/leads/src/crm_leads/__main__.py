@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from crm_leads.acceptance import http as acceptance_http
+from crm_leads.activities import hooks as activity_hooks
+from crm_leads.activities import http as activities_http
 from crm_leads.api import grpc as grpc_api
 from crm_leads.api import http as http_api
+from crm_leads.assignment import http as assignment_http
 from crm_leads.consumers import consumers
 from crm_leads.dedup import http as dedup_http
 from crm_leads.distribution import http as distribution_http
@@ -13,11 +17,17 @@ from crm_leads.imports import http as imports_http
 from crm_leads.lead import review
 from crm_leads.lead.models import metadata
 from crm_leads.settings import Settings
+from crm_leads.sla import http as sla_http
+from crm_leads.sla import jobs as sla_jobs
+from crm_leads.sla import service as sla_service
 from crm_leads.tenantsettings import http as settings_http
 from crm_leads.webhook import http as webhook_http
 from crm_platform.db import platform_metadata
 from crm_platform.runtime import PeriodicJob, Runtime, ServiceDefinition
 from crm_platform.runtime import main as run_main
+
+# A logged follow-up re-arms the lead's SLA clock in the activity's transaction.
+activity_hooks.FOLLOW_UP_HOOKS.append(sla_service.on_follow_up)
 
 
 def _jobs(rt: Runtime) -> list[PeriodicJob]:
@@ -28,6 +38,10 @@ def _jobs(rt: Runtime) -> list[PeriodicJob]:
         return await review.close_stale(rt.db, older_than_days=days)
 
     runner = imports_http.runner(rt)
+
+    async def fire_timers() -> object:
+        return await sla_jobs.fire_due(rt.db)
+
     return [
         PeriodicJob("close-stale-leads", rt.settings.stale_check_seconds, close_stale),
         PeriodicJob(
@@ -36,6 +50,7 @@ def _jobs(rt: Runtime) -> list[PeriodicJob]:
             runner.run_pending,
             wake=runner.wake,
         ),
+        PeriodicJob("lead-timers", rt.settings.sla_timer_poll_seconds, fire_timers),
     ]
 
 
@@ -60,6 +75,10 @@ DEFINITION = ServiceDefinition(
         imports_http.router(rt),
         settings_http.router(rt),
         distribution_http.router(rt),
+        acceptance_http.router(rt),
+        sla_http.router(rt),
+        assignment_http.router(rt),
+        activities_http.router(rt),
     ],
     jobs=_jobs,
     consumers=consumers,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from crm_leads.distribution import flows as distribution
 from crm_leads.orgtree import service as orgtree
+from crm_leads.users import service as users
 from crm_platform.consumers import ConsumerSpec
 from crm_platform.runtime import Runtime
 
@@ -19,6 +20,18 @@ def consumers(rt: Runtime) -> list[ConsumerSpec]:
             name="leads-org-unit-moved",
             event_type="crm.directory.org_unit.moved.v1",
             handler=orgtree.on_org_unit_moved,
+        ),
+        # The users replica (assignment's eligible reps); a deactivated rep's leads go back
+        # to their units' pools.
+        ConsumerSpec(
+            name="leads-user-created",
+            event_type="crm.directory.user.created.v1",
+            handler=users.on_user_created,
+        ),
+        ConsumerSpec(
+            name="leads-user-deactivated",
+            event_type="crm.directory.user.deactivated.v1",
+            handler=users.on_user_deactivated,
         ),
         # Automatic distribution of new leads at units with rules (crm_leads.distribution).
         ConsumerSpec(

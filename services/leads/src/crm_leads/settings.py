@@ -31,6 +31,12 @@ class Settings(BaseServiceSettings):
     stale_check_seconds: float = Field(
         default=3600.0, gt=0, description="How often each replica runs the stale-lead job."
     )
+    sla_timer_poll_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often each replica fires due lead timers (acceptance deadlines, "
+        "SLA reminders and breaches, reclaims).",
+    )
     import_max_bytes: int = Field(
         default=512 * 1024 * 1024, ge=1024, description="Largest import file accepted."
     )

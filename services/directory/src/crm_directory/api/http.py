@@ -181,6 +181,17 @@ def router(rt: Runtime) -> APIRouter:  # noqa: C901 - one closure per route
             row = await identity.get_user(conn=conn, principal=principal, user_id=parse_id(user_id))
         return proto_json(user_to_proto(row))
 
+    @r.post("/v1/users/{user_id}:deactivate", tags=["users"])
+    async def deactivate_user(user_id: str, principal: CurrentPrincipal) -> Json:
+        """Deactivate a user who left (tenant administrators): logins are refused from now
+        on; publishes `crm.directory.user.deactivated.v1`. Already deactivated: 409
+        `USER_ALREADY_DEACTIVATED`."""
+        async with rt.db.unit_of_work() as conn:
+            row = await identity.deactivate_user(
+                conn=conn, principal=principal, user_id=parse_id(user_id)
+            )
+        return proto_json(user_to_proto(row))
+
     @r.get("/v1/me", tags=["auth"])
     async def me(principal: CurrentPrincipal) -> Json:
         return proto_json(principal.to_proto())

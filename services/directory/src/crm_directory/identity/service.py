@@ -18,7 +18,14 @@ from crm_directory.mapping import user_to_proto
 from crm_directory.models import api_keys, org_units, tenants, users
 from crm_directory.org.service import get_org_unit
 from crm_platform.auth import ROLE_ADMIN, ROLE_MANAGER, Principal
-from crm_platform.errors import AlreadyExists, NotFound, PermissionDenied, Unauthenticated, invalid
+from crm_platform.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    invalid,
+)
 from crm_platform.ids import new_id
 from crm_platform.outbox import add_event
 from crm_platform.pagination import PageRequest
@@ -134,6 +141,42 @@ async def list_users(
     return list((await conn.execute(stmt)).all())
 
 
+async def deactivate_user(
+    *, conn: AsyncConnection, principal: Principal, user_id: uuid.UUID
+) -> Any:
+    """Deactivate a user of the caller's subtree (tenant administrators): they can no longer
+    log in (tokens already issued live until they expire), and
+    ``crm.directory.user.deactivated.v1`` lets other services react (the leads service
+    returns their held leads to the pool). An already deactivated user is 409."""
+    principal.require_any([ROLE_ADMIN])
+    current = await get_user(conn=conn, principal=principal, user_id=user_id)
+    # Conditional: of two concurrent deactivations exactly one changes the row (and publishes).
+    changed = (
+        await conn.execute(
+            users.update()
+            .where(users.c.id == current.id, users.c.active)
+            .values(active=False)
+            .returning(users.c.id)
+        )
+    ).first()
+    if changed is None:
+        raise FailedPrecondition(
+            f"user {user_id} is already deactivated",
+            reason="USER_ALREADY_DEACTIVATED",
+            metadata={"user": str(user_id)},
+        )
+    row = (await conn.execute(_user_view.where(users.c.id == current.id))).one()
+    await add_event(
+        conn,
+        event_type="crm.directory.user.deactivated.v1",
+        payload=events_pb2.UserDeactivated(user=user_to_proto(row), by=principal.subject),
+        tenant_id=row.tenant_id,
+        org_path=row.org_path,
+        producer="directory",
+    )
+    return row
+
+
 async def authenticate_user(
     *, conn: AsyncConnection, tenant_slug: str, username: str, password: str
 ) -> Principal:
@@ -142,7 +185,7 @@ async def authenticate_user(
             sa.select(users, org_units.c.path.label("org_path"))
             .join(org_units, org_units.c.id == users.c.org_unit_id)
             .join(tenants, tenants.c.id == users.c.tenant_id)
-            .where(tenants.c.slug == tenant_slug, users.c.username == username)
+            .where(tenants.c.slug == tenant_slug, users.c.username == username, users.c.active)
         )
     ).first()
     try:

@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crm.leads.v1 import events_pb2
+from crm_leads.acceptance import service as acceptance
 from crm_leads.distribution import store
 from crm_leads.distribution.engine import (
     Decision,
@@ -278,7 +279,7 @@ class _Move:
         return target
 
 
-def _facts(row: Any) -> LeadFacts:
+def _facts(row: Any, excluded: frozenset[str] = frozenset()) -> LeadFacts:
     return LeadFacts(
         province=row["province"],
         city=row["city"],
@@ -286,6 +287,7 @@ def _facts(row: Any) -> LeadFacts:
         source=row["source"],
         grade=row["grade"],
         score=row["score"],
+        excluded=excluded,
     )
 
 
@@ -318,17 +320,29 @@ async def distribute_batch(
     if not rows:
         return RunResult(), None
     at = moment_at(now, TIMEZONE)
+    # Units that rejected, let expire or lost a lead are never offered it again.
+    excluded = await acceptance.exclusions(conn, [row["id"] for row in rows])
     moves: list[_Move] = []
     stuck: list[tuple[uuid.UUID, str, Decision]] = []
     origin = str(start.id)
     for row in rows:
-        path = cascade(_facts(row), state, start=origin, distributors=plan.distributors, at=at)
+        facts = _facts(row, excluded.get(row["id"], frozenset()))
+        path = cascade(facts, state, start=origin, distributors=plan.distributors, at=at)
         hops = tuple(d for d in path if d.target_unit_id is not None)
         if hops:
             moves.append(_Move(row["id"], hops))
         if path and path[-1].unmatched:
             stuck.append((row["id"], _Move(row["id"], hops).to if hops else origin, path[-1]))
     moved = await _persist_moves(raw, plan, moves, actor, now)
+    # Each moved lead waits for its new unit to accept it (crm_leads.acceptance).
+    await acceptance.offer(
+        conn,
+        tenant_id=plan.tenant_id,
+        offers=[
+            (m.lead_id, uuid.UUID(m.to), plan.units[m.to].path) for m in moves if m.lead_id in moved
+        ],
+        now=now,
+    )
     await _flag(raw, plan.tenant_id, stuck, moved)
     await _save_state(raw, plan, state, before, day, week_start)
     await _batch_events(conn, plan, [m for m in moves if m.lead_id in moved])
@@ -558,6 +572,12 @@ async def distribute_manually(
     }
     if moved:
         await _manual_effects(conn, principal, list(moved.values()), current, target)
+        await acceptance.offer(
+            conn,
+            tenant_id=principal.tenant_id,
+            offers=[(lead, target.id, target.path) for lead in moved],
+            now=datetime.now(UTC),
+        )
     results = []
     for i, lead_id in enumerate(ids):
         row = moved.get(lead_id)

@@ -184,9 +184,10 @@ async def write(
     return Written(created=len(new), merged=valid - len(new), invalid=len(prepared.errors))
 
 
-def _new_id() -> uuid.UUID:
-    # uuid_utils is ~10x faster than the stdlib and time-ordered (UUIDv7) like new_id().
-    return uuid.UUID(bytes=uuid_utils.uuid7().bytes)
+def _new_id() -> str:
+    # Time-ordered (UUIDv7) like crm_platform.ids.new_id, but as text: asyncpg encodes it in
+    # C and events carry text anyway, where a uuid.UUID costs two Python-level conversions.
+    return str(uuid_utils.uuid7())
 
 
 async def _owners(
@@ -203,7 +204,7 @@ async def _owners(
 
 
 async def _copy_keys(
-    raw: asyncpg.Connection, job: Job, new: Sequence[Person], ids: Sequence[uuid.UUID]
+    raw: asyncpg.Connection, job: Job, new: Sequence[Person], ids: Sequence[str]
 ) -> None:
     keys = sorted(
         (kind, value, lead_id)
@@ -221,10 +222,10 @@ async def _claim_keys(
     raw: asyncpg.Connection,
     job: Job,
     new: list[Person],
-    ids: list[uuid.UUID],
+    ids: list[str],
     owners: dict[tuple[str, str], uuid.UUID],
     merges: dict[uuid.UUID, list[Person]],
-) -> tuple[list[Person], list[uuid.UUID]]:
+) -> tuple[list[Person], list[str]]:
     """The single-capture protocol, set-based: claim every key (ON CONFLICT waits for a
     concurrent holder, then skips); a person who lost a key merges into that key's lead (the
     oldest if several), and the keys it did claim move to that lead. Returns the people
@@ -249,7 +250,7 @@ async def _claim_keys(
         return new, ids
     taken = [k for n in lost for k in new[n].keys if k not in claimed]
     owners.update(await _owners_of(raw, job.tenant_id, taken))
-    moved: list[tuple[uuid.UUID, uuid.UUID]] = []
+    moved: list[tuple[str, uuid.UUID]] = []
     for n in lost:
         target = min(owners[k] for k in new[n].keys if k not in claimed)
         merges.setdefault(target, []).append(new[n])
@@ -268,9 +269,7 @@ async def _owners_of(
     return {(row[0], row[1]): row[2] for row in rows}
 
 
-def _lead_records(
-    job: Job, new: Sequence[Person], ids: Sequence[uuid.UUID]
-) -> Iterator[tuple[Any, ...]]:
+def _lead_records(job: Job, new: Sequence[Person], ids: Sequence[str]) -> Iterator[tuple[Any, ...]]:
     status = lead_pb2.LEAD_STATUS_NEW
     for group, lead_id in zip(new, ids, strict=True):
         lead = group.lead
@@ -300,7 +299,7 @@ def _lead_records(
 def _intent_records(
     job: Job,
     new: Sequence[Person],
-    ids: Sequence[uuid.UUID],
+    ids: Sequence[str],
     merges: dict[uuid.UUID, list[Person]],
 ) -> Iterator[tuple[Any, ...]]:
     tenant = job.tenant_id
@@ -407,11 +406,11 @@ def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
 
 
 async def _created_events(
-    conn: AsyncConnection, job: Job, new: Sequence[Person], ids: Sequence[uuid.UUID]
+    conn: AsyncConnection, job: Job, new: Sequence[Person], ids: Sequence[str]
 ) -> None:
     leads = [
         events_pb2.BatchLead(
-            id=str(lead_id),
+            id=lead_id,
             source=group.lead.source,
             score=group.score,
             grade=group.grade,

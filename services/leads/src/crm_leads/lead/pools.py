@@ -19,6 +19,8 @@ from crm.leads.v1 import events_pb2, lead_pb2
 from crm_leads.lead.mapping import lead_to_proto
 from crm_leads.lead.models import leads
 from crm_leads.lead.service import PRODUCER
+from crm_leads.poolrules import service as poolrules
+from crm_leads.poolrules.rules import pool_full
 from crm_platform import records
 from crm_platform.auth import ROLE_ADMIN, ROLE_MANAGER, ROLE_REP, Principal, visible_to
 from crm_platform.errors import FailedPrecondition, PermissionDenied, invalid
@@ -115,9 +117,20 @@ async def mine_page(*, conn: AsyncConnection, principal: Principal, page: PageRe
 async def claim(*, conn: AsyncConnection, principal: Principal, lead_id: uuid.UUID) -> Any:
     """Take a lead of the caller's pool. The conditional UPDATE is the race guard: of two
     concurrent claims the second waits on the row lock, re-checks ``assignee_id IS NULL``
-    against the committed row and matches nothing."""
+    against the committed row and matches nothing.
+
+    Pool rules: a rep holding the tenant's ``private_pool_cap`` open leads is refused
+    (PRIVATE_POOL_FULL), and so is a rep re-claiming a lead they released or lost within
+    ``reclaim_cooldown_hours`` (COOLDOWN_ACTIVE, naming when it ends)."""
     me = user_id(principal)
     visible = await records.get_visible(conn, leads, principal, lead_id, kind="lead")
+    limits = await poolrules.limits(conn=conn, tenant_id=principal.tenant_id)
+    await poolrules.check_cooldown(conn=conn, lead_id=visible.id, user_id=me, limits=limits)
+    # Locked per holder: two concurrent claims by one rep cannot both take the last place.
+    await poolrules.lock_holders(conn=conn, user_ids=[me])
+    held = await poolrules.held_counts(conn=conn, tenant_id=principal.tenant_id, user_ids=[me])
+    if held[me] >= limits.cap:
+        raise pool_full(me, limits)
     row = (
         await conn.execute(
             leads.update()
@@ -187,6 +200,13 @@ async def release(*, conn: AsyncConnection, principal: Principal, lead_id: uuid.
             .returning(*leads.c)
         )
     ).one()
+    # The holder released or lost it: the cool-down starts for them.
+    await poolrules.record_releases(
+        conn=conn,
+        tenant_id=row.tenant_id,
+        pairs=[(row.id, current.assignee_id)],
+        reason="released" if current.assignee_id == me else "taken_back",
+    )
     await _event(
         conn,
         row,

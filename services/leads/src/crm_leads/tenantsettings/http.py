@@ -25,6 +25,8 @@ def settings_json(current: service.CurrentSettings, defaults: ServiceDefaults) -
         "effective": {
             "stale_lead_days": values.stale_lead_days,
             "phone_region": values.phone_region,
+            "private_pool_cap": values.private_pool_cap,
+            "reclaim_cooldown_hours": values.reclaim_cooldown_hours,
         },
         "from_default": list(values.from_default),
     }

@@ -17,6 +17,10 @@ lead_settings = sa.Table(
     sa.Column("tenant_id", UUID(as_uuid=True), primary_key=True),
     sa.Column("stale_lead_days", sa.Integer, nullable=True),
     sa.Column("phone_region", sa.Text, nullable=True),
+    # Pool rules (crm_leads.poolrules): leads one rep may hold; hours before a rep may claim
+    # again a lead they released or lost.
+    sa.Column("private_pool_cap", sa.Integer, nullable=True),
+    sa.Column("reclaim_cooldown_hours", sa.Integer, nullable=True),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("updated_by", sa.Text, nullable=False),
     sa.Column(
@@ -24,4 +28,8 @@ lead_settings = sa.Table(
     ),
     # The stale-lead job computes with the column in SQL: a bad value must not get that far.
     sa.CheckConstraint("stale_lead_days BETWEEN 1 AND 3650", name="stale_lead_days_range"),
+    sa.CheckConstraint("private_pool_cap BETWEEN 1 AND 100000", name="private_pool_cap_range"),
+    sa.CheckConstraint(
+        "reclaim_cooldown_hours BETWEEN 0 AND 8760", name="reclaim_cooldown_hours_range"
+    ),
 )

@@ -13,6 +13,10 @@ from crm_platform.errors import FieldViolation, InvalidArgument, loc_to_field
 
 MIN_STALE_DAYS = 1
 MAX_STALE_DAYS = 3650
+MAX_POOL_CAP = 100_000
+MAX_COOLDOWN_HOURS = 8760
+DEFAULT_PRIVATE_POOL_CAP = 200
+DEFAULT_RECLAIM_COOLDOWN_HOURS = 24
 
 
 class LeadSettings(BaseModel):
@@ -31,6 +35,19 @@ class LeadSettings(BaseModel):
     phone_region: str | None = Field(
         default=None,
         description="ISO 3166 alpha-2 region (e.g. CN, US) for phones without +country.",
+    )
+
+    private_pool_cap: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_POOL_CAP,
+        description="Most open leads one rep may hold (claims and assignments past it fail).",
+    )
+    reclaim_cooldown_hours: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_COOLDOWN_HOURS,
+        description="Hours before a rep may claim again a lead they released or lost.",
     )
 
     @field_validator("phone_region")
@@ -55,23 +72,32 @@ class ServiceDefaults:
 
     stale_lead_days: int
     phone_region: str
+    private_pool_cap: int = DEFAULT_PRIVATE_POOL_CAP
+    reclaim_cooldown_hours: int = DEFAULT_RECLAIM_COOLDOWN_HOURS
 
 
 @dataclass(frozen=True)
 class Effective:
     stale_lead_days: int
     phone_region: str
+    private_pool_cap: int
+    reclaim_cooldown_hours: int
     # Names of the settings that come from the service default (the tenant has none).
     from_default: tuple[str, ...]
 
 
+SETTING_NAMES = ("stale_lead_days", "phone_region", "private_pool_cap", "reclaim_cooldown_hours")
+
+
 def effective(settings: LeadSettings, defaults: ServiceDefaults) -> Effective:
+    cooldown = settings.reclaim_cooldown_hours
     return Effective(
         stale_lead_days=settings.stale_lead_days or defaults.stale_lead_days,
         phone_region=settings.phone_region or defaults.phone_region,
-        from_default=tuple(
-            name for name in ("stale_lead_days", "phone_region") if getattr(settings, name) is None
-        ),
+        private_pool_cap=settings.private_pool_cap or defaults.private_pool_cap,
+        # 0 is a valid choice (no cool-down): only None falls back.
+        reclaim_cooldown_hours=defaults.reclaim_cooldown_hours if cooldown is None else cooldown,
+        from_default=tuple(name for name in SETTING_NAMES if getattr(settings, name) is None),
     )
 
 

@@ -40,7 +40,10 @@ def _stored(row: Any) -> CurrentSettings:
     # Validated when they were put; not again, so a region phonenumbers might drop one day
     # cannot make every capture of the tenant fail here.
     settings = LeadSettings.model_construct(
-        stale_lead_days=row.stale_lead_days, phone_region=row.phone_region
+        stale_lead_days=row.stale_lead_days,
+        phone_region=row.phone_region,
+        private_pool_cap=row.private_pool_cap,
+        reclaim_cooldown_hours=row.reclaim_cooldown_hours,
     )
     return CurrentSettings(row.version, settings, row.updated_by, row.update_time)
 
@@ -83,6 +86,8 @@ async def put(
     values = {
         "stale_lead_days": settings.stale_lead_days,
         "phone_region": settings.phone_region,
+        "private_pool_cap": settings.private_pool_cap,
+        "reclaim_cooldown_hours": settings.reclaim_cooldown_hours,
         "updated_by": principal.subject,
     }
     insert = pg_insert(lead_settings).values(

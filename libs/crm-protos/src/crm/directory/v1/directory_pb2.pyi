@@ -139,6 +139,7 @@ class User(_message.Message):
     EMAIL_FIELD_NUMBER: _builtins.int
     ROLES_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant_id: _builtins.str
     org_unit_id: _builtins.str
@@ -146,6 +147,8 @@ class User(_message.Message):
     username: _builtins.str
     display_name: _builtins.str
     email: _builtins.str
+    active: _builtins.bool
+    """False once deactivated (POST /v1/users/{id}:deactivate): the user can no longer log in."""
     @_builtins.property
     def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -162,10 +165,11 @@ class User(_message.Message):
         email: _builtins.str = ...,
         roles: _abc.Iterable[_builtins.str] | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        active: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "email", b"email", "id", b"id", "org_path", b"org_path", "org_unit_id", b"org_unit_id", "roles", b"roles", "tenant_id", b"tenant_id", "username", b"username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "create_time", b"create_time", "display_name", b"display_name", "email", b"email", "id", b"id", "org_path", b"org_path", "org_unit_id", b"org_unit_id", "roles", b"roles", "tenant_id", b"tenant_id", "username", b"username"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from crm.directory.v1 import directory_pb2 as crm_dot_directory_dot_v1_dot_directory__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63rm/directory/v1/events.proto\x12\x10\x63rm.directory.v1\x1a crm/directory/v1/directory.proto\"9\n\rTenantCreated\x12(\n\x06tenant\x18\x01 \x01(\x0b\x32\x18.crm.directory.v1.Tenant\"=\n\x0eOrgUnitCreated\x12+\n\x08org_unit\x18\x01 \x01(\x0b\x32\x19.crm.directory.v1.OrgUnit\"_\n\x0cOrgUnitMoved\x12+\n\x08org_unit\x18\x01 \x01(\x0b\x32\x19.crm.directory.v1.OrgUnit\x12\x10\n\x08old_path\x18\x02 \x01(\t\x12\x10\n\x08new_path\x18\x03 \x01(\t\"3\n\x0bUserCreated\x12$\n\x04user\x18\x01 \x01(\x0b\x32\x16.crm.directory.v1.Userb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63rm/directory/v1/events.proto\x12\x10\x63rm.directory.v1\x1a crm/directory/v1/directory.proto\"9\n\rTenantCreated\x12(\n\x06tenant\x18\x01 \x01(\x0b\x32\x18.crm.directory.v1.Tenant\"=\n\x0eOrgUnitCreated\x12+\n\x08org_unit\x18\x01 \x01(\x0b\x32\x19.crm.directory.v1.OrgUnit\"_\n\x0cOrgUnitMoved\x12+\n\x08org_unit\x18\x01 \x01(\x0b\x32\x19.crm.directory.v1.OrgUnit\x12\x10\n\x08old_path\x18\x02 \x01(\t\x12\x10\n\x08new_path\x18\x03 \x01(\t\"3\n\x0bUserCreated\x12$\n\x04user\x18\x01 \x01(\x0b\x32\x16.crm.directory.v1.User\"C\n\x0fUserDeactivated\x12$\n\x04user\x18\x01 \x01(\x0b\x32\x16.crm.directory.v1.User\x12\n\n\x02\x62y\x18\x02 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,4 +40,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ORGUNITMOVED']._serialized_end=302
   _globals['_USERCREATED']._serialized_start=304
   _globals['_USERCREATED']._serialized_end=355
+  _globals['_USERDEACTIVATED']._serialized_start=357
+  _globals['_USERDEACTIVATED']._serialized_end=424
 # @@protoc_insertion_point(module_scope)

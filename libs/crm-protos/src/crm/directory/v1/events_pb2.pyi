@@ -112,3 +112,30 @@ class UserCreated(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UserCreated: _TypeAlias = UserCreated  # noqa: Y015
+
+@_typing.final
+class UserDeactivated(_message.Message):
+    """Payload of crm.directory.user.deactivated.v1: the user left (can no longer log in);
+    `by` is the administrator who deactivated them (a user id).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    BY_FIELD_NUMBER: _builtins.int
+    by: _builtins.str
+    @_builtins.property
+    def user(self) -> _directory_pb2.User: ...
+    def __init__(
+        self,
+        *,
+        user: _directory_pb2.User | None = ...,
+        by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by", b"by", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UserDeactivated: _TypeAlias = UserDeactivated  # noqa: Y015

@@ -23,41 +23,60 @@ _sym_db = _symbol_database.Default()
 
 
 from crm.leads.v1 import lead_pb2 as crm_dot_leads_dot_v1_dot_lead__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63rm/leads/v1/events.proto\x12\x0c\x63rm.leads.v1\x1a\x17\x63rm/leads/v1/lead.proto\"/\n\x0bLeadCreated\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\"X\n\nLeadMerged\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12(\n\x06intent\x18\x02 \x01(\x0b\x32\x18.crm.leads.v1.LeadIntent\"\x93\x01\n\nLeadScored\x12\x0f\n\x07lead_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x05\x12\r\n\x05grade\x18\x03 \x01(\t\x12\x16\n\x0eprevious_grade\x18\x04 \x01(\t\x12\x0f\n\x07reasons\x18\x05 \x03(\t\x12\x16\n\x0eprevious_score\x18\x06 \x01(\x05\x12\x15\n\rrules_version\x18\x07 \x01(\x05\"h\n\x0bLeadUpdated\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12\x16\n\x0e\x63hanged_fields\x18\x02 \x03(\t\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12\x11\n\tintent_id\x18\x04 \x01(\t\"}\n\x0cLeadVerified\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12=\n\x15previous_verification\x18\x02 \x01(\x0e\x32\x1e.crm.leads.v1.LeadVerification\x12\x0c\n\x04note\x18\x03 \x01(\t\">\n\nLeadClosed\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12\x0e\n\x06reason\x18\x02 \x01(\t\"D\n\x0bLeadClaimed\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12\x13\n\x0b\x61ssignee_id\x18\x02 \x01(\t\"Z\n\x0cLeadReleased\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12\x1c\n\x14previous_assignee_id\x18\x02 \x01(\t\x12\n\n\x02\x62y\x18\x03 \x01(\t\"\x8e\x01\n\x10LeadBatchCreated\x12\x11\n\timport_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x14\n\x0cowner_org_id\x18\x03 \x01(\t\x12\x16\n\x0eowner_org_path\x18\x04 \x01(\t\x12&\n\x05leads\x18\x05 \x03(\x0b\x32\x17.crm.leads.v1.BatchLead\"\x91\x01\n\tBatchLead\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x05\x12\r\n\x05grade\x18\x04 \x01(\t\x12\x34\n\x0cverification\x18\x05 \x01(\x0e\x32\x1e.crm.leads.v1.LeadVerification\x12\x14\n\x0cintent_count\x18\x06 \x01(\x05\"w\n\x0fLeadBatchMerged\x12\x11\n\timport_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x16\n\x0eowner_org_path\x18\x03 \x01(\t\x12&\n\x05leads\x18\x04 \x03(\x0b\x32\x17.crm.leads.v1.BatchLead\"\xa8\x01\n\x0fLeadDistributed\x12\x0f\n\x07lead_id\x18\x01 \x01(\t\x12\x13\n\x0b\x66rom_org_id\x18\x02 \x01(\t\x12\x15\n\rfrom_org_path\x18\x03 \x01(\t\x12\x11\n\tto_org_id\x18\x04 \x01(\t\x12\x13\n\x0bto_org_path\x18\x05 \x01(\t\x12\x11\n\trule_name\x18\x06 \x01(\t\x12\x0e\n\x06manual\x18\x07 \x01(\x08\x12\r\n\x05\x61\x63tor\x18\x08 \x01(\t\"\x8b\x01\n\x14LeadBatchDistributed\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x64\x65\x63iding_org_id\x18\x02 \x01(\t\x12\x19\n\x11\x64\x65\x63iding_org_path\x18\x03 \x01(\t\x12,\n\x05leads\x18\x04 \x03(\x0b\x32\x1d.crm.leads.v1.DistributedLead\"]\n\x0f\x44istributedLead\x12\x0f\n\x07lead_id\x18\x01 \x01(\t\x12\x11\n\tto_org_id\x18\x02 \x01(\t\x12\x13\n\x0bto_org_path\x18\x03 \x01(\t\x12\x11\n\trule_name\x18\x04 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63rm/leads/v1/events.proto\x12\x0c\x63rm.leads.v1\x1a\x17\x63rm/leads/v1/lead.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"/\n\x0bLeadCreated\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\"X\n\nLeadMerged\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12(\n\x06intent\x18\x02 \x01(\x0b\x32\x18.crm.leads.v1.LeadIntent\"\x93\x01\n\nLeadScored\x12\x0f\n\x07lead_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x05\x12\r\n\x05grade\x18\x03 \x01(\t\x12\x16\n\x0eprevious_grade\x18\x04 \x01(\t\x12\x0f\n\x07reasons\x18\x05 \x03(\t\x12\x16\n\x0eprevious_score\x18\x06 \x01(\x05\x12\x15\n\rrules_version\x18\x07 \x01(\x05\"h\n\x0bLeadUpdated\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12\x16\n\x0e\x63hanged_fields\x18\x02 \x03(\t\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12\x11\n\tintent_id\x18\x04 \x01(\t\"}\n\x0cLeadVerified\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12=\n\x15previous_verification\x18\x02 \x01(\x0e\x32\x1e.crm.leads.v1.LeadVerification\x12\x0c\n\x04note\x18\x03 \x01(\t\">\n\nLeadClosed\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12\x0e\n\x06reason\x18\x02 \x01(\t\"D\n\x0bLeadClaimed\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12\x13\n\x0b\x61ssignee_id\x18\x02 \x01(\t\"Z\n\x0cLeadReleased\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12\x1c\n\x14previous_assignee_id\x18\x02 \x01(\t\x12\n\n\x02\x62y\x18\x03 \x01(\t\"\x8e\x01\n\x10LeadBatchCreated\x12\x11\n\timport_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x14\n\x0cowner_org_id\x18\x03 \x01(\t\x12\x16\n\x0eowner_org_path\x18\x04 \x01(\t\x12&\n\x05leads\x18\x05 \x03(\x0b\x32\x17.crm.leads.v1.BatchLead\"\x91\x01\n\tBatchLead\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x05\x12\r\n\x05grade\x18\x04 \x01(\t\x12\x34\n\x0cverification\x18\x05 \x01(\x0e\x32\x1e.crm.leads.v1.LeadVerification\x12\x14\n\x0cintent_count\x18\x06 \x01(\x05\"w\n\x0fLeadBatchMerged\x12\x11\n\timport_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x16\n\x0eowner_org_path\x18\x03 \x01(\t\x12&\n\x05leads\x18\x04 \x03(\x0b\x32\x17.crm.leads.v1.BatchLead\"\xa8\x01\n\x0fLeadDistributed\x12\x0f\n\x07lead_id\x18\x01 \x01(\t\x12\x13\n\x0b\x66rom_org_id\x18\x02 \x01(\t\x12\x15\n\rfrom_org_path\x18\x03 \x01(\t\x12\x11\n\tto_org_id\x18\x04 \x01(\t\x12\x13\n\x0bto_org_path\x18\x05 \x01(\t\x12\x11\n\trule_name\x18\x06 \x01(\t\x12\x0e\n\x06manual\x18\x07 \x01(\x08\x12\r\n\x05\x61\x63tor\x18\x08 \x01(\t\"\x8b\x01\n\x14LeadBatchDistributed\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x64\x65\x63iding_org_id\x18\x02 \x01(\t\x12\x19\n\x11\x64\x65\x63iding_org_path\x18\x03 \x01(\t\x12,\n\x05leads\x18\x04 \x03(\x0b\x32\x1d.crm.leads.v1.DistributedLead\"]\n\x0f\x44istributedLead\x12\x0f\n\x07lead_id\x18\x01 \x01(\t\x12\x11\n\tto_org_id\x18\x02 \x01(\t\x12\x13\n\x0bto_org_path\x18\x03 \x01(\t\x12\x11\n\trule_name\x18\x04 \x01(\t\"\x81\x01\n\x0cLeadAssigned\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12\x13\n\x0b\x61ssignee_id\x18\x02 \x01(\t\x12\x1c\n\x14previous_assignee_id\x18\x03 \x01(\t\x12\n\n\x02\x62y\x18\x04 \x01(\t\x12\x10\n\x08strategy\x18\x05 \x01(\t\"\xdc\x01\n\x0eLeadFollowedUp\x12\x0f\n\x07lead_id\x18\x01 \x01(\t\x12\x13\n\x0b\x61\x63tivity_id\x18\x02 \x01(\t\x12,\n\x04kind\x18\x03 \x01(\x0e\x32\x1e.crm.leads.v1.LeadActivityKind\x12\x0c\n\x04note\x18\x04 \x01(\t\x12.\n\noccur_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12\x13\n\x0b\x61ssignee_id\x18\x07 \x01(\t\x12\x14\n\x0cowner_org_id\x18\x08 \x01(\t\"\xb8\x01\n\x0cLeadAccepted\x12\x0f\n\x07lead_id\x18\x01 \x01(\t\x12\x13\n\x0borg_unit_id\x18\x02 \x01(\t\x12\x15\n\rorg_unit_path\x18\x03 \x01(\t\x12\n\n\x02\x62y\x18\x04 \x01(\t\x12.\n\noffer_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x61\x63\x63\x65pt_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf5\x01\n\x0cLeadRejected\x12\x0f\n\x07lead_id\x18\x01 \x01(\t\x12\x13\n\x0borg_unit_id\x18\x02 \x01(\t\x12\x15\n\rorg_unit_path\x18\x03 \x01(\t\x12\x13\n\x0breason_code\x18\x04 \x01(\t\x12\x0c\n\x04note\x18\x05 \x01(\t\x12\n\n\x02\x62y\x18\x06 \x01(\t\x12\x0f\n\x07\x65xpired\x18\x07 \x01(\x08\x12\x1a\n\x12returned_to_org_id\x18\x08 \x01(\t\x12\x1c\n\x14returned_to_org_path\x18\t \x01(\t\x12.\n\noffer_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb9\x01\n\x0eLeadSlaWarning\x12\x0f\n\x07lead_id\x18\x01 \x01(\t\x12\x13\n\x0borg_unit_id\x18\x02 \x01(\t\x12\x15\n\rorg_unit_path\x18\x03 \x01(\t\x12\'\n\x04kind\x18\x04 \x01(\x0e\x32\x19.crm.leads.v1.LeadSlaKind\x12,\n\x08\x64ue_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x61ssignee_id\x18\x06 \x01(\t\"\xf0\x01\n\x0fLeadSlaBreached\x12\x0f\n\x07lead_id\x18\x01 \x01(\t\x12\x13\n\x0borg_unit_id\x18\x02 \x01(\t\x12\x15\n\rorg_unit_path\x18\x03 \x01(\t\x12\'\n\x04kind\x18\x04 \x01(\x0e\x32\x19.crm.leads.v1.LeadSlaKind\x12,\n\x08\x64ue_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x61ssignee_id\x18\x06 \x01(\t\x12\x18\n\x10\x65scalate_to_role\x18\x07 \x01(\t\x12\x1a\n\x12\x65scalate_to_org_id\x18\x08 \x01(\t\"\xc5\x01\n\rLeadReclaimed\x12\x0f\n\x07lead_id\x18\x01 \x01(\t\x12\x13\n\x0b\x66rom_org_id\x18\x02 \x01(\t\x12\x15\n\rfrom_org_path\x18\x03 \x01(\t\x12\x11\n\tto_org_id\x18\x04 \x01(\t\x12\x13\n\x0bto_org_path\x18\x05 \x01(\t\x12\x1c\n\x14previous_assignee_id\x18\x06 \x01(\t\x12\x31\n\rprotect_until\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xae\x01\n\x10LeadActivityKind\x12\"\n\x1eLEAD_ACTIVITY_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17LEAD_ACTIVITY_KIND_CALL\x10\x01\x12\x1c\n\x18LEAD_ACTIVITY_KIND_VISIT\x10\x02\x12\x1e\n\x1aLEAD_ACTIVITY_KIND_MESSAGE\x10\x03\x12\x1b\n\x17LEAD_ACTIVITY_KIND_NOTE\x10\x04*j\n\x0bLeadSlaKind\x12\x1d\n\x19LEAD_SLA_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1bLEAD_SLA_KIND_FIRST_CONTACT\x10\x01\x12\x1b\n\x17LEAD_SLA_KIND_FOLLOW_UP\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'crm.leads.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LEADCREATED']._serialized_start=68
-  _globals['_LEADCREATED']._serialized_end=115
-  _globals['_LEADMERGED']._serialized_start=117
-  _globals['_LEADMERGED']._serialized_end=205
-  _globals['_LEADSCORED']._serialized_start=208
-  _globals['_LEADSCORED']._serialized_end=355
-  _globals['_LEADUPDATED']._serialized_start=357
-  _globals['_LEADUPDATED']._serialized_end=461
-  _globals['_LEADVERIFIED']._serialized_start=463
-  _globals['_LEADVERIFIED']._serialized_end=588
-  _globals['_LEADCLOSED']._serialized_start=590
-  _globals['_LEADCLOSED']._serialized_end=652
-  _globals['_LEADCLAIMED']._serialized_start=654
-  _globals['_LEADCLAIMED']._serialized_end=722
-  _globals['_LEADRELEASED']._serialized_start=724
-  _globals['_LEADRELEASED']._serialized_end=814
-  _globals['_LEADBATCHCREATED']._serialized_start=817
-  _globals['_LEADBATCHCREATED']._serialized_end=959
-  _globals['_BATCHLEAD']._serialized_start=962
-  _globals['_BATCHLEAD']._serialized_end=1107
-  _globals['_LEADBATCHMERGED']._serialized_start=1109
-  _globals['_LEADBATCHMERGED']._serialized_end=1228
-  _globals['_LEADDISTRIBUTED']._serialized_start=1231
-  _globals['_LEADDISTRIBUTED']._serialized_end=1399
-  _globals['_LEADBATCHDISTRIBUTED']._serialized_start=1402
-  _globals['_LEADBATCHDISTRIBUTED']._serialized_end=1541
-  _globals['_DISTRIBUTEDLEAD']._serialized_start=1543
-  _globals['_DISTRIBUTEDLEAD']._serialized_end=1636
+  _globals['_LEADACTIVITYKIND']._serialized_start=3093
+  _globals['_LEADACTIVITYKIND']._serialized_end=3267
+  _globals['_LEADSLAKIND']._serialized_start=3269
+  _globals['_LEADSLAKIND']._serialized_end=3375
+  _globals['_LEADCREATED']._serialized_start=101
+  _globals['_LEADCREATED']._serialized_end=148
+  _globals['_LEADMERGED']._serialized_start=150
+  _globals['_LEADMERGED']._serialized_end=238
+  _globals['_LEADSCORED']._serialized_start=241
+  _globals['_LEADSCORED']._serialized_end=388
+  _globals['_LEADUPDATED']._serialized_start=390
+  _globals['_LEADUPDATED']._serialized_end=494
+  _globals['_LEADVERIFIED']._serialized_start=496
+  _globals['_LEADVERIFIED']._serialized_end=621
+  _globals['_LEADCLOSED']._serialized_start=623
+  _globals['_LEADCLOSED']._serialized_end=685
+  _globals['_LEADCLAIMED']._serialized_start=687
+  _globals['_LEADCLAIMED']._serialized_end=755
+  _globals['_LEADRELEASED']._serialized_start=757
+  _globals['_LEADRELEASED']._serialized_end=847
+  _globals['_LEADBATCHCREATED']._serialized_start=850
+  _globals['_LEADBATCHCREATED']._serialized_end=992
+  _globals['_BATCHLEAD']._serialized_start=995
+  _globals['_BATCHLEAD']._serialized_end=1140
+  _globals['_LEADBATCHMERGED']._serialized_start=1142
+  _globals['_LEADBATCHMERGED']._serialized_end=1261
+  _globals['_LEADDISTRIBUTED']._serialized_start=1264
+  _globals['_LEADDISTRIBUTED']._serialized_end=1432
+  _globals['_LEADBATCHDISTRIBUTED']._serialized_start=1435
+  _globals['_LEADBATCHDISTRIBUTED']._serialized_end=1574
+  _globals['_DISTRIBUTEDLEAD']._serialized_start=1576
+  _globals['_DISTRIBUTEDLEAD']._serialized_end=1669
+  _globals['_LEADASSIGNED']._serialized_start=1672
+  _globals['_LEADASSIGNED']._serialized_end=1801
+  _globals['_LEADFOLLOWEDUP']._serialized_start=1804
+  _globals['_LEADFOLLOWEDUP']._serialized_end=2024
+  _globals['_LEADACCEPTED']._serialized_start=2027
+  _globals['_LEADACCEPTED']._serialized_end=2211
+  _globals['_LEADREJECTED']._serialized_start=2214
+  _globals['_LEADREJECTED']._serialized_end=2459
+  _globals['_LEADSLAWARNING']._serialized_start=2462
+  _globals['_LEADSLAWARNING']._serialized_end=2647
+  _globals['_LEADSLABREACHED']._serialized_start=2650
+  _globals['_LEADSLABREACHED']._serialized_end=2890
+  _globals['_LEADRECLAIMED']._serialized_start=2893
+  _globals['_LEADRECLAIMED']._serialized_end=3090
 # @@protoc_insertion_point(module_scope)

@@ -7,7 +7,9 @@ from collections import abc as _abc
 from crm.leads.v1 import lead_pb2 as _lead_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -18,6 +20,46 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _LeadActivityKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LeadActivityKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LeadActivityKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LEAD_ACTIVITY_KIND_UNSPECIFIED: _LeadActivityKind.ValueType  # 0
+    LEAD_ACTIVITY_KIND_CALL: _LeadActivityKind.ValueType  # 1
+    LEAD_ACTIVITY_KIND_VISIT: _LeadActivityKind.ValueType  # 2
+    LEAD_ACTIVITY_KIND_MESSAGE: _LeadActivityKind.ValueType  # 3
+    LEAD_ACTIVITY_KIND_NOTE: _LeadActivityKind.ValueType  # 4
+
+class LeadActivityKind(_LeadActivityKind, metaclass=_LeadActivityKindEnumTypeWrapper):
+    """What a follow-up activity was."""
+
+LEAD_ACTIVITY_KIND_UNSPECIFIED: LeadActivityKind.ValueType  # 0
+LEAD_ACTIVITY_KIND_CALL: LeadActivityKind.ValueType  # 1
+LEAD_ACTIVITY_KIND_VISIT: LeadActivityKind.ValueType  # 2
+LEAD_ACTIVITY_KIND_MESSAGE: LeadActivityKind.ValueType  # 3
+LEAD_ACTIVITY_KIND_NOTE: LeadActivityKind.ValueType  # 4
+Global___LeadActivityKind: _TypeAlias = LeadActivityKind  # noqa: Y015
+
+class _LeadSlaKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LeadSlaKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LeadSlaKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LEAD_SLA_KIND_UNSPECIFIED: _LeadSlaKind.ValueType  # 0
+    LEAD_SLA_KIND_FIRST_CONTACT: _LeadSlaKind.ValueType  # 1
+    LEAD_SLA_KIND_FOLLOW_UP: _LeadSlaKind.ValueType  # 2
+
+class LeadSlaKind(_LeadSlaKind, metaclass=_LeadSlaKindEnumTypeWrapper):
+    """Which follow-up target an SLA event is about."""
+
+LEAD_SLA_KIND_UNSPECIFIED: LeadSlaKind.ValueType  # 0
+LEAD_SLA_KIND_FIRST_CONTACT: LeadSlaKind.ValueType  # 1
+LEAD_SLA_KIND_FOLLOW_UP: LeadSlaKind.ValueType  # 2
+Global___LeadSlaKind: _TypeAlias = LeadSlaKind  # noqa: Y015
 
 @_typing.final
 class LeadCreated(_message.Message):
@@ -478,3 +520,310 @@ class DistributedLead(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DistributedLead: _TypeAlias = DistributedLead  # noqa: Y015
+
+@_typing.final
+class LeadAssigned(_message.Message):
+    """Payload of crm.leads.lead.assigned.v1: a manager, an administrator or the unit's assignment
+    policy gave the lead to a rep of its owner unit (a reassignment names the previous holder).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAD_FIELD_NUMBER: _builtins.int
+    ASSIGNEE_ID_FIELD_NUMBER: _builtins.int
+    PREVIOUS_ASSIGNEE_ID_FIELD_NUMBER: _builtins.int
+    BY_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    assignee_id: _builtins.str
+    previous_assignee_id: _builtins.str
+    """Empty unless the lead was held by another rep before (a reassignment)."""
+    by: _builtins.str
+    """The user who assigned it (principal subject)."""
+    strategy: _builtins.str
+    """round_robin, load_based, skill or manual."""
+    @_builtins.property
+    def lead(self) -> _lead_pb2.Lead: ...
+    def __init__(
+        self,
+        *,
+        lead: _lead_pb2.Lead | None = ...,
+        assignee_id: _builtins.str = ...,
+        previous_assignee_id: _builtins.str = ...,
+        by: _builtins.str = ...,
+        strategy: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lead", b"lead"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignee_id", b"assignee_id", "by", b"by", "lead", b"lead", "previous_assignee_id", b"previous_assignee_id", "strategy", b"strategy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeadAssigned: _TypeAlias = LeadAssigned  # noqa: Y015
+
+@_typing.final
+class LeadFollowedUp(_message.Message):
+    """Payload of crm.leads.lead.followed_up.v1: an activity was logged against the lead."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAD_ID_FIELD_NUMBER: _builtins.int
+    ACTIVITY_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    ASSIGNEE_ID_FIELD_NUMBER: _builtins.int
+    OWNER_ORG_ID_FIELD_NUMBER: _builtins.int
+    lead_id: _builtins.str
+    activity_id: _builtins.str
+    kind: Global___LeadActivityKind.ValueType
+    note: _builtins.str
+    actor: _builtins.str
+    """The user who logged it."""
+    assignee_id: _builtins.str
+    """The lead's holder when it was logged (empty: in its unit's pool)."""
+    owner_org_id: _builtins.str
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        lead_id: _builtins.str = ...,
+        activity_id: _builtins.str = ...,
+        kind: Global___LeadActivityKind.ValueType = ...,
+        note: _builtins.str = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+        actor: _builtins.str = ...,
+        assignee_id: _builtins.str = ...,
+        owner_org_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity_id", b"activity_id", "actor", b"actor", "assignee_id", b"assignee_id", "kind", b"kind", "lead_id", b"lead_id", "note", b"note", "occur_time", b"occur_time", "owner_org_id", b"owner_org_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeadFollowedUp: _TypeAlias = LeadFollowedUp  # noqa: Y015
+
+@_typing.final
+class LeadAccepted(_message.Message):
+    """Payload of crm.leads.lead.accepted.v1: the unit a lead was distributed to accepted it
+    within its deadline; its follow-up SLA starts now. Carries the unit's org path.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAD_ID_FIELD_NUMBER: _builtins.int
+    ORG_UNIT_ID_FIELD_NUMBER: _builtins.int
+    ORG_UNIT_PATH_FIELD_NUMBER: _builtins.int
+    BY_FIELD_NUMBER: _builtins.int
+    OFFER_TIME_FIELD_NUMBER: _builtins.int
+    ACCEPT_TIME_FIELD_NUMBER: _builtins.int
+    lead_id: _builtins.str
+    org_unit_id: _builtins.str
+    org_unit_path: _builtins.str
+    by: _builtins.str
+    """The user who accepted it (principal subject)."""
+    @_builtins.property
+    def offer_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def accept_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        lead_id: _builtins.str = ...,
+        org_unit_id: _builtins.str = ...,
+        org_unit_path: _builtins.str = ...,
+        by: _builtins.str = ...,
+        offer_time: _timestamp_pb2.Timestamp | None = ...,
+        accept_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accept_time", b"accept_time", "offer_time", b"offer_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_time", b"accept_time", "by", b"by", "lead_id", b"lead_id", "offer_time", b"offer_time", "org_unit_id", b"org_unit_id", "org_unit_path", b"org_unit_path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeadAccepted: _TypeAlias = LeadAccepted  # noqa: Y015
+
+@_typing.final
+class LeadRejected(_message.Message):
+    """Payload of crm.leads.lead.rejected.v1: the receiving unit rejected the lead, or let its
+    acceptance deadline pass (``expired``, ``by`` "system"). The lead went back to the parent
+    unit's pool (the event carries the parent's org path) to be redistributed without it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAD_ID_FIELD_NUMBER: _builtins.int
+    ORG_UNIT_ID_FIELD_NUMBER: _builtins.int
+    ORG_UNIT_PATH_FIELD_NUMBER: _builtins.int
+    REASON_CODE_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    BY_FIELD_NUMBER: _builtins.int
+    EXPIRED_FIELD_NUMBER: _builtins.int
+    RETURNED_TO_ORG_ID_FIELD_NUMBER: _builtins.int
+    RETURNED_TO_ORG_PATH_FIELD_NUMBER: _builtins.int
+    OFFER_TIME_FIELD_NUMBER: _builtins.int
+    lead_id: _builtins.str
+    org_unit_id: _builtins.str
+    org_unit_path: _builtins.str
+    reason_code: _builtins.str
+    """OUT_OF_TERRITORY, NO_CAPACITY, DUPLICATE, INVALID_CONTACT, OTHER; EXPIRED when expired."""
+    note: _builtins.str
+    by: _builtins.str
+    expired: _builtins.bool
+    returned_to_org_id: _builtins.str
+    returned_to_org_path: _builtins.str
+    @_builtins.property
+    def offer_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        lead_id: _builtins.str = ...,
+        org_unit_id: _builtins.str = ...,
+        org_unit_path: _builtins.str = ...,
+        reason_code: _builtins.str = ...,
+        note: _builtins.str = ...,
+        by: _builtins.str = ...,
+        expired: _builtins.bool = ...,
+        returned_to_org_id: _builtins.str = ...,
+        returned_to_org_path: _builtins.str = ...,
+        offer_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["offer_time", b"offer_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by", b"by", "expired", b"expired", "lead_id", b"lead_id", "note", b"note", "offer_time", b"offer_time", "org_unit_id", b"org_unit_id", "org_unit_path", b"org_unit_path", "reason_code", b"reason_code", "returned_to_org_id", b"returned_to_org_id", "returned_to_org_path", b"returned_to_org_path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeadRejected: _TypeAlias = LeadRejected  # noqa: Y015
+
+@_typing.final
+class LeadSlaWarning(_message.Message):
+    """Payload of crm.leads.lead.sla_warning.v1: a follow-up target of the lead is due soon
+    (the tenant's SLA policy's reminder). Carries the owner unit's org path.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAD_ID_FIELD_NUMBER: _builtins.int
+    ORG_UNIT_ID_FIELD_NUMBER: _builtins.int
+    ORG_UNIT_PATH_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    DUE_TIME_FIELD_NUMBER: _builtins.int
+    ASSIGNEE_ID_FIELD_NUMBER: _builtins.int
+    lead_id: _builtins.str
+    org_unit_id: _builtins.str
+    org_unit_path: _builtins.str
+    kind: Global___LeadSlaKind.ValueType
+    assignee_id: _builtins.str
+    """The holder (empty: in the unit's pool)."""
+    @_builtins.property
+    def due_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        lead_id: _builtins.str = ...,
+        org_unit_id: _builtins.str = ...,
+        org_unit_path: _builtins.str = ...,
+        kind: Global___LeadSlaKind.ValueType = ...,
+        due_time: _timestamp_pb2.Timestamp | None = ...,
+        assignee_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["due_time", b"due_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignee_id", b"assignee_id", "due_time", b"due_time", "kind", b"kind", "lead_id", b"lead_id", "org_unit_id", b"org_unit_id", "org_unit_path", b"org_unit_path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeadSlaWarning: _TypeAlias = LeadSlaWarning  # noqa: Y015
+
+@_typing.final
+class LeadSlaBreached(_message.Message):
+    """Payload of crm.leads.lead.sla_breached.v1: a follow-up target passed; escalated to the
+    managers (``escalate_to_role``) of the owner unit (``escalate_to_org_id``).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAD_ID_FIELD_NUMBER: _builtins.int
+    ORG_UNIT_ID_FIELD_NUMBER: _builtins.int
+    ORG_UNIT_PATH_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    DUE_TIME_FIELD_NUMBER: _builtins.int
+    ASSIGNEE_ID_FIELD_NUMBER: _builtins.int
+    ESCALATE_TO_ROLE_FIELD_NUMBER: _builtins.int
+    ESCALATE_TO_ORG_ID_FIELD_NUMBER: _builtins.int
+    lead_id: _builtins.str
+    org_unit_id: _builtins.str
+    org_unit_path: _builtins.str
+    kind: Global___LeadSlaKind.ValueType
+    assignee_id: _builtins.str
+    escalate_to_role: _builtins.str
+    escalate_to_org_id: _builtins.str
+    @_builtins.property
+    def due_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        lead_id: _builtins.str = ...,
+        org_unit_id: _builtins.str = ...,
+        org_unit_path: _builtins.str = ...,
+        kind: Global___LeadSlaKind.ValueType = ...,
+        due_time: _timestamp_pb2.Timestamp | None = ...,
+        assignee_id: _builtins.str = ...,
+        escalate_to_role: _builtins.str = ...,
+        escalate_to_org_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["due_time", b"due_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignee_id", b"assignee_id", "due_time", b"due_time", "escalate_to_org_id", b"escalate_to_org_id", "escalate_to_role", b"escalate_to_role", "kind", b"kind", "lead_id", b"lead_id", "org_unit_id", b"org_unit_id", "org_unit_path", b"org_unit_path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeadSlaBreached: _TypeAlias = LeadSlaBreached  # noqa: Y015
+
+@_typing.final
+class LeadReclaimed(_message.Message):
+    """Payload of crm.leads.lead.reclaimed.v1: the lead's protection period ended without enough
+    follow-up (公海回收): its holder lost it and it went back to the parent unit's pool (the
+    event carries the parent's org path) to be redistributed without the unit it left.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAD_ID_FIELD_NUMBER: _builtins.int
+    FROM_ORG_ID_FIELD_NUMBER: _builtins.int
+    FROM_ORG_PATH_FIELD_NUMBER: _builtins.int
+    TO_ORG_ID_FIELD_NUMBER: _builtins.int
+    TO_ORG_PATH_FIELD_NUMBER: _builtins.int
+    PREVIOUS_ASSIGNEE_ID_FIELD_NUMBER: _builtins.int
+    PROTECT_UNTIL_FIELD_NUMBER: _builtins.int
+    lead_id: _builtins.str
+    from_org_id: _builtins.str
+    from_org_path: _builtins.str
+    to_org_id: _builtins.str
+    to_org_path: _builtins.str
+    previous_assignee_id: _builtins.str
+    """Empty when nobody held it."""
+    @_builtins.property
+    def protect_until(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        lead_id: _builtins.str = ...,
+        from_org_id: _builtins.str = ...,
+        from_org_path: _builtins.str = ...,
+        to_org_id: _builtins.str = ...,
+        to_org_path: _builtins.str = ...,
+        previous_assignee_id: _builtins.str = ...,
+        protect_until: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["protect_until", b"protect_until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_org_id", b"from_org_id", "from_org_path", b"from_org_path", "lead_id", b"lead_id", "previous_assignee_id", b"previous_assignee_id", "protect_until", b"protect_until", "to_org_id", b"to_org_id", "to_org_path", b"to_org_path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeadReclaimed: _TypeAlias = LeadReclaimed  # noqa: Y015

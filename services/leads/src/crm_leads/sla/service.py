@@ -1,0 +1,278 @@
+"""SLA policies and leads' follow-up clocks with I/O: storing the tenant's policy, arming a
+lead's timers when it is accepted or assigned, and ``on_follow_up`` (called by activities when
+one is logged against a lead). Functions taking ``conn`` never commit.
+
+Lock order, shared with the timer job (crm_leads.sla.jobs) so they never deadlock: the lead
+row, then its lead_sla row; superseded timers are deleted with SKIP LOCKED (one the job is
+firing right now is left to it, and it re-checks the clock after waiting for our lock)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from crm_leads.acceptance.models import lead_acceptances
+from crm_leads.lead.models import leads
+from crm_leads.lead.pools import OPEN_STATUSES
+from crm_leads.sla.models import lead_sla, lead_timers, sla_policies
+from crm_leads.sla.rules import (
+    CLOCK_KINDS,
+    DEFAULT_POLICY,
+    Clock,
+    SlaPolicy,
+    follow_up,
+    policy_json,
+    start_clock,
+    timers,
+)
+from crm_platform.auth import ROLE_ADMIN, Principal
+from crm_platform.db import Database
+from crm_platform.ids import new_id
+from crm_platform.tenant_cache import TenantCache
+
+CACHE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class CurrentPolicy:
+    version: int  # 0: never stored (the defaults)
+    policy: SlaPolicy
+    author: str = ""
+    create_time: datetime | None = None
+
+
+DEFAULT = CurrentPolicy(0, DEFAULT_POLICY)
+
+
+async def _read(conn: AsyncConnection, tenant_id: uuid.UUID) -> Any:
+    stmt = (
+        sa.select(sla_policies)
+        .where(sla_policies.c.tenant_id == tenant_id)
+        .order_by(sla_policies.c.version.desc())
+        .limit(1)
+    )
+    return (await conn.execute(stmt)).first()
+
+
+def _stored(row: Any) -> CurrentPolicy:
+    return CurrentPolicy(
+        row.version, SlaPolicy.model_validate(row.document), row.created_by, row.create_time
+    )
+
+
+# Read on every distribution batch and timer: per process, other replicas see a change
+# within CACHE_SECONDS (as lead settings).
+CACHE = TenantCache(read=_read, parse=_stored, default=DEFAULT, ttl_seconds=CACHE_SECONDS)
+
+
+async def policy(conn: AsyncConnection, tenant_id: uuid.UUID) -> SlaPolicy:
+    return (await CACHE.current(conn, tenant_id)).policy
+
+
+async def latest(*, conn: AsyncConnection, tenant_id: uuid.UUID) -> CurrentPolicy:
+    return await CACHE.latest(conn, tenant_id)
+
+
+async def store_policy(db: Database, principal: Principal, document: SlaPolicy) -> CurrentPolicy:
+    """Store the tenant's next policy version (administrators). Applies to timers armed from
+    now on; armed timers keep their times."""
+    principal.require_any([ROLE_ADMIN])
+    async with db.unit_of_work() as conn:
+        # Serialises concurrent puts of one tenant, so each gets its own version.
+        await conn.execute(
+            sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(f"sla:{principal.tenant_id}")))
+        )
+        latest_version = (
+            await conn.execute(
+                sa.select(sa.func.coalesce(sa.func.max(sla_policies.c.version), 0)).where(
+                    sla_policies.c.tenant_id == principal.tenant_id
+                )
+            )
+        ).scalar_one()
+        row = (
+            await conn.execute(
+                sla_policies.insert()
+                .values(
+                    tenant_id=principal.tenant_id,
+                    version=latest_version + 1,
+                    document=policy_json(document),
+                    created_by=principal.subject,
+                )
+                .returning(*sla_policies.c)
+            )
+        ).one()
+    current = _stored(row)
+    CACHE.remember(principal.tenant_id, current)
+    return current
+
+
+# Clocks
+
+
+def clock_of(row: Any) -> Clock:
+    return Clock(
+        grade=row.grade,
+        start=row.start_time,
+        first_contact_due=row.first_contact_due,
+        first_contact_time=row.first_contact_time,
+        follow_up_due=row.follow_up_due,
+        last_follow_up_time=row.last_follow_up_time,
+        protect_until=row.protect_until,
+        protect_max=row.protect_max,
+    )
+
+
+def _clock_values(clock: Clock) -> dict[str, Any]:
+    return {
+        "grade": clock.grade,
+        "start_time": clock.start,
+        "first_contact_due": clock.first_contact_due,
+        "first_contact_time": clock.first_contact_time,
+        "follow_up_due": clock.follow_up_due,
+        "last_follow_up_time": clock.last_follow_up_time,
+        "protect_until": clock.protect_until,
+        "protect_max": clock.protect_max,
+    }
+
+
+async def drop_timers(
+    conn: AsyncConnection, lead_ids: Sequence[uuid.UUID], kinds: Sequence[str] | None = None
+) -> None:
+    """Delete the leads' unfired timers (of ``kinds``); one another transaction is firing
+    right now is skipped: it re-checks the lead's state when it gets the lead's lock."""
+    pending = sa.select(lead_timers.c.id).where(
+        lead_timers.c.lead_id.in_(lead_ids), lead_timers.c.fired_time.is_(None)
+    )
+    if kinds is not None:
+        pending = pending.where(lead_timers.c.kind.in_(kinds))
+    pending = pending.with_for_update(skip_locked=True)
+    await conn.execute(lead_timers.delete().where(lead_timers.c.id.in_(pending)))
+
+
+async def _save(
+    conn: AsyncConnection,
+    tenant_id: uuid.UUID,
+    lead_id: uuid.UUID,
+    unit_id: uuid.UUID,
+    rules: SlaPolicy,
+    clock: Clock,
+) -> None:
+    values = _clock_values(clock)
+    stmt = pg_insert(lead_sla).values(
+        lead_id=lead_id, tenant_id=tenant_id, org_unit_id=unit_id, **values
+    )
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[lead_sla.c.lead_id], set_={"org_unit_id": unit_id, **values}
+        )
+    )
+    await drop_timers(conn, [lead_id], CLOCK_KINDS)
+    armed = timers(rules, clock, str(unit_id))
+    if armed:
+        await conn.execute(
+            lead_timers.insert(),
+            [
+                {
+                    "id": new_id(),
+                    "tenant_id": tenant_id,
+                    "lead_id": lead_id,
+                    "kind": t.kind,
+                    "due_time": t.due,
+                    "payload": t.payload,
+                }
+                for t in armed
+            ],
+        )
+
+
+async def arm(
+    conn: AsyncConnection,
+    *,
+    tenant_id: uuid.UUID,
+    lead_id: uuid.UUID,
+    unit_id: uuid.UUID,
+    grade: str,
+    at: datetime,
+) -> Clock:
+    """Start the lead's clock at its unit (accepted or assigned at ``at``): first contact
+    due, its reminder, and the reclaim at the end of the protection period."""
+    rules = await policy(conn, tenant_id)
+    clock = start_clock(rules, grade, at)
+    await _save(conn, tenant_id, lead_id, unit_id, rules, clock)
+    return clock
+
+
+async def clear(conn: AsyncConnection, lead_ids: Sequence[uuid.UUID]) -> None:
+    """The leads left their unit: their clocks and pending timers go."""
+    await conn.execute(lead_sla.delete().where(lead_sla.c.lead_id.in_(lead_ids)))
+    await drop_timers(conn, lead_ids)
+
+
+async def locked(conn: AsyncConnection, lead_id: uuid.UUID) -> tuple[Any, Any] | None:
+    """The open lead and its clock at its current owner, both locked (lead first); None when
+    it has no clock there (not accepted, moved on, or closed)."""
+    lead = (
+        await conn.execute(sa.select(leads).where(leads.c.id == lead_id).with_for_update())
+    ).first()
+    if lead is None or lead.status not in OPEN_STATUSES:
+        return None
+    clock = (
+        await conn.execute(
+            sa.select(lead_sla).where(lead_sla.c.lead_id == lead_id).with_for_update()
+        )
+    ).first()
+    if clock is None or clock.org_unit_id != lead.owner_org_id:
+        return None
+    return lead, clock
+
+
+async def on_follow_up(conn: AsyncConnection, lead_id: uuid.UUID, at: datetime) -> Clock | None:
+    """A follow-up was logged against the lead at ``at`` (activities call this in the same
+    transaction as the activity): the first meets first contact; each makes the next one
+    due by the lead's grade, extends the protection period (never past the maximum) and
+    re-arms the timers. None: the lead has no clock (not accepted at its unit, or closed)."""
+    current = await locked(conn, lead_id)
+    if current is None:
+        return None
+    lead, row = current
+    rules = await policy(conn, lead.tenant_id)
+    clock = follow_up(rules, clock_of(row), at)
+    await _save(conn, lead.tenant_id, lead.id, lead.owner_org_id, rules, clock)
+    return clock
+
+
+async def on_assigned(conn: AsyncConnection, lead_id: uuid.UUID, at: datetime) -> Clock | None:
+    """A lead was assigned to a rep (assignment calls this): starts its clock unless it has
+    one at its unit already or is still waiting for its unit to accept it."""
+    lead = (
+        await conn.execute(sa.select(leads).where(leads.c.id == lead_id).with_for_update())
+    ).first()
+    if lead is None or lead.status not in OPEN_STATUSES:
+        return None
+    existing = (
+        await conn.execute(sa.select(lead_sla).where(lead_sla.c.lead_id == lead_id))
+    ).first()
+    if existing is not None and existing.org_unit_id == lead.owner_org_id:
+        return clock_of(existing)
+    pending = (
+        await conn.execute(
+            sa.select(lead_acceptances.c.lead_id).where(lead_acceptances.c.lead_id == lead_id)
+        )
+    ).first()
+    if pending is not None:
+        return None
+    return await arm(
+        conn,
+        tenant_id=lead.tenant_id,
+        lead_id=lead.id,
+        unit_id=lead.owner_org_id,
+        grade=lead.grade,
+        at=at,
+    )
