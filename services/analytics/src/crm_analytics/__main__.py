@@ -7,6 +7,7 @@ from pathlib import Path
 from crm_analytics.api import grpc as grpc_api
 from crm_analytics.api import http as http_api
 from crm_analytics.consumers import consumers
+from crm_analytics.dealerperf.models import metadata as dealerperf_metadata
 from crm_analytics.leadcounts.models import metadata
 from crm_analytics.settings import Settings
 from crm_platform.db import platform_metadata
@@ -18,7 +19,7 @@ DEFINITION = ServiceDefinition(
     title="CRM Analytics",
     settings_cls=Settings,
     migrations=Path(__file__).parent / "migrations",
-    metadata=(metadata, platform_metadata),
+    metadata=(metadata, dealerperf_metadata, platform_metadata),
     grpc=grpc_api.bindings,
     http=lambda rt: [http_api.router(rt)],
     consumers=consumers,

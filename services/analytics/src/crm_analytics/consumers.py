@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
+from crm_analytics.dealerperf import service as dealerperf
 from crm_analytics.leadcounts import service as leadcounts
 from crm_platform.consumers import ConsumerSpec
 from crm_platform.runtime import Runtime
+
+# Dealer performance: one durable consumer per subject (event type, consumer name, handler).
+DEALER_PERFORMANCE = (
+    ("crm.leads.lead.distributed.v1", "analytics-lead-distributed", dealerperf.on_lead_distributed),
+    (
+        "crm.leads.lead_batch.distributed.v1",
+        "analytics-lead-batch-distributed",
+        dealerperf.on_lead_batch_distributed,
+    ),
+    ("crm.leads.lead.accepted.v1", "analytics-lead-accepted", dealerperf.on_lead_accepted),
+    ("crm.leads.lead.rejected.v1", "analytics-lead-rejected", dealerperf.on_lead_rejected),
+    ("crm.leads.lead.followed_up.v1", "analytics-lead-followed-up", dealerperf.on_lead_followed_up),
+    (
+        "crm.leads.lead.sla_breached.v1",
+        "analytics-lead-sla-breached",
+        dealerperf.on_lead_sla_breached,
+    ),
+    ("crm.leads.lead.reclaimed.v1", "analytics-lead-reclaimed", dealerperf.on_lead_reclaimed),
+    ("crm.leads.lead.assigned.v1", "analytics-lead-assigned", dealerperf.on_lead_assigned),
+)
 
 
 def consumers(rt: Runtime) -> list[ConsumerSpec]:
@@ -18,5 +39,9 @@ def consumers(rt: Runtime) -> list[ConsumerSpec]:
             name="analytics-lead-batch-created",
             event_type="crm.leads.lead_batch.created.v1",
             handler=leadcounts.on_lead_batch_created,
+        ),
+        *(
+            ConsumerSpec(name=name, event_type=event_type, handler=handler)
+            for event_type, name, handler in DEALER_PERFORMANCE
         ),
     ]

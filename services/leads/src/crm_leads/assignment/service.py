@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -39,14 +38,13 @@ from crm_platform.auth import ROLE_ADMIN, ROLE_MANAGER, Principal, visible_to
 from crm_platform.db import Database
 from crm_platform.errors import (
     DomainError,
-    EtagMismatch,
     FailedPrecondition,
     NotFound,
     PermissionDenied,
 )
 from crm_platform.outbox import add_event
+from crm_platform.versioned import append_version
 
-PUT_ATTEMPTS = 5
 MAX_MANUAL = 1000
 RUN_BATCH = 1000
 EDITOR_ROLES = frozenset({ROLE_ADMIN, ROLE_MANAGER})
@@ -114,31 +112,15 @@ async def put_policy(
     require_editor(principal, unit)
     reps = await users.active_reps(conn=conn, tenant_id=unit.tenant_id, unit_id=unit.id)
     check_reps(policy, frozenset(reps))
-    table = assignment_policies
-    next_version = sa.select(
-        sa.literal(unit.tenant_id, table.c.tenant_id.type),
-        sa.literal(unit.id, table.c.org_unit_id.type),
-        sa.func.coalesce(sa.func.max(table.c.version), 0) + 1,
-        sa.literal(document_json(policy), JSONB),
-        sa.literal(principal.subject),
-    ).where(table.c.tenant_id == unit.tenant_id, table.c.org_unit_id == unit.id)
-    stmt = (
-        pg_insert(table)
-        .from_select(
-            ["tenant_id", "org_unit_id", "version", "document", "created_by"], next_version
-        )
-        .on_conflict_do_nothing()
-        .returning(table.c.version, table.c.create_time)
-    )
-    # As distribution.store.put_rules: a concurrent put took the version; retry with the next.
-    for _ in range(PUT_ATTEMPTS):
-        row = (await conn.execute(stmt)).first()
-        if row is not None:
-            return StoredPolicy(row.version, policy, principal.subject, row.create_time)
-    raise EtagMismatch(
-        "the assignment policy is being changed concurrently; retry",
+    row = await append_version(
+        conn,
+        assignment_policies,
+        key={"tenant_id": unit.tenant_id, "org_unit_id": unit.id},
+        values={"document": document_json(policy), "created_by": principal.subject},
+        conflict="the assignment policy is being changed concurrently; retry",
         reason="ASSIGNMENT_POLICY_CONFLICT",
     )
+    return StoredPolicy(row.version, policy, principal.subject, row.create_time)
 
 
 async def _apply(

@@ -10,22 +10,20 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crm_leads.dedup.models import dedup_rules
 from crm_leads.dedup.rules import DEFAULT_RULES, DedupRules, rules_json
 from crm_platform.auth import ROLE_ADMIN, ROLE_MANAGER, Principal
-from crm_platform.errors import EtagMismatch, NotFound
+from crm_platform.errors import NotFound
 from crm_platform.tenant_cache import TenantCache
+from crm_platform.versioned import append_version
 
 DEFAULT_VERSION = 0  # the built-in rules, for a tenant that has stored none
 # Tenant-wide rules: administrators, and managers (who run the dealers' lead intake).
 EDITOR_ROLES = frozenset({ROLE_ADMIN, ROLE_MANAGER})
 # How long a process de-duplicates captures with the rules it last read before looking again.
 CACHE_SECONDS = 5.0
-PUT_ATTEMPTS = 5
 
 _COLUMNS = (
     dedup_rules.c.version,
@@ -95,25 +93,12 @@ async def put(*, conn: AsyncConnection, principal: Principal, rules: DedupRules)
     """Store ``rules`` as the tenant's next version. Call ``CACHE.remember`` after the commit
     so this process uses them at once."""
     principal.require_any(EDITOR_ROLES)
-    next_version = sa.select(
-        sa.literal(principal.tenant_id, dedup_rules.c.tenant_id.type),
-        sa.func.coalesce(sa.func.max(dedup_rules.c.version), DEFAULT_VERSION) + 1,
-        sa.literal(rules_json(rules), JSONB),
-        sa.literal(principal.subject),
-    ).where(dedup_rules.c.tenant_id == principal.tenant_id)
-    stmt = (
-        pg_insert(dedup_rules)
-        .from_select(["tenant_id", "version", "document", "author"], next_version)
-        .on_conflict_do_nothing()
-        .returning(dedup_rules.c.version, dedup_rules.c.create_time)
-    )
-    # Two concurrent puts compute the same next version; the second waits on the primary
-    # key, skips, and its next attempt (a new snapshot) takes the version after it.
-    for _ in range(PUT_ATTEMPTS):
-        row = (await conn.execute(stmt)).first()
-        if row is not None:
-            return CurrentRules(row.version, rules, principal.subject, row.create_time)
-    raise EtagMismatch(
-        "the de-duplication rules are being changed concurrently; retry",
+    row = await append_version(
+        conn,
+        dedup_rules,
+        key={"tenant_id": principal.tenant_id},
+        values={"document": rules_json(rules), "author": principal.subject},
+        conflict="the de-duplication rules are being changed concurrently; retry",
         reason="DEDUP_RULES_CONFLICT",
     )
+    return CurrentRules(row.version, rules, principal.subject, row.create_time)

@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -24,9 +23,9 @@ from crm_leads.distribution.rules import (
 )
 from crm_leads.orgtree import service as orgtree
 from crm_platform.auth import ROLE_ADMIN, ROLE_MANAGER, Principal
-from crm_platform.errors import EtagMismatch, FailedPrecondition, NotFound, PermissionDenied
+from crm_platform.errors import FailedPrecondition, NotFound, PermissionDenied
+from crm_platform.versioned import append_version
 
-PUT_ATTEMPTS = 5
 EDITOR_ROLES = frozenset({ROLE_ADMIN, ROLE_MANAGER})
 
 
@@ -103,32 +102,15 @@ async def put_rules(
     require_editor(principal, unit)
     children = await orgtree.children_of(conn=conn, unit_id=unit.id)
     check_targets(rules, frozenset(str(c.id) for c in children))
-    table = distribution_rules
-    next_version = sa.select(
-        sa.literal(unit.tenant_id, table.c.tenant_id.type),
-        sa.literal(unit.id, table.c.org_unit_id.type),
-        sa.func.coalesce(sa.func.max(table.c.version), 0) + 1,
-        sa.literal(document_json(rules), JSONB),
-        sa.literal(principal.subject),
-    ).where(table.c.tenant_id == unit.tenant_id, table.c.org_unit_id == unit.id)
-    stmt = (
-        pg_insert(table)
-        .from_select(
-            ["tenant_id", "org_unit_id", "version", "document", "created_by"], next_version
-        )
-        .on_conflict_do_nothing()
-        .returning(table.c.version, table.c.create_time)
-    )
-    # As scoring.service.put: a concurrent put took the same version; the next attempt (a
-    # new snapshot) takes the one after it.
-    for _ in range(PUT_ATTEMPTS):
-        row = (await conn.execute(stmt)).first()
-        if row is not None:
-            return StoredRules(row.version, rules, principal.subject, row.create_time)
-    raise EtagMismatch(
-        "the distribution rules are being changed concurrently; retry",
+    row = await append_version(
+        conn,
+        distribution_rules,
+        key={"tenant_id": unit.tenant_id, "org_unit_id": unit.id},
+        values={"document": document_json(rules), "created_by": principal.subject},
+        conflict="the distribution rules are being changed concurrently; retry",
         reason="DISTRIBUTION_RULES_CONFLICT",
     )
+    return StoredRules(row.version, rules, principal.subject, row.create_time)
 
 
 async def get_profile(*, conn: AsyncConnection, unit: Any) -> StoredProfile:

@@ -9,20 +9,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crm_leads.scoring.models import scoring_rules
 from crm_leads.scoring.rules import DEFAULT_RULES, ScoringRules, rules_json
 from crm_platform.auth import ROLE_ADMIN, Principal
-from crm_platform.errors import EtagMismatch
 from crm_platform.tenant_cache import TenantCache
+from crm_platform.versioned import append_version
 
 DEFAULT_VERSION = 0  # the built-in rules, for a tenant that has stored none
 # How long a process scores captures with the rules it last read before looking again.
 CACHE_SECONDS = 5.0
-PUT_ATTEMPTS = 5
 
 _LATEST = (
     sa.select(scoring_rules.c.version, scoring_rules.c.rules)
@@ -65,27 +62,12 @@ async def put(*, conn: AsyncConnection, principal: Principal, rules: ScoringRule
     """Store ``rules`` as the tenant's next version (tenant administrators only). Call
     ``CACHE.remember`` after the commit so this process uses them at once."""
     principal.require_any([ROLE_ADMIN])
-    document = rules_json(rules)
-    next_version = sa.select(
-        sa.literal(principal.tenant_id, scoring_rules.c.tenant_id.type),
-        sa.func.coalesce(sa.func.max(scoring_rules.c.version), DEFAULT_VERSION) + 1,
-        sa.literal(document, JSONB),
-        sa.literal(principal.subject),
-    ).where(scoring_rules.c.tenant_id == principal.tenant_id)
-    stmt = (
-        pg_insert(scoring_rules)
-        .from_select(["tenant_id", "version", "rules", "created_by"], next_version)
-        .on_conflict_do_nothing()
-        .returning(scoring_rules.c.version)
-    )
-    # Two concurrent puts compute the same next version; the second waits on the primary
-    # key, skips, and its next attempt (a new snapshot) sees the first and takes the one
-    # after it.
-    for _ in range(PUT_ATTEMPTS):
-        version = (await conn.execute(stmt)).scalar_one_or_none()
-        if version is not None:
-            return CurrentRules(version, rules)
-    raise EtagMismatch(
-        "the scoring rules are being changed concurrently; retry",
+    row = await append_version(
+        conn,
+        scoring_rules,
+        key={"tenant_id": principal.tenant_id},
+        values={"rules": rules_json(rules), "created_by": principal.subject},
+        conflict="the scoring rules are being changed concurrently; retry",
         reason="SCORING_RULES_CONFLICT",
     )
+    return CurrentRules(row.version, rules)
