@@ -15,7 +15,6 @@ from crm_leads.scoring import service as scoring_service
 from crm_leads.scoring.rules import ScoringRules, rules_json
 from crm_leads.settings import Settings
 from crm_leads.tenantsettings import service as tenant_settings
-from crm_platform import metrics
 from crm_platform.auth import ROLE_ADMIN, Principal
 from crm_platform.errors import InvalidArgument
 from crm_platform.http import ApiModel, CurrentPage, CurrentPrincipal, paged, proto_json
@@ -124,7 +123,6 @@ def router(rt: Runtime) -> APIRouter:
         lead, intent = _validated(body, region)
         request_id = parse_id(idempotency_key, "Idempotency-Key") if idempotency_key else None
         captured, intents = await flows.capture_one(rt.db, principal, lead, intent, request_id)
-        metrics.count_captures([captured.outcome.name])
         response.headers[OUTCOME_HEADER] = captured.outcome.name.lower()
         if captured.outcome is service.Outcome.MERGED:
             response.status_code = 200 if captured.visible else 202
@@ -138,9 +136,8 @@ def router(rt: Runtime) -> APIRouter:
         `REJECTED` with field violations). A rejected item never blocks the others."""
         region = await tenant_settings.phone_region(rt.db, principal.tenant_id, default_region)
         items = [_item(item, region) for item in body.leads]
-        results = [_result_json(x) for x in await flows.capture_batch(rt.db, principal, items)]
-        metrics.count_captures(x["outcome"] for x in results)
-        return {"results": results}
+        results = await flows.capture_batch(rt.db, principal, items)
+        return {"results": [_result_json(x) for x in results]}
 
     @r.get("")
     async def list_leads(

@@ -42,7 +42,7 @@ from crm_platform.errors import (
     NotFound,
     PermissionDenied,
 )
-from crm_platform.outbox import add_event
+from crm_platform.outbox import NewEvent, add_events
 from crm_platform.versioned import append_version
 
 MAX_MANUAL = 1000
@@ -149,22 +149,26 @@ async def _apply(
     previous = {m[0]: m[2] for m in moves}
     lost = [(r.id, p) for r in rows if (p := previous[r.id]) is not None]
     await poolrules.record_releases(conn=conn, tenant_id=tenant_id, pairs=lost, reason="reassigned")
-    for row in rows:
-        before = previous[row.id]
-        await add_event(
-            conn,
-            event_type="crm.leads.lead.assigned.v1",
-            payload=events_pb2.LeadAssigned(
-                lead=lead_to_proto(row),
-                assignee_id=str(row.assignee_id),
-                previous_assignee_id="" if before is None else str(before),
-                by=by,
-                strategy=strategy,
-            ),
-            tenant_id=row.tenant_id,
-            org_path=row.owner_org_path,
-            producer=PRODUCER,
-        )
+    # One statement for the batch's events, not a round trip per lead.
+    await add_events(
+        conn,
+        [
+            NewEvent(
+                event_type="crm.leads.lead.assigned.v1",
+                payload=events_pb2.LeadAssigned(
+                    lead=lead_to_proto(row),
+                    assignee_id=str(row.assignee_id),
+                    previous_assignee_id="" if previous[row.id] is None else str(previous[row.id]),
+                    by=by,
+                    strategy=strategy,
+                ),
+                tenant_id=row.tenant_id,
+                org_path=row.owner_org_path,
+            )
+            for row in rows
+        ],
+        producer=PRODUCER,
+    )
     return rows
 
 
@@ -183,7 +187,9 @@ class RunResult:
         }
 
 
-def _pool_batch(tenant_id: uuid.UUID, unit_id: uuid.UUID, after: uuid.UUID | None) -> Any:
+def _pool_batch(
+    tenant_id: uuid.UUID, unit_id: uuid.UUID, unit_path: str, after: uuid.UUID | None
+) -> Any:
     # The product interest is the first enquiry's, as distribution reads it.
     product = (
         sa.select(lead_intents.c.product_interest)
@@ -193,6 +199,9 @@ def _pool_batch(tenant_id: uuid.UUID, unit_id: uuid.UUID, after: uuid.UUID | Non
     )
     stmt = sa.select(leads.c.id, sa.func.coalesce(product, "").label("product_line")).where(
         leads.c.tenant_id == tenant_id,
+        # The exact path as well as the id: ix_leads_pool (tenant, path, id) then reads just
+        # this unit's pool in id order, where the id alone made it scan the tenant's pool.
+        leads.c.owner_org_path == unit_path,
         leads.c.owner_org_id == unit_id,
         leads.c.assignee_id.is_(None),
         leads.c.status.in_(OPEN_STATUSES),
@@ -241,7 +250,7 @@ async def _run_batch(
     held = await poolrules.held_counts(conn=conn, tenant_id=unit.tenant_id, user_ids=ids)
     batch = [
         PoolLead(row.id, row.product_line)
-        for row in await conn.execute(_pool_batch(unit.tenant_id, unit.id, after))
+        for row in await conn.execute(_pool_batch(unit.tenant_id, unit.id, unit.path, after))
     ]
     decided = plan(policy.strategy, rep_states(reps, held), batch, cap=limits.cap, cursor=cursor)
     rows = await _apply(

@@ -22,6 +22,7 @@ from crm_leads.imports.workers import SliceProducer, SliceSource
 from crm_leads.scoring import service as scoring
 from crm_leads.scoring.rules import Scorer, rules_json
 from crm_leads.tenantsettings import service as tenant_settings
+from crm_platform import metrics
 from crm_platform.db import Database
 from crm_platform.errors import DomainError
 
@@ -141,6 +142,9 @@ class ImportRunner:
                         written=written,
                         lease_seconds=self.lease_seconds,
                     )
+                metrics.LEADS_CAPTURED.labels("created").inc(written.created)
+                metrics.LEADS_CAPTURED.labels("merged").inc(written.merged)
+                metrics.LEADS_CAPTURED.labels("rejected").inc(written.invalid)
                 return
             except bulk.KeyTaken:
                 log.info("import %s: a concurrent capture took a key; rewriting the slice", job.id)

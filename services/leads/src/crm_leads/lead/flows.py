@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crm_leads.lead import service
 from crm_leads.lead.rules import NewIntent, NewLead
+from crm_platform import metrics
 from crm_platform.auth import WRITE_ROLES, Principal
 from crm_platform.db import Database
 from crm_platform.errors import DomainError, FieldViolation, InvalidArgument
@@ -52,6 +53,8 @@ async def capture_one(
             intents = await service.intents_of(conn=conn, lead_id=captured.lead.id)
         else:
             intents = ()
+    # After the commit: a capture that rolled back was never captured.
+    metrics.count_captures([captured.outcome.name])
     return captured, intents
 
 
@@ -69,6 +72,7 @@ async def capture_batch(
     async with db.unit_of_work() as conn:
         for index, item in enumerate(items):
             results.append(await _capture_item(conn, principal, index, item))
+    metrics.count_captures(r.captured.outcome.name if r.captured else "REJECTED" for r in results)
     return results
 
 

@@ -52,11 +52,14 @@ leads = sa.Table(
     sa.Index(
         "ix_leads_open_update_time", "update_time", postgresql_where=sa.text("status IN (1, 2)")
     ),
-    # Pool listings: open unassigned leads of a subtree (prefix match on the path).
+    # Pool listings: open unassigned leads of a subtree (prefix match on the path); with
+    # the id last, one unit's pool (exact path) is also read in id order, batch by batch,
+    # without sorting it (distribution and assignment runs).
     sa.Index(
         "ix_leads_pool",
         "tenant_id",
         "owner_org_path",
+        "id",
         postgresql_ops={"owner_org_path": "text_pattern_ops"},
         postgresql_where=sa.text("assignee_id IS NULL AND status IN (1, 2)"),
     ),

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from crm_leads.lead import service as lead_service
 from crm_leads.tenantsettings import service as tenant_settings
 from crm_leads.webhook import mappers, rules, service, signature
+from crm_platform import metrics
 from crm_platform.db import Database
 from crm_platform.errors import AlreadyExists
 
@@ -44,7 +45,7 @@ async def receive(
         )
         await service.record_delivery(conn=conn, source_id=source.id, signature=digest)
         try:
-            return await lead_service.capture(
+            captured = await lead_service.capture(
                 conn=conn,
                 principal=rules.capturing_principal(source),
                 lead=lead,
@@ -60,3 +61,5 @@ async def receive(
                 f"event id {event_id!r} was already delivered for another person",
                 reason="WEBHOOK_EVENT_ID_REUSED",
             ) from exc
+    metrics.count_captures([captured.outcome.name])
+    return captured
