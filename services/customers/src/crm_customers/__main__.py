@@ -19,7 +19,11 @@ DEFINITION = ServiceDefinition(
     migrations=Path(__file__).parent / "migrations",
     metadata=(metadata, platform_metadata),
     grpc=grpc_api.bindings,
-    http=lambda rt: [http_api.router(rt)],
+    http=lambda rt: [
+        http_api.router(rt),
+        http_api.contacts_router(rt),
+        http_api.fields_router(rt),
+    ],
 )
 
 

@@ -1,10 +1,27 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
+from google.protobuf import struct_pb2
+
 from crm.customers.v1 import customer_pb2
+from crm_customers.customer import contact_rules
+from crm_customers.customer.schema import Schema
 from crm_platform.protos import etag, timestamp
+
+
+def _consents(stored: dict[str, dict[str, Any]]) -> list[customer_pb2.Consent]:
+    return [
+        customer_pb2.Consent(
+            purpose=customer_pb2.ConsentPurpose.ValueType(contact_rules.PURPOSES[name]),
+            granted=c["granted"],
+            consent_time=timestamp(datetime.fromisoformat(c["time"])),
+            source=c["source"],
+        )
+        for name, c in sorted(stored.items(), key=lambda kv: contact_rules.PURPOSES[kv[0]])
+    ]
 
 
 def contact_to_proto(row: Any) -> customer_pb2.Contact:
@@ -16,10 +33,19 @@ def contact_to_proto(row: Any) -> customer_pb2.Contact:
         phone=row.phone,
         email=row.email,
         create_time=timestamp(row.create_time),
+        reports_to_id=str(row.reports_to_id) if row.reports_to_id else "",
+        buying_roles=row.buying_roles,
+        allowed_channels=row.allowed_channels,
+        preferred_channel=row.preferred_channel,
+        consents=_consents(row.consents),
+        update_time=timestamp(row.update_time),
+        etag=etag(row.id, row.version),
     )
 
 
 def customer_to_proto(row: Any, contacts: Iterable[Any] = ()) -> customer_pb2.Customer:
+    custom = struct_pb2.Struct()
+    custom.update(row.custom_fields)
     return customer_pb2.Customer(
         id=str(row.id),
         tenant_id=str(row.tenant_id),
@@ -36,4 +62,47 @@ def customer_to_proto(row: Any, contacts: Iterable[Any] = ()) -> customer_pb2.Cu
         create_time=timestamp(row.create_time),
         update_time=timestamp(row.update_time),
         etag=etag(row.id, row.version),
+        legal_name=row.legal_name,
+        industry=row.industry,
+        organization_size=row.organization_size,
+        gender=row.gender,
+        birthday=row.birthday.isoformat() if row.birthday else "",
+        parent_id=str(row.parent_id) if row.parent_id else "",
+        account_path=row.account_path,
+        custom_fields=custom,
+    )
+
+
+def _value(value: Any) -> struct_pb2.Value:
+    holder = struct_pb2.Struct()
+    holder.update({"value": value})
+    return holder.fields["value"]
+
+
+def field_change_to_proto(row: Any) -> customer_pb2.FieldChange:
+    return customer_pb2.FieldChange(
+        id=str(row.id),
+        customer_id=str(row.customer_id),
+        contact_id=str(row.contact_id) if row.contact_id else "",
+        field=row.field,
+        old_value=_value(row.old_value),
+        new_value=_value(row.new_value),
+        actor=row.actor,
+        change_time=timestamp(row.change_time),
+    )
+
+
+def schema_to_proto(schema: Schema) -> customer_pb2.CustomerFieldSchema:
+    return customer_pb2.CustomerFieldSchema(
+        fields=[
+            customer_pb2.CustomFieldDefinition(
+                name=d.name,
+                type=customer_pb2.CustomFieldType.Value(f"CUSTOM_FIELD_TYPE_{d.type}"),
+                options=d.options,
+                required=d.required,
+            )
+            for d in schema.definitions
+        ],
+        etag=schema.etag,
+        update_time=timestamp(schema.update_time) if schema.update_time else None,
     )

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 from crm_platform.db import (
     id_column,
+    json_column,
     new_metadata,
     owner_columns,
     owner_path_index,
@@ -29,8 +30,24 @@ customers = sa.Table(
     # Idempotency key of the create request (AIP-155), unique per tenant.
     sa.Column("request_id", UUID(as_uuid=True), nullable=True),
     *timestamp_columns(),
+    sa.Column("legal_name", sa.Text, nullable=False, server_default=""),
+    sa.Column("industry", sa.Text, nullable=False, server_default=""),
+    sa.Column("organization_size", sa.SmallInteger, nullable=False, server_default="0"),
+    sa.Column("gender", sa.SmallInteger, nullable=False, server_default="0"),
+    sa.Column("birthday", sa.Date, nullable=True),
+    # Account hierarchy: the parent account and the materialised path of ids from the root
+    # ("/<root>/.../<id>/"), so a subtree is one prefix range and a move one UPDATE.
+    sa.Column("parent_id", UUID(as_uuid=True), nullable=True, index=True),
+    sa.Column("account_path", sa.Text, nullable=False),
+    json_column("custom_fields"),
     sa.UniqueConstraint("tenant_id", "request_id"),
     owner_path_index("customers"),
+    sa.Index(
+        "ix_customers_account_path",
+        "tenant_id",
+        "account_path",
+        postgresql_ops={"account_path": "text_pattern_ops"},
+    ),
 )
 
 # Contacts carry no owner columns: they are visible exactly when their customer is, so
@@ -52,5 +69,47 @@ contacts = sa.Table(
     sa.Column(
         "create_time", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     ),
+    sa.Column("reports_to_id", UUID(as_uuid=True), sa.ForeignKey("contacts.id"), nullable=True),
+    # Enum numbers of BuyingRole / ContactChannel, sorted and distinct.
+    sa.Column("buying_roles", ARRAY(sa.SmallInteger), nullable=False, server_default="{}"),
+    sa.Column("allowed_channels", ARRAY(sa.SmallInteger), nullable=False, server_default="{}"),
+    sa.Column("preferred_channel", sa.SmallInteger, nullable=False, server_default="0"),
+    # {"MARKETING_EMAIL": {"granted": true, "time": "<ISO>", "source": "web_form"}, ...}
+    json_column("consents"),
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+    sa.Column(
+        "update_time", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
     sa.UniqueConstraint("tenant_id", "request_id"),
+)
+
+# One document of custom field definitions per tenant, validated as a whole on write.
+customer_field_schemas = sa.Table(
+    "customer_field_schemas",
+    metadata,
+    sa.Column("tenant_id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("fields", JSONB, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+    sa.Column(
+        "update_time", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+)
+
+# Field history of customers and of their contacts (contact_id set): JSON values, so
+# numbers, dates and custom fields keep their type.
+field_changes = sa.Table(
+    "field_changes",
+    metadata,
+    id_column(),
+    sa.Column("tenant_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("customer_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("contact_id", UUID(as_uuid=True), nullable=True),
+    sa.Column("field", sa.Text, nullable=False),
+    sa.Column("old_value", JSONB, nullable=True),
+    sa.Column("new_value", JSONB, nullable=True),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column(
+        "change_time", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Index("ix_field_changes_customer", "customer_id", "contact_id", "id"),
 )

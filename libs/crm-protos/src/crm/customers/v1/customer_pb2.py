@@ -22,20 +22,41 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63rm/customers/v1/customer.proto\x12\x10\x63rm.customers.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x86\x03\n\x08\x43ustomer\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x14\n\x0cowner_org_id\x18\x03 \x01(\t\x12\x16\n\x0eowner_org_path\x18\x04 \x01(\t\x12,\n\x04kind\x18\x05 \x01(\x0e\x32\x1e.crm.customers.v1.CustomerKind\x12\x14\n\x0c\x64isplay_name\x18\x06 \x01(\t\x12\x0e\n\x06tax_id\x18\x07 \x01(\t\x12\r\n\x05phone\x18\x08 \x01(\t\x12\r\n\x05\x65mail\x18\t \x01(\t\x12\x10\n\x08province\x18\n \x01(\t\x12\x0c\n\x04\x63ity\x18\x0b \x01(\t\x12+\n\x08\x63ontacts\x18\x0c \x03(\x0b\x32\x19.crm.customers.v1.Contact\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0f \x01(\t\"\x9b\x01\n\x07\x43ontact\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x11\n\tfull_name\x18\x03 \x01(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12\r\n\x05phone\x18\x05 \x01(\t\x12\r\n\x05\x65mail\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*g\n\x0c\x43ustomerKind\x12\x1d\n\x19\x43USTOMER_KIND_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x43USTOMER_KIND_ORGANIZATION\x10\x01\x12\x18\n\x14\x43USTOMER_KIND_PERSON\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63rm/customers/v1/customer.proto\x12\x10\x63rm.customers.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x05\n\x08\x43ustomer\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x14\n\x0cowner_org_id\x18\x03 \x01(\t\x12\x16\n\x0eowner_org_path\x18\x04 \x01(\t\x12,\n\x04kind\x18\x05 \x01(\x0e\x32\x1e.crm.customers.v1.CustomerKind\x12\x14\n\x0c\x64isplay_name\x18\x06 \x01(\t\x12\x0e\n\x06tax_id\x18\x07 \x01(\t\x12\r\n\x05phone\x18\x08 \x01(\t\x12\r\n\x05\x65mail\x18\t \x01(\t\x12\x10\n\x08province\x18\n \x01(\t\x12\x0c\n\x04\x63ity\x18\x0b \x01(\t\x12+\n\x08\x63ontacts\x18\x0c \x03(\x0b\x32\x19.crm.customers.v1.Contact\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0f \x01(\t\x12\x12\n\nlegal_name\x18\x10 \x01(\t\x12\x10\n\x08industry\x18\x11 \x01(\t\x12=\n\x11organization_size\x18\x12 \x01(\x0e\x32\".crm.customers.v1.OrganizationSize\x12(\n\x06gender\x18\x13 \x01(\x0e\x32\x18.crm.customers.v1.Gender\x12\x10\n\x08\x62irthday\x18\x14 \x01(\t\x12\x11\n\tparent_id\x18\x15 \x01(\t\x12\x14\n\x0c\x61\x63\x63ount_path\x18\x16 \x01(\t\x12.\n\rcustom_fields\x18\x17 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x8f\x01\n\x07\x43onsent\x12\x31\n\x07purpose\x18\x01 \x01(\x0e\x32 .crm.customers.v1.ConsentPurpose\x12\x0f\n\x07granted\x18\x02 \x01(\x08\x12\x30\n\x0c\x63onsent_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x04 \x01(\t\"\xcb\x03\n\x07\x43ontact\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x11\n\tfull_name\x18\x03 \x01(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12\r\n\x05phone\x18\x05 \x01(\t\x12\r\n\x05\x65mail\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rreports_to_id\x18\x08 \x01(\t\x12\x32\n\x0c\x62uying_roles\x18\t \x03(\x0e\x32\x1c.crm.customers.v1.BuyingRole\x12:\n\x10\x61llowed_channels\x18\n \x03(\x0e\x32 .crm.customers.v1.ContactChannel\x12;\n\x11preferred_channel\x18\x0b \x01(\x0e\x32 .crm.customers.v1.ContactChannel\x12+\n\x08\x63onsents\x18\x0c \x03(\x0b\x32\x19.crm.customers.v1.Consent\x12/\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0e \x01(\t\"y\n\x15\x43ustomFieldDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12/\n\x04type\x18\x02 \x01(\x0e\x32!.crm.customers.v1.CustomFieldType\x12\x0f\n\x07options\x18\x03 \x03(\t\x12\x10\n\x08required\x18\x04 \x01(\x08\"\x8d\x01\n\x13\x43ustomerFieldSchema\x12\x37\n\x06\x66ields\x18\x01 \x03(\x0b\x32\'.crm.customers.v1.CustomFieldDefinition\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\x12/\n\x0bupdate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe7\x01\n\x0b\x46ieldChange\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x12\n\ncontact_id\x18\x03 \x01(\t\x12\r\n\x05\x66ield\x18\x04 \x01(\t\x12)\n\told_value\x18\x05 \x01(\x0b\x32\x16.google.protobuf.Value\x12)\n\tnew_value\x18\x06 \x01(\x0b\x32\x16.google.protobuf.Value\x12\r\n\x05\x61\x63tor\x18\x07 \x01(\t\x12/\n\x0b\x63hange_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*g\n\x0c\x43ustomerKind\x12\x1d\n\x19\x43USTOMER_KIND_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x43USTOMER_KIND_ORGANIZATION\x10\x01\x12\x18\n\x14\x43USTOMER_KIND_PERSON\x10\x02*\xaa\x01\n\x10OrganizationSize\x12!\n\x1dORGANIZATION_SIZE_UNSPECIFIED\x10\x00\x12\x1b\n\x17ORGANIZATION_SIZE_MICRO\x10\x01\x12\x1b\n\x17ORGANIZATION_SIZE_SMALL\x10\x02\x12\x1c\n\x18ORGANIZATION_SIZE_MEDIUM\x10\x03\x12\x1b\n\x17ORGANIZATION_SIZE_LARGE\x10\x04*V\n\x06Gender\x12\x16\n\x12GENDER_UNSPECIFIED\x10\x00\x12\x11\n\rGENDER_FEMALE\x10\x01\x12\x0f\n\x0bGENDER_MALE\x10\x02\x12\x10\n\x0cGENDER_OTHER\x10\x03*\x94\x01\n\nBuyingRole\x12\x1b\n\x17\x42UYING_ROLE_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x42UYING_ROLE_DECISION_MAKER\x10\x01\x12\x1a\n\x16\x42UYING_ROLE_INFLUENCER\x10\x02\x12\x17\n\x13\x42UYING_ROLE_FINANCE\x10\x03\x12\x14\n\x10\x42UYING_ROLE_USER\x10\x04*\x9c\x01\n\x0e\x43ontactChannel\x12\x1f\n\x1b\x43ONTACT_CHANNEL_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43ONTACT_CHANNEL_PHONE\x10\x01\x12\x19\n\x15\x43ONTACT_CHANNEL_EMAIL\x10\x02\x12\x17\n\x13\x43ONTACT_CHANNEL_SMS\x10\x03\x12\x1a\n\x16\x43ONTACT_CHANNEL_WECHAT\x10\x04*\xc4\x01\n\x0e\x43onsentPurpose\x12\x1f\n\x1b\x43ONSENT_PURPOSE_UNSPECIFIED\x10\x00\x12#\n\x1f\x43ONSENT_PURPOSE_MARKETING_EMAIL\x10\x01\x12!\n\x1d\x43ONSENT_PURPOSE_MARKETING_SMS\x10\x02\x12#\n\x1f\x43ONSENT_PURPOSE_MARKETING_PHONE\x10\x03\x12$\n CONSENT_PURPOSE_MARKETING_WECHAT\x10\x04*\xc4\x01\n\x0f\x43ustomFieldType\x12!\n\x1d\x43USTOM_FIELD_TYPE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43USTOM_FIELD_TYPE_STRING\x10\x01\x12\x1c\n\x18\x43USTOM_FIELD_TYPE_NUMBER\x10\x02\x12\x1a\n\x16\x43USTOM_FIELD_TYPE_DATE\x10\x03\x12\x1a\n\x16\x43USTOM_FIELD_TYPE_BOOL\x10\x04\x12\x1a\n\x16\x43USTOM_FIELD_TYPE_ENUM\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'crm.customers.v1.customer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CUSTOMERKIND']._serialized_start=637
-  _globals['_CUSTOMERKIND']._serialized_end=740
-  _globals['_CUSTOMER']._serialized_start=87
-  _globals['_CUSTOMER']._serialized_end=477
-  _globals['_CONTACT']._serialized_start=480
-  _globals['_CONTACT']._serialized_end=635
+  _globals['_CUSTOMERKIND']._serialized_start=1868
+  _globals['_CUSTOMERKIND']._serialized_end=1971
+  _globals['_ORGANIZATIONSIZE']._serialized_start=1974
+  _globals['_ORGANIZATIONSIZE']._serialized_end=2144
+  _globals['_GENDER']._serialized_start=2146
+  _globals['_GENDER']._serialized_end=2232
+  _globals['_BUYINGROLE']._serialized_start=2235
+  _globals['_BUYINGROLE']._serialized_end=2383
+  _globals['_CONTACTCHANNEL']._serialized_start=2386
+  _globals['_CONTACTCHANNEL']._serialized_end=2542
+  _globals['_CONSENTPURPOSE']._serialized_start=2545
+  _globals['_CONSENTPURPOSE']._serialized_end=2741
+  _globals['_CUSTOMFIELDTYPE']._serialized_start=2744
+  _globals['_CUSTOMFIELDTYPE']._serialized_end=2940
+  _globals['_CUSTOMER']._serialized_start=117
+  _globals['_CUSTOMER']._serialized_end=757
+  _globals['_CONSENT']._serialized_start=760
+  _globals['_CONSENT']._serialized_end=903
+  _globals['_CONTACT']._serialized_start=906
+  _globals['_CONTACT']._serialized_end=1365
+  _globals['_CUSTOMFIELDDEFINITION']._serialized_start=1367
+  _globals['_CUSTOMFIELDDEFINITION']._serialized_end=1488
+  _globals['_CUSTOMERFIELDSCHEMA']._serialized_start=1491
+  _globals['_CUSTOMERFIELDSCHEMA']._serialized_end=1632
+  _globals['_FIELDCHANGE']._serialized_start=1635
+  _globals['_FIELDCHANGE']._serialized_end=1866
 # @@protoc_insertion_point(module_scope)

@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -38,6 +39,150 @@ CUSTOMER_KIND_ORGANIZATION: CustomerKind.ValueType  # 1
 CUSTOMER_KIND_PERSON: CustomerKind.ValueType  # 2
 Global___CustomerKind: _TypeAlias = CustomerKind  # noqa: Y015
 
+class _OrganizationSize:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OrganizationSizeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrganizationSize.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ORGANIZATION_SIZE_UNSPECIFIED: _OrganizationSize.ValueType  # 0
+    ORGANIZATION_SIZE_MICRO: _OrganizationSize.ValueType  # 1
+    """Fewer than 10 people."""
+    ORGANIZATION_SIZE_SMALL: _OrganizationSize.ValueType  # 2
+    """10 to 99."""
+    ORGANIZATION_SIZE_MEDIUM: _OrganizationSize.ValueType  # 3
+    """100 to 999."""
+    ORGANIZATION_SIZE_LARGE: _OrganizationSize.ValueType  # 4
+    """1000 or more."""
+
+class OrganizationSize(_OrganizationSize, metaclass=_OrganizationSizeEnumTypeWrapper):
+    """OrganizationSize is the headcount band of an organisation."""
+
+ORGANIZATION_SIZE_UNSPECIFIED: OrganizationSize.ValueType  # 0
+ORGANIZATION_SIZE_MICRO: OrganizationSize.ValueType  # 1
+"""Fewer than 10 people."""
+ORGANIZATION_SIZE_SMALL: OrganizationSize.ValueType  # 2
+"""10 to 99."""
+ORGANIZATION_SIZE_MEDIUM: OrganizationSize.ValueType  # 3
+"""100 to 999."""
+ORGANIZATION_SIZE_LARGE: OrganizationSize.ValueType  # 4
+"""1000 or more."""
+Global___OrganizationSize: _TypeAlias = OrganizationSize  # noqa: Y015
+
+class _Gender:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _GenderEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Gender.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    GENDER_UNSPECIFIED: _Gender.ValueType  # 0
+    GENDER_FEMALE: _Gender.ValueType  # 1
+    GENDER_MALE: _Gender.ValueType  # 2
+    GENDER_OTHER: _Gender.ValueType  # 3
+
+class Gender(_Gender, metaclass=_GenderEnumTypeWrapper):
+    """Gender of a person customer; optional."""
+
+GENDER_UNSPECIFIED: Gender.ValueType  # 0
+GENDER_FEMALE: Gender.ValueType  # 1
+GENDER_MALE: Gender.ValueType  # 2
+GENDER_OTHER: Gender.ValueType  # 3
+Global___Gender: _TypeAlias = Gender  # noqa: Y015
+
+class _BuyingRole:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BuyingRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BuyingRole.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BUYING_ROLE_UNSPECIFIED: _BuyingRole.ValueType  # 0
+    BUYING_ROLE_DECISION_MAKER: _BuyingRole.ValueType  # 1
+    BUYING_ROLE_INFLUENCER: _BuyingRole.ValueType  # 2
+    BUYING_ROLE_FINANCE: _BuyingRole.ValueType  # 3
+    BUYING_ROLE_USER: _BuyingRole.ValueType  # 4
+
+class BuyingRole(_BuyingRole, metaclass=_BuyingRoleEnumTypeWrapper):
+    """BuyingRole is the part a contact plays in a purchase decision."""
+
+BUYING_ROLE_UNSPECIFIED: BuyingRole.ValueType  # 0
+BUYING_ROLE_DECISION_MAKER: BuyingRole.ValueType  # 1
+BUYING_ROLE_INFLUENCER: BuyingRole.ValueType  # 2
+BUYING_ROLE_FINANCE: BuyingRole.ValueType  # 3
+BUYING_ROLE_USER: BuyingRole.ValueType  # 4
+Global___BuyingRole: _TypeAlias = BuyingRole  # noqa: Y015
+
+class _ContactChannel:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ContactChannelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ContactChannel.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONTACT_CHANNEL_UNSPECIFIED: _ContactChannel.ValueType  # 0
+    CONTACT_CHANNEL_PHONE: _ContactChannel.ValueType  # 1
+    CONTACT_CHANNEL_EMAIL: _ContactChannel.ValueType  # 2
+    CONTACT_CHANNEL_SMS: _ContactChannel.ValueType  # 3
+    CONTACT_CHANNEL_WECHAT: _ContactChannel.ValueType  # 4
+
+class ContactChannel(_ContactChannel, metaclass=_ContactChannelEnumTypeWrapper):
+    """ContactChannel is a way to reach a contact."""
+
+CONTACT_CHANNEL_UNSPECIFIED: ContactChannel.ValueType  # 0
+CONTACT_CHANNEL_PHONE: ContactChannel.ValueType  # 1
+CONTACT_CHANNEL_EMAIL: ContactChannel.ValueType  # 2
+CONTACT_CHANNEL_SMS: ContactChannel.ValueType  # 3
+CONTACT_CHANNEL_WECHAT: ContactChannel.ValueType  # 4
+Global___ContactChannel: _TypeAlias = ContactChannel  # noqa: Y015
+
+class _ConsentPurpose:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConsentPurposeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConsentPurpose.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONSENT_PURPOSE_UNSPECIFIED: _ConsentPurpose.ValueType  # 0
+    CONSENT_PURPOSE_MARKETING_EMAIL: _ConsentPurpose.ValueType  # 1
+    CONSENT_PURPOSE_MARKETING_SMS: _ConsentPurpose.ValueType  # 2
+    CONSENT_PURPOSE_MARKETING_PHONE: _ConsentPurpose.ValueType  # 3
+    CONSENT_PURPOSE_MARKETING_WECHAT: _ConsentPurpose.ValueType  # 4
+
+class ConsentPurpose(_ConsentPurpose, metaclass=_ConsentPurposeEnumTypeWrapper):
+    """ConsentPurpose is what a contact consented (or refused) to."""
+
+CONSENT_PURPOSE_UNSPECIFIED: ConsentPurpose.ValueType  # 0
+CONSENT_PURPOSE_MARKETING_EMAIL: ConsentPurpose.ValueType  # 1
+CONSENT_PURPOSE_MARKETING_SMS: ConsentPurpose.ValueType  # 2
+CONSENT_PURPOSE_MARKETING_PHONE: ConsentPurpose.ValueType  # 3
+CONSENT_PURPOSE_MARKETING_WECHAT: ConsentPurpose.ValueType  # 4
+Global___ConsentPurpose: _TypeAlias = ConsentPurpose  # noqa: Y015
+
+class _CustomFieldType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CustomFieldTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CustomFieldType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CUSTOM_FIELD_TYPE_UNSPECIFIED: _CustomFieldType.ValueType  # 0
+    CUSTOM_FIELD_TYPE_STRING: _CustomFieldType.ValueType  # 1
+    CUSTOM_FIELD_TYPE_NUMBER: _CustomFieldType.ValueType  # 2
+    CUSTOM_FIELD_TYPE_DATE: _CustomFieldType.ValueType  # 3
+    """ISO date YYYY-MM-DD."""
+    CUSTOM_FIELD_TYPE_BOOL: _CustomFieldType.ValueType  # 4
+    CUSTOM_FIELD_TYPE_ENUM: _CustomFieldType.ValueType  # 5
+    """One of the definition's options."""
+
+class CustomFieldType(_CustomFieldType, metaclass=_CustomFieldTypeEnumTypeWrapper):
+    """CustomFieldType is the type of a custom field's values."""
+
+CUSTOM_FIELD_TYPE_UNSPECIFIED: CustomFieldType.ValueType  # 0
+CUSTOM_FIELD_TYPE_STRING: CustomFieldType.ValueType  # 1
+CUSTOM_FIELD_TYPE_NUMBER: CustomFieldType.ValueType  # 2
+CUSTOM_FIELD_TYPE_DATE: CustomFieldType.ValueType  # 3
+"""ISO date YYYY-MM-DD."""
+CUSTOM_FIELD_TYPE_BOOL: CustomFieldType.ValueType  # 4
+CUSTOM_FIELD_TYPE_ENUM: CustomFieldType.ValueType  # 5
+"""One of the definition's options."""
+Global___CustomFieldType: _TypeAlias = CustomFieldType  # noqa: Y015
+
 @_typing.final
 class Customer(_message.Message):
     """Customer is the party that trades."""
@@ -59,25 +204,55 @@ class Customer(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    LEGAL_NAME_FIELD_NUMBER: _builtins.int
+    INDUSTRY_FIELD_NUMBER: _builtins.int
+    ORGANIZATION_SIZE_FIELD_NUMBER: _builtins.int
+    GENDER_FIELD_NUMBER: _builtins.int
+    BIRTHDAY_FIELD_NUMBER: _builtins.int
+    PARENT_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_PATH_FIELD_NUMBER: _builtins.int
+    CUSTOM_FIELDS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant_id: _builtins.str
     owner_org_id: _builtins.str
     owner_org_path: _builtins.str
     kind: Global___CustomerKind.ValueType
+    """Immutable after creation."""
     display_name: _builtins.str
+    """The organisation's trading name or the person's name."""
     tax_id: _builtins.str
-    """Unified social credit code / VAT id, for organisations."""
+    """Unified social credit code (18 characters), for organisations."""
     phone: _builtins.str
     email: _builtins.str
     province: _builtins.str
     city: _builtins.str
     etag: _builtins.str
+    legal_name: _builtins.str
+    """Registered name of an organisation; defaults to display_name."""
+    industry: _builtins.str
+    """Organisations only."""
+    organization_size: Global___OrganizationSize.ValueType
+    """Organisations only."""
+    gender: Global___Gender.ValueType
+    """Persons only."""
+    birthday: _builtins.str
+    """Persons only: ISO date YYYY-MM-DD, or empty."""
+    parent_id: _builtins.str
+    """Parent account in the account hierarchy; empty for a root account. Output only:
+    MoveCustomer changes it.
+    """
+    account_path: _builtins.str
+    """Output only: ids from the root account down to this one, "/<root>/.../<id>/"."""
     @_builtins.property
     def contacts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Contact]: ...
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def custom_fields(self) -> _struct_pb2.Struct:
+        """Values of the tenant's custom fields (CustomerFieldSchema), by field name."""
+
     def __init__(
         self,
         *,
@@ -96,14 +271,56 @@ class Customer(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        legal_name: _builtins.str = ...,
+        industry: _builtins.str = ...,
+        organization_size: Global___OrganizationSize.ValueType = ...,
+        gender: Global___Gender.ValueType = ...,
+        birthday: _builtins.str = ...,
+        parent_id: _builtins.str = ...,
+        account_path: _builtins.str = ...,
+        custom_fields: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "custom_fields", b"custom_fields", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["city", b"city", "contacts", b"contacts", "create_time", b"create_time", "display_name", b"display_name", "email", b"email", "etag", b"etag", "id", b"id", "kind", b"kind", "owner_org_id", b"owner_org_id", "owner_org_path", b"owner_org_path", "phone", b"phone", "province", b"province", "tax_id", b"tax_id", "tenant_id", b"tenant_id", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_path", b"account_path", "birthday", b"birthday", "city", b"city", "contacts", b"contacts", "create_time", b"create_time", "custom_fields", b"custom_fields", "display_name", b"display_name", "email", b"email", "etag", b"etag", "gender", b"gender", "id", b"id", "industry", b"industry", "kind", b"kind", "legal_name", b"legal_name", "organization_size", b"organization_size", "owner_org_id", b"owner_org_id", "owner_org_path", b"owner_org_path", "parent_id", b"parent_id", "phone", b"phone", "province", b"province", "tax_id", b"tax_id", "tenant_id", b"tenant_id", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Customer: _TypeAlias = Customer  # noqa: Y015
+
+@_typing.final
+class Consent(_message.Message):
+    """Consent is a contact's recorded answer for one purpose."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    GRANTED_FIELD_NUMBER: _builtins.int
+    CONSENT_TIME_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    purpose: Global___ConsentPurpose.ValueType
+    granted: _builtins.bool
+    source: _builtins.str
+    """Where the answer was captured (web_form, call, paper ...); required."""
+    @_builtins.property
+    def consent_time(self) -> _timestamp_pb2.Timestamp:
+        """When the contact answered; the server's time when not given."""
+
+    def __init__(
+        self,
+        *,
+        purpose: Global___ConsentPurpose.ValueType = ...,
+        granted: _builtins.bool = ...,
+        consent_time: _timestamp_pb2.Timestamp | None = ...,
+        source: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consent_time", b"consent_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent_time", b"consent_time", "granted", b"granted", "purpose", b"purpose", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Consent: _TypeAlias = Consent  # noqa: Y015
 
 @_typing.final
 class Contact(_message.Message):
@@ -118,14 +335,40 @@ class Contact(_message.Message):
     PHONE_FIELD_NUMBER: _builtins.int
     EMAIL_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    REPORTS_TO_ID_FIELD_NUMBER: _builtins.int
+    BUYING_ROLES_FIELD_NUMBER: _builtins.int
+    ALLOWED_CHANNELS_FIELD_NUMBER: _builtins.int
+    PREFERRED_CHANNEL_FIELD_NUMBER: _builtins.int
+    CONSENTS_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     customer_id: _builtins.str
     full_name: _builtins.str
     title: _builtins.str
     phone: _builtins.str
     email: _builtins.str
+    reports_to_id: _builtins.str
+    """Another contact of the same customer; empty for none."""
+    preferred_channel: Global___ContactChannel.ValueType
+    """Must be one of allowed_channels when those are given."""
+    etag: _builtins.str
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def buying_roles(self) -> _containers.RepeatedScalarFieldContainer[Global___BuyingRole.ValueType]:
+        """A set: each role at most once."""
+
+    @_builtins.property
+    def allowed_channels(self) -> _containers.RepeatedScalarFieldContainer[Global___ContactChannel.ValueType]:
+        """Channels the contact may be reached on; empty means any."""
+
+    @_builtins.property
+    def consents(self) -> _containers.RepeatedCompositeFieldContainer[Global___Consent]:
+        """At most one per purpose."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -136,11 +379,130 @@ class Contact(_message.Message):
         phone: _builtins.str = ...,
         email: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        reports_to_id: _builtins.str = ...,
+        buying_roles: _abc.Iterable[Global___BuyingRole.ValueType] | None = ...,
+        allowed_channels: _abc.Iterable[Global___ContactChannel.ValueType] | None = ...,
+        preferred_channel: Global___ContactChannel.ValueType = ...,
+        consents: _abc.Iterable[Global___Consent] | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "customer_id", b"customer_id", "email", b"email", "full_name", b"full_name", "id", b"id", "phone", b"phone", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_channels", b"allowed_channels", "buying_roles", b"buying_roles", "consents", b"consents", "create_time", b"create_time", "customer_id", b"customer_id", "email", b"email", "etag", b"etag", "full_name", b"full_name", "id", b"id", "phone", b"phone", "preferred_channel", b"preferred_channel", "reports_to_id", b"reports_to_id", "title", b"title", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Contact: _TypeAlias = Contact  # noqa: Y015
+
+@_typing.final
+class CustomFieldDefinition(_message.Message):
+    """CustomFieldDefinition declares one custom field of a tenant's customers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    REQUIRED_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """lower_snake_case, unique within the schema."""
+    type: Global___CustomFieldType.ValueType
+    required: _builtins.bool
+    """A customer must have a value for it."""
+    @_builtins.property
+    def options(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Allowed values of an ENUM field; empty for the other types."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        type: Global___CustomFieldType.ValueType = ...,
+        options: _abc.Iterable[_builtins.str] | None = ...,
+        required: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "options", b"options", "required", b"required", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CustomFieldDefinition: _TypeAlias = CustomFieldDefinition  # noqa: Y015
+
+@_typing.final
+class CustomerFieldSchema(_message.Message):
+    """CustomerFieldSchema is the tenant's set of custom field definitions (a singleton)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELDS_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    etag: _builtins.str
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___CustomFieldDefinition]: ...
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        fields: _abc.Iterable[Global___CustomFieldDefinition] | None = ...,
+        etag: _builtins.str = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "fields", b"fields", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CustomerFieldSchema: _TypeAlias = CustomerFieldSchema  # noqa: Y015
+
+@_typing.final
+class FieldChange(_message.Message):
+    """FieldChange is one entry of a customer's or contact's field history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    OLD_VALUE_FIELD_NUMBER: _builtins.int
+    NEW_VALUE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    CHANGE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    customer_id: _builtins.str
+    contact_id: _builtins.str
+    """Set when the change is to a contact of the customer."""
+    field: _builtins.str
+    """Field path, e.g. "phone" or "custom_fields.tier"."""
+    actor: _builtins.str
+    """Subject of the principal who made the change."""
+    @_builtins.property
+    def old_value(self) -> _struct_pb2.Value: ...
+    @_builtins.property
+    def new_value(self) -> _struct_pb2.Value: ...
+    @_builtins.property
+    def change_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        contact_id: _builtins.str = ...,
+        field: _builtins.str = ...,
+        old_value: _struct_pb2.Value | None = ...,
+        new_value: _struct_pb2.Value | None = ...,
+        actor: _builtins.str = ...,
+        change_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change_time", b"change_time", "new_value", b"new_value", "old_value", b"old_value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "change_time", b"change_time", "contact_id", b"contact_id", "customer_id", b"customer_id", "field", b"field", "id", b"id", "new_value", b"new_value", "old_value", b"old_value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FieldChange: _TypeAlias = FieldChange  # noqa: Y015

@@ -23,25 +23,46 @@ _sym_db = _symbol_database.Default()
 
 
 from crm.customers.v1 import customer_pb2 as crm_dot_customers_dot_v1_dot_customer__pb2
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'crm/customers/v1/customer_service.proto\x12\x10\x63rm.customers.v1\x1a\x1f\x63rm/customers/v1/customer.proto\"Y\n\x15\x43reateCustomerRequest\x12,\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x1a.crm.customers.v1.Customer\x12\x12\n\nrequest_id\x18\x02 \x01(\t\" \n\x12GetCustomerRequest\x12\n\n\x02id\x18\x01 \x01(\t\"=\n\x14ListCustomersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"_\n\x15ListCustomersResponse\x12-\n\tcustomers\x18\x01 \x03(\x0b\x32\x1a.crm.customers.v1.Customer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"k\n\x14\x43reateContactRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12*\n\x07\x63ontact\x18\x02 \x01(\x0b\x32\x19.crm.customers.v1.Contact\x12\x12\n\nrequest_id\x18\x03 \x01(\t2\xef\x02\n\x0f\x43ustomerService\x12U\n\x0e\x43reateCustomer\x12\'.crm.customers.v1.CreateCustomerRequest\x1a\x1a.crm.customers.v1.Customer\x12O\n\x0bGetCustomer\x12$.crm.customers.v1.GetCustomerRequest\x1a\x1a.crm.customers.v1.Customer\x12`\n\rListCustomers\x12&.crm.customers.v1.ListCustomersRequest\x1a\'.crm.customers.v1.ListCustomersResponse\x12R\n\rCreateContact\x12&.crm.customers.v1.CreateContactRequest\x1a\x19.crm.customers.v1.Contactb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'crm/customers/v1/customer_service.proto\x12\x10\x63rm.customers.v1\x1a\x1f\x63rm/customers/v1/customer.proto\x1a google/protobuf/field_mask.proto\"Y\n\x15\x43reateCustomerRequest\x12,\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x1a.crm.customers.v1.Customer\x12\x12\n\nrequest_id\x18\x02 \x01(\t\" \n\x12GetCustomerRequest\x12\n\n\x02id\x18\x01 \x01(\t\"P\n\x14ListCustomersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x11\n\tparent_id\x18\x03 \x01(\t\"_\n\x15ListCustomersResponse\x12-\n\tcustomers\x18\x01 \x03(\x0b\x32\x1a.crm.customers.v1.Customer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"v\n\x15UpdateCustomerRequest\x12,\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x1a.crm.customers.v1.Customer\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"F\n\x13MoveCustomerRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rnew_parent_id\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"\x1f\n\x1dGetCustomerFieldSchemaRequest\"Y\n UpdateCustomerFieldSchemaRequest\x12\x35\n\x06schema\x18\x01 \x01(\x0b\x32%.crm.customers.v1.CustomerFieldSchema\"i\n\x17ListFieldChangesRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x12\n\ncontact_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"c\n\x18ListFieldChangesResponse\x12.\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x1d.crm.customers.v1.FieldChange\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"k\n\x14\x43reateContactRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12*\n\x07\x63ontact\x18\x02 \x01(\x0b\x32\x19.crm.customers.v1.Contact\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"4\n\x11GetContactRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"Q\n\x13ListContactsRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\\\n\x14ListContactsResponse\x12+\n\x08\x63ontacts\x18\x01 \x03(\x0b\x32\x19.crm.customers.v1.Contact\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"s\n\x14UpdateContactRequest\x12*\n\x07\x63ontact\x18\x01 \x01(\x0b\x32\x19.crm.customers.v1.Contact\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask2\xef\x08\n\x0f\x43ustomerService\x12U\n\x0e\x43reateCustomer\x12\'.crm.customers.v1.CreateCustomerRequest\x1a\x1a.crm.customers.v1.Customer\x12O\n\x0bGetCustomer\x12$.crm.customers.v1.GetCustomerRequest\x1a\x1a.crm.customers.v1.Customer\x12`\n\rListCustomers\x12&.crm.customers.v1.ListCustomersRequest\x1a\'.crm.customers.v1.ListCustomersResponse\x12U\n\x0eUpdateCustomer\x12\'.crm.customers.v1.UpdateCustomerRequest\x1a\x1a.crm.customers.v1.Customer\x12Q\n\x0cMoveCustomer\x12%.crm.customers.v1.MoveCustomerRequest\x1a\x1a.crm.customers.v1.Customer\x12p\n\x16GetCustomerFieldSchema\x12/.crm.customers.v1.GetCustomerFieldSchemaRequest\x1a%.crm.customers.v1.CustomerFieldSchema\x12v\n\x19UpdateCustomerFieldSchema\x12\x32.crm.customers.v1.UpdateCustomerFieldSchemaRequest\x1a%.crm.customers.v1.CustomerFieldSchema\x12i\n\x10ListFieldChanges\x12).crm.customers.v1.ListFieldChangesRequest\x1a*.crm.customers.v1.ListFieldChangesResponse\x12R\n\rCreateContact\x12&.crm.customers.v1.CreateContactRequest\x1a\x19.crm.customers.v1.Contact\x12L\n\nGetContact\x12#.crm.customers.v1.GetContactRequest\x1a\x19.crm.customers.v1.Contact\x12]\n\x0cListContacts\x12%.crm.customers.v1.ListContactsRequest\x1a&.crm.customers.v1.ListContactsResponse\x12R\n\rUpdateContact\x12&.crm.customers.v1.UpdateContactRequest\x1a\x19.crm.customers.v1.Contactb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'crm.customers.v1.customer_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREATECUSTOMERREQUEST']._serialized_start=94
-  _globals['_CREATECUSTOMERREQUEST']._serialized_end=183
-  _globals['_GETCUSTOMERREQUEST']._serialized_start=185
-  _globals['_GETCUSTOMERREQUEST']._serialized_end=217
-  _globals['_LISTCUSTOMERSREQUEST']._serialized_start=219
-  _globals['_LISTCUSTOMERSREQUEST']._serialized_end=280
-  _globals['_LISTCUSTOMERSRESPONSE']._serialized_start=282
-  _globals['_LISTCUSTOMERSRESPONSE']._serialized_end=377
-  _globals['_CREATECONTACTREQUEST']._serialized_start=379
-  _globals['_CREATECONTACTREQUEST']._serialized_end=486
-  _globals['_CUSTOMERSERVICE']._serialized_start=489
-  _globals['_CUSTOMERSERVICE']._serialized_end=856
+  _globals['_CREATECUSTOMERREQUEST']._serialized_start=128
+  _globals['_CREATECUSTOMERREQUEST']._serialized_end=217
+  _globals['_GETCUSTOMERREQUEST']._serialized_start=219
+  _globals['_GETCUSTOMERREQUEST']._serialized_end=251
+  _globals['_LISTCUSTOMERSREQUEST']._serialized_start=253
+  _globals['_LISTCUSTOMERSREQUEST']._serialized_end=333
+  _globals['_LISTCUSTOMERSRESPONSE']._serialized_start=335
+  _globals['_LISTCUSTOMERSRESPONSE']._serialized_end=430
+  _globals['_UPDATECUSTOMERREQUEST']._serialized_start=432
+  _globals['_UPDATECUSTOMERREQUEST']._serialized_end=550
+  _globals['_MOVECUSTOMERREQUEST']._serialized_start=552
+  _globals['_MOVECUSTOMERREQUEST']._serialized_end=622
+  _globals['_GETCUSTOMERFIELDSCHEMAREQUEST']._serialized_start=624
+  _globals['_GETCUSTOMERFIELDSCHEMAREQUEST']._serialized_end=655
+  _globals['_UPDATECUSTOMERFIELDSCHEMAREQUEST']._serialized_start=657
+  _globals['_UPDATECUSTOMERFIELDSCHEMAREQUEST']._serialized_end=746
+  _globals['_LISTFIELDCHANGESREQUEST']._serialized_start=748
+  _globals['_LISTFIELDCHANGESREQUEST']._serialized_end=853
+  _globals['_LISTFIELDCHANGESRESPONSE']._serialized_start=855
+  _globals['_LISTFIELDCHANGESRESPONSE']._serialized_end=954
+  _globals['_CREATECONTACTREQUEST']._serialized_start=956
+  _globals['_CREATECONTACTREQUEST']._serialized_end=1063
+  _globals['_GETCONTACTREQUEST']._serialized_start=1065
+  _globals['_GETCONTACTREQUEST']._serialized_end=1117
+  _globals['_LISTCONTACTSREQUEST']._serialized_start=1119
+  _globals['_LISTCONTACTSREQUEST']._serialized_end=1200
+  _globals['_LISTCONTACTSRESPONSE']._serialized_start=1202
+  _globals['_LISTCONTACTSRESPONSE']._serialized_end=1294
+  _globals['_UPDATECONTACTREQUEST']._serialized_start=1296
+  _globals['_UPDATECONTACTREQUEST']._serialized_end=1411
+  _globals['_CUSTOMERSERVICE']._serialized_start=1414
+  _globals['_CUSTOMERSERVICE']._serialized_end=2549
 # @@protoc_insertion_point(module_scope)

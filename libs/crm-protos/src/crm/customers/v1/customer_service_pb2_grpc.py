@@ -27,7 +27,7 @@ if _version_not_supported:
 
 
 class CustomerServiceStub:
-    """CustomerService owns customers and their contacts.
+    """CustomerService owns customers, their account hierarchy and their contacts.
     """
 
     def __init__(self, channel):
@@ -51,15 +51,55 @@ class CustomerServiceStub:
                 request_serializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.ListCustomersRequest.SerializeToString,
                 response_deserializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.ListCustomersResponse.FromString,
                 _registered_method=True)
+        self.UpdateCustomer = channel.unary_unary(
+                '/crm.customers.v1.CustomerService/UpdateCustomer',
+                request_serializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.UpdateCustomerRequest.SerializeToString,
+                response_deserializer=crm_dot_customers_dot_v1_dot_customer__pb2.Customer.FromString,
+                _registered_method=True)
+        self.MoveCustomer = channel.unary_unary(
+                '/crm.customers.v1.CustomerService/MoveCustomer',
+                request_serializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.MoveCustomerRequest.SerializeToString,
+                response_deserializer=crm_dot_customers_dot_v1_dot_customer__pb2.Customer.FromString,
+                _registered_method=True)
+        self.GetCustomerFieldSchema = channel.unary_unary(
+                '/crm.customers.v1.CustomerService/GetCustomerFieldSchema',
+                request_serializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.GetCustomerFieldSchemaRequest.SerializeToString,
+                response_deserializer=crm_dot_customers_dot_v1_dot_customer__pb2.CustomerFieldSchema.FromString,
+                _registered_method=True)
+        self.UpdateCustomerFieldSchema = channel.unary_unary(
+                '/crm.customers.v1.CustomerService/UpdateCustomerFieldSchema',
+                request_serializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.UpdateCustomerFieldSchemaRequest.SerializeToString,
+                response_deserializer=crm_dot_customers_dot_v1_dot_customer__pb2.CustomerFieldSchema.FromString,
+                _registered_method=True)
+        self.ListFieldChanges = channel.unary_unary(
+                '/crm.customers.v1.CustomerService/ListFieldChanges',
+                request_serializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.ListFieldChangesRequest.SerializeToString,
+                response_deserializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.ListFieldChangesResponse.FromString,
+                _registered_method=True)
         self.CreateContact = channel.unary_unary(
                 '/crm.customers.v1.CustomerService/CreateContact',
                 request_serializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.CreateContactRequest.SerializeToString,
                 response_deserializer=crm_dot_customers_dot_v1_dot_customer__pb2.Contact.FromString,
                 _registered_method=True)
+        self.GetContact = channel.unary_unary(
+                '/crm.customers.v1.CustomerService/GetContact',
+                request_serializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.GetContactRequest.SerializeToString,
+                response_deserializer=crm_dot_customers_dot_v1_dot_customer__pb2.Contact.FromString,
+                _registered_method=True)
+        self.ListContacts = channel.unary_unary(
+                '/crm.customers.v1.CustomerService/ListContacts',
+                request_serializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.ListContactsRequest.SerializeToString,
+                response_deserializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.ListContactsResponse.FromString,
+                _registered_method=True)
+        self.UpdateContact = channel.unary_unary(
+                '/crm.customers.v1.CustomerService/UpdateContact',
+                request_serializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.UpdateContactRequest.SerializeToString,
+                response_deserializer=crm_dot_customers_dot_v1_dot_customer__pb2.Contact.FromString,
+                _registered_method=True)
 
 
 class CustomerServiceServicer:
-    """CustomerService owns customers and their contacts.
+    """CustomerService owns customers, their account hierarchy and their contacts.
     """
 
     def CreateCustomer(self, request, context):
@@ -80,7 +120,57 @@ class CustomerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateCustomer(self, request, context):
+        """Changes the fields named by update_mask; customer.etag, when set, must be current.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MoveCustomer(self, request, context):
+        """Moves a customer (and its whole sub-hierarchy) under a new parent account or to the root.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCustomerFieldSchema(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateCustomerFieldSchema(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFieldChanges(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateContact(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetContact(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListContacts(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateContact(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -104,9 +194,49 @@ def add_CustomerServiceServicer_to_server(servicer, server):
                     request_deserializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.ListCustomersRequest.FromString,
                     response_serializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.ListCustomersResponse.SerializeToString,
             ),
+            'UpdateCustomer': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateCustomer,
+                    request_deserializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.UpdateCustomerRequest.FromString,
+                    response_serializer=crm_dot_customers_dot_v1_dot_customer__pb2.Customer.SerializeToString,
+            ),
+            'MoveCustomer': grpc.unary_unary_rpc_method_handler(
+                    servicer.MoveCustomer,
+                    request_deserializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.MoveCustomerRequest.FromString,
+                    response_serializer=crm_dot_customers_dot_v1_dot_customer__pb2.Customer.SerializeToString,
+            ),
+            'GetCustomerFieldSchema': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCustomerFieldSchema,
+                    request_deserializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.GetCustomerFieldSchemaRequest.FromString,
+                    response_serializer=crm_dot_customers_dot_v1_dot_customer__pb2.CustomerFieldSchema.SerializeToString,
+            ),
+            'UpdateCustomerFieldSchema': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateCustomerFieldSchema,
+                    request_deserializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.UpdateCustomerFieldSchemaRequest.FromString,
+                    response_serializer=crm_dot_customers_dot_v1_dot_customer__pb2.CustomerFieldSchema.SerializeToString,
+            ),
+            'ListFieldChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFieldChanges,
+                    request_deserializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.ListFieldChangesRequest.FromString,
+                    response_serializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.ListFieldChangesResponse.SerializeToString,
+            ),
             'CreateContact': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateContact,
                     request_deserializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.CreateContactRequest.FromString,
+                    response_serializer=crm_dot_customers_dot_v1_dot_customer__pb2.Contact.SerializeToString,
+            ),
+            'GetContact': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetContact,
+                    request_deserializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.GetContactRequest.FromString,
+                    response_serializer=crm_dot_customers_dot_v1_dot_customer__pb2.Contact.SerializeToString,
+            ),
+            'ListContacts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListContacts,
+                    request_deserializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.ListContactsRequest.FromString,
+                    response_serializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.ListContactsResponse.SerializeToString,
+            ),
+            'UpdateContact': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateContact,
+                    request_deserializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.UpdateContactRequest.FromString,
                     response_serializer=crm_dot_customers_dot_v1_dot_customer__pb2.Contact.SerializeToString,
             ),
     }
@@ -118,7 +248,7 @@ def add_CustomerServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class CustomerService:
-    """CustomerService owns customers and their contacts.
+    """CustomerService owns customers, their account hierarchy and their contacts.
     """
 
     @staticmethod
@@ -203,6 +333,141 @@ class CustomerService:
             _registered_method=True)
 
     @staticmethod
+    def UpdateCustomer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.customers.v1.CustomerService/UpdateCustomer',
+            crm_dot_customers_dot_v1_dot_customer__service__pb2.UpdateCustomerRequest.SerializeToString,
+            crm_dot_customers_dot_v1_dot_customer__pb2.Customer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MoveCustomer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.customers.v1.CustomerService/MoveCustomer',
+            crm_dot_customers_dot_v1_dot_customer__service__pb2.MoveCustomerRequest.SerializeToString,
+            crm_dot_customers_dot_v1_dot_customer__pb2.Customer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCustomerFieldSchema(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.customers.v1.CustomerService/GetCustomerFieldSchema',
+            crm_dot_customers_dot_v1_dot_customer__service__pb2.GetCustomerFieldSchemaRequest.SerializeToString,
+            crm_dot_customers_dot_v1_dot_customer__pb2.CustomerFieldSchema.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateCustomerFieldSchema(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.customers.v1.CustomerService/UpdateCustomerFieldSchema',
+            crm_dot_customers_dot_v1_dot_customer__service__pb2.UpdateCustomerFieldSchemaRequest.SerializeToString,
+            crm_dot_customers_dot_v1_dot_customer__pb2.CustomerFieldSchema.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFieldChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.customers.v1.CustomerService/ListFieldChanges',
+            crm_dot_customers_dot_v1_dot_customer__service__pb2.ListFieldChangesRequest.SerializeToString,
+            crm_dot_customers_dot_v1_dot_customer__service__pb2.ListFieldChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def CreateContact(request,
             target,
             options=(),
@@ -218,6 +483,87 @@ class CustomerService:
             target,
             '/crm.customers.v1.CustomerService/CreateContact',
             crm_dot_customers_dot_v1_dot_customer__service__pb2.CreateContactRequest.SerializeToString,
+            crm_dot_customers_dot_v1_dot_customer__pb2.Contact.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetContact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.customers.v1.CustomerService/GetContact',
+            crm_dot_customers_dot_v1_dot_customer__service__pb2.GetContactRequest.SerializeToString,
+            crm_dot_customers_dot_v1_dot_customer__pb2.Contact.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListContacts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.customers.v1.CustomerService/ListContacts',
+            crm_dot_customers_dot_v1_dot_customer__service__pb2.ListContactsRequest.SerializeToString,
+            crm_dot_customers_dot_v1_dot_customer__service__pb2.ListContactsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateContact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.customers.v1.CustomerService/UpdateContact',
+            crm_dot_customers_dot_v1_dot_customer__service__pb2.UpdateContactRequest.SerializeToString,
             crm_dot_customers_dot_v1_dot_customer__pb2.Contact.FromString,
             options,
             channel_credentials,

@@ -28,7 +28,7 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class CustomerServiceStub:
-    """CustomerService owns customers and their contacts."""
+    """CustomerService owns customers, their account hierarchy and their contacts."""
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -37,20 +37,40 @@ class CustomerServiceStub:
     CreateCustomer: _grpc.UnaryUnaryMultiCallable[_customer_service_pb2.CreateCustomerRequest, _customer_pb2.Customer]
     GetCustomer: _grpc.UnaryUnaryMultiCallable[_customer_service_pb2.GetCustomerRequest, _customer_pb2.Customer]
     ListCustomers: _grpc.UnaryUnaryMultiCallable[_customer_service_pb2.ListCustomersRequest, _customer_service_pb2.ListCustomersResponse]
+    UpdateCustomer: _grpc.UnaryUnaryMultiCallable[_customer_service_pb2.UpdateCustomerRequest, _customer_pb2.Customer]
+    """Changes the fields named by update_mask; customer.etag, when set, must be current."""
+    MoveCustomer: _grpc.UnaryUnaryMultiCallable[_customer_service_pb2.MoveCustomerRequest, _customer_pb2.Customer]
+    """Moves a customer (and its whole sub-hierarchy) under a new parent account or to the root."""
+    GetCustomerFieldSchema: _grpc.UnaryUnaryMultiCallable[_customer_service_pb2.GetCustomerFieldSchemaRequest, _customer_pb2.CustomerFieldSchema]
+    UpdateCustomerFieldSchema: _grpc.UnaryUnaryMultiCallable[_customer_service_pb2.UpdateCustomerFieldSchemaRequest, _customer_pb2.CustomerFieldSchema]
+    ListFieldChanges: _grpc.UnaryUnaryMultiCallable[_customer_service_pb2.ListFieldChangesRequest, _customer_service_pb2.ListFieldChangesResponse]
     CreateContact: _grpc.UnaryUnaryMultiCallable[_customer_service_pb2.CreateContactRequest, _customer_pb2.Contact]
+    GetContact: _grpc.UnaryUnaryMultiCallable[_customer_service_pb2.GetContactRequest, _customer_pb2.Contact]
+    ListContacts: _grpc.UnaryUnaryMultiCallable[_customer_service_pb2.ListContactsRequest, _customer_service_pb2.ListContactsResponse]
+    UpdateContact: _grpc.UnaryUnaryMultiCallable[_customer_service_pb2.UpdateContactRequest, _customer_pb2.Contact]
 
 @_typing.type_check_only
 class CustomerServiceAsyncStub(CustomerServiceStub):
-    """CustomerService owns customers and their contacts."""
+    """CustomerService owns customers, their account hierarchy and their contacts."""
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateCustomer: _aio.UnaryUnaryMultiCallable[_customer_service_pb2.CreateCustomerRequest, _customer_pb2.Customer]  # type: ignore[assignment]
     GetCustomer: _aio.UnaryUnaryMultiCallable[_customer_service_pb2.GetCustomerRequest, _customer_pb2.Customer]  # type: ignore[assignment]
     ListCustomers: _aio.UnaryUnaryMultiCallable[_customer_service_pb2.ListCustomersRequest, _customer_service_pb2.ListCustomersResponse]  # type: ignore[assignment]
+    UpdateCustomer: _aio.UnaryUnaryMultiCallable[_customer_service_pb2.UpdateCustomerRequest, _customer_pb2.Customer]  # type: ignore[assignment]
+    """Changes the fields named by update_mask; customer.etag, when set, must be current."""
+    MoveCustomer: _aio.UnaryUnaryMultiCallable[_customer_service_pb2.MoveCustomerRequest, _customer_pb2.Customer]  # type: ignore[assignment]
+    """Moves a customer (and its whole sub-hierarchy) under a new parent account or to the root."""
+    GetCustomerFieldSchema: _aio.UnaryUnaryMultiCallable[_customer_service_pb2.GetCustomerFieldSchemaRequest, _customer_pb2.CustomerFieldSchema]  # type: ignore[assignment]
+    UpdateCustomerFieldSchema: _aio.UnaryUnaryMultiCallable[_customer_service_pb2.UpdateCustomerFieldSchemaRequest, _customer_pb2.CustomerFieldSchema]  # type: ignore[assignment]
+    ListFieldChanges: _aio.UnaryUnaryMultiCallable[_customer_service_pb2.ListFieldChangesRequest, _customer_service_pb2.ListFieldChangesResponse]  # type: ignore[assignment]
     CreateContact: _aio.UnaryUnaryMultiCallable[_customer_service_pb2.CreateContactRequest, _customer_pb2.Contact]  # type: ignore[assignment]
+    GetContact: _aio.UnaryUnaryMultiCallable[_customer_service_pb2.GetContactRequest, _customer_pb2.Contact]  # type: ignore[assignment]
+    ListContacts: _aio.UnaryUnaryMultiCallable[_customer_service_pb2.ListContactsRequest, _customer_service_pb2.ListContactsResponse]  # type: ignore[assignment]
+    UpdateContact: _aio.UnaryUnaryMultiCallable[_customer_service_pb2.UpdateContactRequest, _customer_pb2.Contact]  # type: ignore[assignment]
 
 class CustomerServiceServicer(metaclass=_abc_1.ABCMeta):
-    """CustomerService owns customers and their contacts."""
+    """CustomerService owns customers, their account hierarchy and their contacts."""
 
     @_abc_1.abstractmethod
     def CreateCustomer(
@@ -74,9 +94,67 @@ class CustomerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_customer_service_pb2.ListCustomersResponse, _abc.Awaitable[_customer_service_pb2.ListCustomersResponse]]: ...
 
     @_abc_1.abstractmethod
+    def UpdateCustomer(
+        self,
+        request: _customer_service_pb2.UpdateCustomerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_customer_pb2.Customer, _abc.Awaitable[_customer_pb2.Customer]]:
+        """Changes the fields named by update_mask; customer.etag, when set, must be current."""
+
+    @_abc_1.abstractmethod
+    def MoveCustomer(
+        self,
+        request: _customer_service_pb2.MoveCustomerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_customer_pb2.Customer, _abc.Awaitable[_customer_pb2.Customer]]:
+        """Moves a customer (and its whole sub-hierarchy) under a new parent account or to the root."""
+
+    @_abc_1.abstractmethod
+    def GetCustomerFieldSchema(
+        self,
+        request: _customer_service_pb2.GetCustomerFieldSchemaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_customer_pb2.CustomerFieldSchema, _abc.Awaitable[_customer_pb2.CustomerFieldSchema]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateCustomerFieldSchema(
+        self,
+        request: _customer_service_pb2.UpdateCustomerFieldSchemaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_customer_pb2.CustomerFieldSchema, _abc.Awaitable[_customer_pb2.CustomerFieldSchema]]: ...
+
+    @_abc_1.abstractmethod
+    def ListFieldChanges(
+        self,
+        request: _customer_service_pb2.ListFieldChangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_customer_service_pb2.ListFieldChangesResponse, _abc.Awaitable[_customer_service_pb2.ListFieldChangesResponse]]: ...
+
+    @_abc_1.abstractmethod
     def CreateContact(
         self,
         request: _customer_service_pb2.CreateContactRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_customer_pb2.Contact, _abc.Awaitable[_customer_pb2.Contact]]: ...
+
+    @_abc_1.abstractmethod
+    def GetContact(
+        self,
+        request: _customer_service_pb2.GetContactRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_customer_pb2.Contact, _abc.Awaitable[_customer_pb2.Contact]]: ...
+
+    @_abc_1.abstractmethod
+    def ListContacts(
+        self,
+        request: _customer_service_pb2.ListContactsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_customer_service_pb2.ListContactsResponse, _abc.Awaitable[_customer_service_pb2.ListContactsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateContact(
+        self,
+        request: _customer_service_pb2.UpdateContactRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_customer_pb2.Contact, _abc.Awaitable[_customer_pb2.Contact]]: ...
 

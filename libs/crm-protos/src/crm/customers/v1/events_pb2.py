@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from crm.customers.v1 import customer_pb2 as crm_dot_customers_dot_v1_dot_customer__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63rm/customers/v1/events.proto\x12\x10\x63rm.customers.v1\x1a\x1f\x63rm/customers/v1/customer.proto\"?\n\x0f\x43ustomerCreated\x12,\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x1a.crm.customers.v1.Customer\"<\n\x0e\x43ontactCreated\x12*\n\x07\x63ontact\x18\x01 \x01(\x0b\x32\x19.crm.customers.v1.Contactb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63rm/customers/v1/events.proto\x12\x10\x63rm.customers.v1\x1a\x1f\x63rm/customers/v1/customer.proto\"?\n\x0f\x43ustomerCreated\x12,\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x1a.crm.customers.v1.Customer\"<\n\x0e\x43ontactCreated\x12*\n\x07\x63ontact\x18\x01 \x01(\x0b\x32\x19.crm.customers.v1.Contact\"W\n\x0f\x43ustomerUpdated\x12,\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x1a.crm.customers.v1.Customer\x12\x16\n\x0e\x63hanged_fields\x18\x02 \x03(\t\"\x9f\x01\n\rCustomerMoved\x12,\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x1a.crm.customers.v1.Customer\x12\x15\n\rold_parent_id\x18\x02 \x01(\t\x12\x15\n\rnew_parent_id\x18\x03 \x01(\t\x12\x18\n\x10old_account_path\x18\x04 \x01(\t\x12\x18\n\x10new_account_path\x18\x05 \x01(\t\"T\n\x0e\x43ontactUpdated\x12*\n\x07\x63ontact\x18\x01 \x01(\x0b\x32\x19.crm.customers.v1.Contact\x12\x16\n\x0e\x63hanged_fields\x18\x02 \x03(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,4 +36,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CUSTOMERCREATED']._serialized_end=147
   _globals['_CONTACTCREATED']._serialized_start=149
   _globals['_CONTACTCREATED']._serialized_end=209
+  _globals['_CUSTOMERUPDATED']._serialized_start=211
+  _globals['_CUSTOMERUPDATED']._serialized_end=298
+  _globals['_CUSTOMERMOVED']._serialized_start=301
+  _globals['_CUSTOMERMOVED']._serialized_end=460
+  _globals['_CONTACTUPDATED']._serialized_start=462
+  _globals['_CONTACTUPDATED']._serialized_end=546
 # @@protoc_insertion_point(module_scope)

@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from crm.customers.v1 import customer_pb2 as _customer_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -60,3 +62,96 @@ class ContactCreated(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ContactCreated: _TypeAlias = ContactCreated  # noqa: Y015
+
+@_typing.final
+class CustomerUpdated(_message.Message):
+    """Payload of crm.customers.customer.updated.v1."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def customer(self) -> _customer_pb2.Customer:
+        """The customer after the change, without contacts."""
+
+    @_builtins.property
+    def changed_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Paths that changed (e.g. "phone", "custom_fields.tier")."""
+
+    def __init__(
+        self,
+        *,
+        customer: _customer_pb2.Customer | None = ...,
+        changed_fields: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_fields", b"changed_fields", "customer", b"customer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CustomerUpdated: _TypeAlias = CustomerUpdated  # noqa: Y015
+
+@_typing.final
+class CustomerMoved(_message.Message):
+    """Payload of crm.customers.customer.moved.v1."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_FIELD_NUMBER: _builtins.int
+    OLD_PARENT_ID_FIELD_NUMBER: _builtins.int
+    NEW_PARENT_ID_FIELD_NUMBER: _builtins.int
+    OLD_ACCOUNT_PATH_FIELD_NUMBER: _builtins.int
+    NEW_ACCOUNT_PATH_FIELD_NUMBER: _builtins.int
+    old_parent_id: _builtins.str
+    new_parent_id: _builtins.str
+    old_account_path: _builtins.str
+    """Account paths before and after; every descendant's path changed prefix likewise."""
+    new_account_path: _builtins.str
+    @_builtins.property
+    def customer(self) -> _customer_pb2.Customer:
+        """The moved customer, after the move, without contacts."""
+
+    def __init__(
+        self,
+        *,
+        customer: _customer_pb2.Customer | None = ...,
+        old_parent_id: _builtins.str = ...,
+        new_parent_id: _builtins.str = ...,
+        old_account_path: _builtins.str = ...,
+        new_account_path: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer", "new_account_path", b"new_account_path", "new_parent_id", b"new_parent_id", "old_account_path", b"old_account_path", "old_parent_id", b"old_parent_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CustomerMoved: _TypeAlias = CustomerMoved  # noqa: Y015
+
+@_typing.final
+class ContactUpdated(_message.Message):
+    """Payload of crm.customers.contact.updated.v1."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTACT_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def contact(self) -> _customer_pb2.Contact: ...
+    @_builtins.property
+    def changed_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        contact: _customer_pb2.Contact | None = ...,
+        changed_fields: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_fields", b"changed_fields", "contact", b"contact"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContactUpdated: _TypeAlias = ContactUpdated  # noqa: Y015
