@@ -12,6 +12,7 @@ import heapq
 import math
 import sys
 import uuid
+from abc import ABC, abstractmethod
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from datetime import datetime, tzinfo
@@ -174,11 +175,13 @@ def _least_loaded(
     return best
 
 
-class _Picker:
+class _Picker(ABC):
+    """One strategy's choice among a rule's targets."""
+
+    @abstractmethod
     def pick(
         self, facts: LeadFacts, state: DistributionState, skip: frozenset[str]
-    ) -> _Target | None:
-        raise NotImplementedError
+    ) -> _Target | None: ...
 
 
 class _Territory(_Picker):
