@@ -23,6 +23,8 @@ DEFINITION = ServiceDefinition(
         http_api.router(rt),
         http_api.contacts_router(rt),
         http_api.fields_router(rt),
+        http_api.tags_router(rt),
+        http_api.segments_router(rt),
     ],
 )
 

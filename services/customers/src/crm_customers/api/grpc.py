@@ -11,13 +11,14 @@ from google.protobuf import json_format
 
 from crm.customers.v1 import customer_pb2, customer_service_pb2_grpc
 from crm.customers.v1 import customer_service_pb2 as pb
-from crm_customers.customer import custom_fields, rules, schema, service
+from crm_customers.customer import custom_fields, rules, schema, segments, service
 from crm_customers.customer.contact_rules import ConsentFields, ContactFields
 from crm_customers.customer.mapping import (
     contact_to_proto,
     customer_to_proto,
     field_change_to_proto,
     schema_to_proto,
+    segment_to_proto,
 )
 from crm_customers.settings import Settings
 from crm_platform.auth import require_principal
@@ -266,6 +267,30 @@ class CustomerServicer(customer_service_pb2_grpc.CustomerServiceServicer):
                 now=datetime.now(UTC),
             )
         return contact_to_proto(row)
+
+    async def GetSegment(
+        self, request: pb.GetSegmentRequest, context: Context
+    ) -> customer_pb2.Segment:
+        async with self.rt.db.read() as conn:
+            row, count = await segments.get_segment(
+                conn=conn, principal=require_principal(), segment_id=parse_id(request.id)
+            )
+        return segment_to_proto(row, count)
+
+    async def ListSegmentMembers(
+        self, request: pb.ListSegmentMembersRequest, context: Context
+    ) -> pb.ListSegmentMembersResponse:
+        segment_id = parse_id(request.segment_id, "segment_id")
+        filter_key = f"segment:{segment_id}"  # a token is only valid for its segment
+        page = page_request(request.page_size, request.page_token, filter_key)
+        async with self.rt.db.read() as conn:
+            rows = await segments.segment_members(
+                conn=conn, principal=require_principal(), segment_id=segment_id, page=page
+            )
+        items, token = page_of(rows, page, filter_key)
+        return pb.ListSegmentMembersResponse(
+            customers=[customer_to_proto(r) for r in items], next_page_token=token
+        )
 
 
 def bindings(rt: Runtime) -> list[GrpcBinding]:

@@ -9,13 +9,24 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query
 from pydantic import Field
 
-from crm_customers.customer import contact_rules, custom_fields, rules, schema, service
+from crm_customers.customer import (
+    contact_rules,
+    custom_fields,
+    rules,
+    schema,
+    segments,
+    service,
+    tagging,
+)
 from crm_customers.customer.contact_rules import ConsentFields, ContactFields
 from crm_customers.customer.mapping import (
     contact_to_proto,
+    customer_tag_to_proto,
     customer_to_proto,
     field_change_to_proto,
     schema_to_proto,
+    segment_to_proto,
+    tag_to_proto,
 )
 from crm_customers.settings import Settings
 from crm_platform.auth import Principal
@@ -360,5 +371,132 @@ def fields_router(rt: Runtime) -> APIRouter:
                 conn=conn, principal=principal, definitions=definitions, expected_etag=if_match
             )
         return proto_json(schema_to_proto(current))
+
+    return r
+
+
+class TagsIn(ApiModel):
+    names: list[Annotated[str, Field(max_length=200)]] = Field(
+        max_length=tagging.MAX_PER_REQUEST,
+        description="Letters, digits (any script, CJK included), '-' and '_'; 1 to 32 each.",
+    )
+
+
+class SegmentIn(ApiModel):
+    display_name: str = Field(min_length=1, max_length=200)
+    rule: dict[str, Any] = Field(
+        description='A boolean tree: {"all": [...]}, {"any": [...]}, {"not": {...}} of '
+        '{"field": "province|city|kind|industry|custom_fields.<name>", '
+        '"op": "eq|in|neq|contains", "value": ...}, {"tag": "<name>"} and '
+        '{"last_activity_older_than_days": N}.'
+    )
+
+
+def _customer_tags(rows: list[Any]) -> Json:
+    return {"tags": [proto_json(customer_tag_to_proto(r)) for r in rows]}
+
+
+def _segment(row: Any, count: int) -> Json:
+    body = proto_json(segment_to_proto(row, count))
+    body["rule"] = row.rule  # as stored: Struct would turn integers into floats
+    body["member_count"] = count  # int64 is a string in proto3 JSON
+    return body
+
+
+def tags_router(rt: Runtime) -> APIRouter:
+    r = APIRouter(tags=["tags"])
+
+    @r.get("/v1/customers/{customer_id}/tags")
+    async def list_customer_tags(customer_id: str, principal: CurrentPrincipal) -> Json:
+        """The customer's tags by name."""
+        async with rt.db.read() as conn:
+            rows = await segments.tags_of(
+                conn=conn, principal=principal, customer_id=parse_id(customer_id, "customer_id")
+            )
+        return _customer_tags(rows)
+
+    @r.post("/v1/customers/{customer_id}/tags")
+    async def add_customer_tags(
+        customer_id: str, body: TagsIn, principal: CurrentPrincipal
+    ) -> Json:
+        """Attach manual tags (created on first use); returns all the customer's tags. A
+        system tag's name: 403 SYSTEM_TAG_PROTECTED."""
+        cid = parse_id(customer_id, "customer_id")
+        async with rt.db.unit_of_work() as conn:
+            rows = await segments.add_tags(
+                conn=conn, principal=principal, customer_id=cid, names=body.names
+            )
+        return _customer_tags(rows)
+
+    @r.delete("/v1/customers/{customer_id}/tags/{name}")
+    async def remove_customer_tag(customer_id: str, name: str, principal: CurrentPrincipal) -> Json:
+        """Detach a manual tag; returns the customer's remaining tags. A system tag: 403
+        SYSTEM_TAG_PROTECTED."""
+        cid = parse_id(customer_id, "customer_id")
+        async with rt.db.unit_of_work() as conn:
+            rows = await segments.remove_tag(
+                conn=conn, principal=principal, customer_id=cid, name=name
+            )
+        return _customer_tags(rows)
+
+    @r.get("/v1/tags")
+    async def list_tags(principal: CurrentPrincipal, page: CurrentPage) -> Json:
+        """The tenant's tags in creation order."""
+        async with rt.db.read() as conn:
+            rows = await segments.list_tags(conn=conn, principal=principal, page=page)
+        return paged("tags", rows, page, lambda x: proto_json(tag_to_proto(x)))
+
+    return r
+
+
+def segments_router(rt: Runtime) -> APIRouter:
+    r = APIRouter(prefix="/v1/segments", tags=["segments"])
+
+    @r.post("", status_code=201)
+    async def create_segment(body: SegmentIn, principal: CurrentPrincipal) -> Json:
+        """Define a segment; a bad rule: 422 naming each bad path (`rule.all.1.op`)."""
+        async with rt.db.unit_of_work() as conn:
+            row, count = await segments.create_segment(
+                conn=conn, principal=principal, display_name=body.display_name, rule=body.rule
+            )
+        return _segment(row, count)
+
+    @r.get("/{segment_id}")
+    async def get_segment(segment_id: str, principal: CurrentPrincipal) -> Json:
+        """The definition and `member_count`: the visible customers matching it now."""
+        async with rt.db.read() as conn:
+            row, count = await segments.get_segment(
+                conn=conn, principal=principal, segment_id=parse_id(segment_id, "segment_id")
+            )
+        return _segment(row, count)
+
+    @r.put("/{segment_id}")
+    async def replace_segment(
+        segment_id: str, body: SegmentIn, principal: CurrentPrincipal, if_match: IfMatch = ""
+    ) -> Json:
+        """Replace the name and rule of an existing segment."""
+        sid = parse_id(segment_id, "segment_id")
+        async with rt.db.unit_of_work() as conn:
+            row, count = await segments.replace_segment(
+                conn=conn,
+                principal=principal,
+                segment_id=sid,
+                display_name=body.display_name,
+                rule=body.rule,
+                expected_etag=if_match,
+            )
+        return _segment(row, count)
+
+    @r.get("/{segment_id}/members")
+    async def list_segment_members(
+        segment_id: str, principal: CurrentPrincipal, page: CurrentPage
+    ) -> Json:
+        """Matching customers the caller can see, in creation order (without contacts)."""
+        sid = parse_id(segment_id, "segment_id")
+        async with rt.db.read() as conn:
+            rows = await segments.segment_members(
+                conn=conn, principal=principal, segment_id=sid, page=page
+            )
+        return paged("customers", rows, page, lambda x: proto_json(customer_to_proto(x)))
 
     return r

@@ -106,3 +106,42 @@ def schema_to_proto(schema: Schema) -> customer_pb2.CustomerFieldSchema:
         etag=schema.etag,
         update_time=timestamp(schema.update_time) if schema.update_time else None,
     )
+
+
+def _tag_kind(kind: str) -> customer_pb2.TagKind.ValueType:
+    return customer_pb2.TagKind.Value(f"TAG_KIND_{kind.upper()}")
+
+
+def tag_to_proto(row: Any) -> customer_pb2.Tag:
+    return customer_pb2.Tag(
+        name=row.name,
+        kind=_tag_kind(row.kind),
+        created_by=row.created_by,
+        create_time=timestamp(row.create_time),
+    )
+
+
+def customer_tag_to_proto(row: Any) -> customer_pb2.CustomerTag:
+    return customer_pb2.CustomerTag(
+        name=row.name,
+        kind=_tag_kind(row.kind),
+        source=_tag_kind(row.source),
+        tagged_by=row.tagged_by,
+        tag_time=timestamp(row.tag_time),
+    )
+
+
+def segment_to_proto(row: Any, member_count: int) -> customer_pb2.Segment:
+    rule = struct_pb2.Struct()
+    rule.update(row.rule)
+    return customer_pb2.Segment(
+        id=str(row.id),
+        tenant_id=str(row.tenant_id),
+        display_name=row.display_name,
+        rule=rule,
+        member_count=member_count,
+        created_by=row.created_by,
+        create_time=timestamp(row.create_time),
+        update_time=timestamp(row.update_time),
+        etag=etag(row.id, row.version),
+    )

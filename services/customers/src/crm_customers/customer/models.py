@@ -113,3 +113,47 @@ field_changes = sa.Table(
     ),
     sa.Index("ix_field_changes_customer", "customer_id", "contact_id", "id"),
 )
+
+# Tags of the tenant: names normalised (NFKC, case-folded), unique per tenant. System tags
+# are attached by the service itself (rules, lifecycle), never by users.
+tags = sa.Table(
+    "tags",
+    metadata,
+    id_column(),
+    sa.Column("tenant_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("created_by", sa.Text, nullable=False),
+    sa.Column(
+        "create_time", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.UniqueConstraint("tenant_id", "name"),
+    sa.CheckConstraint("kind IN ('system', 'manual')", name="kind"),
+)
+
+customer_tags = sa.Table(
+    "customer_tags",
+    metadata,
+    sa.Column("customer_id", UUID(as_uuid=True), sa.ForeignKey("customers.id"), primary_key=True),
+    sa.Column("tag_id", UUID(as_uuid=True), sa.ForeignKey("tags.id"), primary_key=True),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("tagged_by", sa.Text, nullable=False),
+    sa.Column("tag_time", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.CheckConstraint("source IN ('system', 'manual')", name="source"),
+    # Segments ask "which customers have tag T": the reverse of the primary key.
+    sa.Index("ix_customer_tags_tag_id", "tag_id", "customer_id"),
+)
+
+# Dynamic segments: a validated rule document, evaluated in the database on every read.
+# Tenant-wide definitions; their members are always limited to what the caller can see.
+segments = sa.Table(
+    "segments",
+    metadata,
+    id_column(),
+    sa.Column("tenant_id", UUID(as_uuid=True), nullable=False, index=True),
+    sa.Column("display_name", sa.Text, nullable=False),
+    sa.Column("rule", JSONB, nullable=False),
+    sa.Column("created_by", sa.Text, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+    *timestamp_columns(),
+)

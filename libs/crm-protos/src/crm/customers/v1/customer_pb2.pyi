@@ -183,6 +183,28 @@ CUSTOM_FIELD_TYPE_ENUM: CustomFieldType.ValueType  # 5
 """One of the definition's options."""
 Global___CustomFieldType: _TypeAlias = CustomFieldType  # noqa: Y015
 
+class _TagKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TagKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TagKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TAG_KIND_UNSPECIFIED: _TagKind.ValueType  # 0
+    TAG_KIND_SYSTEM: _TagKind.ValueType  # 1
+    """Attached by the system (rules, lifecycle); users can neither add nor remove it."""
+    TAG_KIND_MANUAL: _TagKind.ValueType  # 2
+    """Attached and removed by users."""
+
+class TagKind(_TagKind, metaclass=_TagKindEnumTypeWrapper):
+    """TagKind tells tags users attach from tags only the system attaches."""
+
+TAG_KIND_UNSPECIFIED: TagKind.ValueType  # 0
+TAG_KIND_SYSTEM: TagKind.ValueType  # 1
+"""Attached by the system (rules, lifecycle); users can neither add nor remove it."""
+TAG_KIND_MANUAL: TagKind.ValueType  # 2
+"""Attached and removed by users."""
+Global___TagKind: _TypeAlias = TagKind  # noqa: Y015
+
 @_typing.final
 class Customer(_message.Message):
     """Customer is the party that trades."""
@@ -506,3 +528,124 @@ class FieldChange(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FieldChange: _TypeAlias = FieldChange  # noqa: Y015
+
+@_typing.final
+class Tag(_message.Message):
+    """Tag is one of the tenant's tag names."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    CREATED_BY_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Normalised: NFKC, case-folded; letters, digits, '-' and '_', 1 to 32 characters."""
+    kind: Global___TagKind.ValueType
+    created_by: _builtins.str
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        kind: Global___TagKind.ValueType = ...,
+        created_by: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "created_by", b"created_by", "kind", b"kind", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Tag: _TypeAlias = Tag  # noqa: Y015
+
+@_typing.final
+class CustomerTag(_message.Message):
+    """CustomerTag is a tag attached to a customer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    TAGGED_BY_FIELD_NUMBER: _builtins.int
+    TAG_TIME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    kind: Global___TagKind.ValueType
+    source: Global___TagKind.ValueType
+    """Who attached it: the system or a user."""
+    tagged_by: _builtins.str
+    @_builtins.property
+    def tag_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        kind: Global___TagKind.ValueType = ...,
+        source: Global___TagKind.ValueType = ...,
+        tagged_by: _builtins.str = ...,
+        tag_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["tag_time", b"tag_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "name", b"name", "source", b"source", "tag_time", b"tag_time", "tagged_by", b"tagged_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CustomerTag: _TypeAlias = CustomerTag  # noqa: Y015
+
+@_typing.final
+class Segment(_message.Message):
+    """Segment is a dynamic set of customers defined by a rule evaluated in the database."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    MEMBER_COUNT_FIELD_NUMBER: _builtins.int
+    CREATED_BY_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    tenant_id: _builtins.str
+    display_name: _builtins.str
+    member_count: _builtins.int
+    """How many customers visible to the caller match the rule now."""
+    created_by: _builtins.str
+    etag: _builtins.str
+    @_builtins.property
+    def rule(self) -> _struct_pb2.Struct:
+        """A boolean tree: {"all": [...]}, {"any": [...]}, {"not": {...}} of conditions
+        {"field": "province|city|kind|industry|custom_fields.<name>", "op": "eq|in|neq|contains",
+        "value": ...}, {"tag": "<name>"} and {"last_activity_older_than_days": N}.
+        """
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        tenant_id: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        rule: _struct_pb2.Struct | None = ...,
+        member_count: _builtins.int = ...,
+        created_by: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "rule", b"rule", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "created_by", b"created_by", "display_name", b"display_name", "etag", b"etag", "id", b"id", "member_count", b"member_count", "rule", b"rule", "tenant_id", b"tenant_id", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Segment: _TypeAlias = Segment  # noqa: Y015

@@ -96,6 +96,16 @@ class CustomerServiceStub:
                 request_serializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.UpdateContactRequest.SerializeToString,
                 response_deserializer=crm_dot_customers_dot_v1_dot_customer__pb2.Contact.FromString,
                 _registered_method=True)
+        self.GetSegment = channel.unary_unary(
+                '/crm.customers.v1.CustomerService/GetSegment',
+                request_serializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.GetSegmentRequest.SerializeToString,
+                response_deserializer=crm_dot_customers_dot_v1_dot_customer__pb2.Segment.FromString,
+                _registered_method=True)
+        self.ListSegmentMembers = channel.unary_unary(
+                '/crm.customers.v1.CustomerService/ListSegmentMembers',
+                request_serializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.ListSegmentMembersRequest.SerializeToString,
+                response_deserializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.ListSegmentMembersResponse.FromString,
+                _registered_method=True)
 
 
 class CustomerServiceServicer:
@@ -176,6 +186,20 @@ class CustomerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSegment(self, request, context):
+        """A segment with its member count among the customers the caller can see.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSegmentMembers(self, request, context):
+        """The segment's members the caller can see, in creation order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CustomerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -238,6 +262,16 @@ def add_CustomerServiceServicer_to_server(servicer, server):
                     servicer.UpdateContact,
                     request_deserializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.UpdateContactRequest.FromString,
                     response_serializer=crm_dot_customers_dot_v1_dot_customer__pb2.Contact.SerializeToString,
+            ),
+            'GetSegment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSegment,
+                    request_deserializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.GetSegmentRequest.FromString,
+                    response_serializer=crm_dot_customers_dot_v1_dot_customer__pb2.Segment.SerializeToString,
+            ),
+            'ListSegmentMembers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSegmentMembers,
+                    request_deserializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.ListSegmentMembersRequest.FromString,
+                    response_serializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.ListSegmentMembersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -565,6 +599,60 @@ class CustomerService:
             '/crm.customers.v1.CustomerService/UpdateContact',
             crm_dot_customers_dot_v1_dot_customer__service__pb2.UpdateContactRequest.SerializeToString,
             crm_dot_customers_dot_v1_dot_customer__pb2.Contact.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSegment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.customers.v1.CustomerService/GetSegment',
+            crm_dot_customers_dot_v1_dot_customer__service__pb2.GetSegmentRequest.SerializeToString,
+            crm_dot_customers_dot_v1_dot_customer__pb2.Segment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSegmentMembers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.customers.v1.CustomerService/ListSegmentMembers',
+            crm_dot_customers_dot_v1_dot_customer__service__pb2.ListSegmentMembersRequest.SerializeToString,
+            crm_dot_customers_dot_v1_dot_customer__service__pb2.ListSegmentMembersResponse.FromString,
             options,
             channel_credentials,
             insecure,

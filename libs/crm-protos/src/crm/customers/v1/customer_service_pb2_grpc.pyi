@@ -48,6 +48,10 @@ class CustomerServiceStub:
     GetContact: _grpc.UnaryUnaryMultiCallable[_customer_service_pb2.GetContactRequest, _customer_pb2.Contact]
     ListContacts: _grpc.UnaryUnaryMultiCallable[_customer_service_pb2.ListContactsRequest, _customer_service_pb2.ListContactsResponse]
     UpdateContact: _grpc.UnaryUnaryMultiCallable[_customer_service_pb2.UpdateContactRequest, _customer_pb2.Contact]
+    GetSegment: _grpc.UnaryUnaryMultiCallable[_customer_service_pb2.GetSegmentRequest, _customer_pb2.Segment]
+    """A segment with its member count among the customers the caller can see."""
+    ListSegmentMembers: _grpc.UnaryUnaryMultiCallable[_customer_service_pb2.ListSegmentMembersRequest, _customer_service_pb2.ListSegmentMembersResponse]
+    """The segment's members the caller can see, in creation order."""
 
 @_typing.type_check_only
 class CustomerServiceAsyncStub(CustomerServiceStub):
@@ -68,6 +72,10 @@ class CustomerServiceAsyncStub(CustomerServiceStub):
     GetContact: _aio.UnaryUnaryMultiCallable[_customer_service_pb2.GetContactRequest, _customer_pb2.Contact]  # type: ignore[assignment]
     ListContacts: _aio.UnaryUnaryMultiCallable[_customer_service_pb2.ListContactsRequest, _customer_service_pb2.ListContactsResponse]  # type: ignore[assignment]
     UpdateContact: _aio.UnaryUnaryMultiCallable[_customer_service_pb2.UpdateContactRequest, _customer_pb2.Contact]  # type: ignore[assignment]
+    GetSegment: _aio.UnaryUnaryMultiCallable[_customer_service_pb2.GetSegmentRequest, _customer_pb2.Segment]  # type: ignore[assignment]
+    """A segment with its member count among the customers the caller can see."""
+    ListSegmentMembers: _aio.UnaryUnaryMultiCallable[_customer_service_pb2.ListSegmentMembersRequest, _customer_service_pb2.ListSegmentMembersResponse]  # type: ignore[assignment]
+    """The segment's members the caller can see, in creation order."""
 
 class CustomerServiceServicer(metaclass=_abc_1.ABCMeta):
     """CustomerService owns customers, their account hierarchy and their contacts."""
@@ -157,5 +165,21 @@ class CustomerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _customer_service_pb2.UpdateContactRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_customer_pb2.Contact, _abc.Awaitable[_customer_pb2.Contact]]: ...
+
+    @_abc_1.abstractmethod
+    def GetSegment(
+        self,
+        request: _customer_service_pb2.GetSegmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_customer_pb2.Segment, _abc.Awaitable[_customer_pb2.Segment]]:
+        """A segment with its member count among the customers the caller can see."""
+
+    @_abc_1.abstractmethod
+    def ListSegmentMembers(
+        self,
+        request: _customer_service_pb2.ListSegmentMembersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_customer_service_pb2.ListSegmentMembersResponse, _abc.Awaitable[_customer_service_pb2.ListSegmentMembersResponse]]:
+        """The segment's members the caller can see, in creation order."""
 
 def add_CustomerServiceServicer_to_server(servicer: CustomerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,323 @@
+"""Tags on customers (manual and system) and dynamic segments evaluated in the database,
+over REST and gRPC on real servers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from conftest import Tenant, http_client
+from crm.customers.v1 import customer_service_pb2, customer_service_pb2_grpc
+from crm_customers.customer import segments
+from crm_customers.customer.models import customers as customers_table
+from crm_platform.runtime import Runtime
+
+ORG = {"kind": "ORGANIZATION", "display_name": "Acme"}
+
+
+@pytest.fixture
+async def client(customers: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    async with http_client(customers) as c:
+        yield c
+
+
+async def _create(
+    client: httpx.AsyncClient, tenant: Tenant, who: str = "d1-rep", **fields: Any
+) -> str:
+    r = await client.post("/v1/customers", json={**ORG, **fields}, headers=tenant.auth(who))
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+async def _tag(
+    client: httpx.AsyncClient, tenant: Tenant, customer_id: str, *names: str, who: str = "d1-rep"
+) -> httpx.Response:
+    return await client.post(
+        f"/v1/customers/{customer_id}/tags", json={"names": list(names)}, headers=tenant.auth(who)
+    )
+
+
+async def _age(rt: Runtime, days: int, *ids: str) -> None:
+    """Last activity ``days`` ago: the segment's behaviour proxy is update_time."""
+    async with rt.db.unit_of_work() as conn:
+        await conn.execute(
+            customers_table.update()
+            .where(customers_table.c.id.in_([uuid.UUID(i) for i in ids]))
+            .values(update_time=sa.func.now() - sa.text(f"interval '{days} days'"))
+        )
+
+
+async def test_manual_tags(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    cid = await _create(client, tenant)
+    r = await _tag(client, tenant, cid, "VIP", "重点客户", "key_account-2", "ｖｉｐ")
+    assert r.status_code == 200, r.text
+    tags = r.json()["tags"]
+    assert sorted(t["name"] for t in tags) == sorted(["vip", "重点客户", "key_account-2"])
+    assert {(t["kind"], t["source"], t["tagged_by"]) for t in tags} == {
+        ("TAG_KIND_MANUAL", "TAG_KIND_MANUAL", tags[0]["tagged_by"])
+    }
+    # Adding again is a no-op.
+    r = await _tag(client, tenant, cid, "vip")
+    assert len(r.json()["tags"]) == 3
+    r = await client.get(f"/v1/customers/{cid}/tags", headers=tenant.auth("d1-rep"))
+    assert len(r.json()["tags"]) == 3
+
+    listed: list[str] = []
+    token = ""
+    while True:
+        r = await client.get(
+            "/v1/tags", params={"page_size": 1, "page_token": token}, headers=tenant.auth("admin")
+        )
+        assert r.status_code == 200, r.text
+        assert len(r.json()["tags"]) <= 1
+        listed += [t["name"] for t in r.json()["tags"]]
+        token = r.json()["next_page_token"]
+        if not token:
+            break
+    assert {"vip", "重点客户", "key_account-2"} <= set(listed)
+    assert len(listed) == len(set(listed))
+
+    r = await client.delete(f"/v1/customers/{cid}/tags/VIP", headers=tenant.auth("d1-rep"))
+    assert r.status_code == 200, r.text
+    assert "vip" not in [t["name"] for t in r.json()["tags"]]
+    r = await client.delete(f"/v1/customers/{cid}/tags/vip", headers=tenant.auth("d1-rep"))
+    assert (r.status_code, r.json()["reason"]) == (404, "CUSTOMER_TAG_NOT_FOUND")
+
+
+async def test_tag_validation_and_visibility(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    cid = await _create(client, tenant)
+    r = await _tag(client, tenant, cid, "ok", "bad tag!", "", "x" * 33)
+    assert r.status_code == 422, r.text
+    assert {v["field"] for v in r.json()["violations"]} == {"names.1", "names.2", "names.3"}
+    assert (await client.get(f"/v1/customers/{cid}/tags", headers=tenant.auth("d1-rep"))).json()[
+        "tags"
+    ] == []
+    # A sibling dealer cannot see the customer, so neither its tags.
+    r = await _tag(client, tenant, cid, "vip", who="d2-rep")
+    assert (r.status_code, r.json()["reason"]) == (404, "CUSTOMER_NOT_FOUND")
+    r = await client.get(f"/v1/customers/{cid}/tags", headers=tenant.auth("d2-rep"))
+    assert r.status_code == 404
+    r = await client.delete(f"/v1/customers/{cid}/tags/vip", headers=tenant.auth("d2-rep"))
+    assert r.status_code == 404
+    # The parent org unit can.
+    assert (await _tag(client, tenant, cid, "hq-pick", who="hq-manager")).status_code == 200
+
+
+async def test_system_tags_are_protected(
+    client: httpx.AsyncClient, customers: Runtime, tenant: Tenant
+) -> None:
+    cid = await _create(client, tenant)
+    async with customers.db.unit_of_work() as conn:
+        await segments.apply_system_tags(
+            conn=conn,
+            tenant_id=uuid.UUID(tenant.id),
+            customer_id=uuid.UUID(cid),
+            names=["High-Value"],
+            actor="system:lifecycle",
+        )
+    r = await client.get(f"/v1/customers/{cid}/tags", headers=tenant.auth("d1-rep"))
+    assert r.json()["tags"][0]["name"] == "high-value"
+    assert r.json()["tags"][0]["source"] == "TAG_KIND_SYSTEM"
+    r = await client.delete(f"/v1/customers/{cid}/tags/high-value", headers=tenant.auth("admin"))
+    assert (r.status_code, r.json()["reason"]) == (403, "SYSTEM_TAG_PROTECTED")
+    other = await _create(client, tenant)
+    r = await _tag(client, tenant, other, "fine", "HIGH-VALUE")
+    assert (r.status_code, r.json()["reason"]) == (403, "SYSTEM_TAG_PROTECTED")
+    assert "system tag" in r.json()["detail"]
+    # Nothing of the refused request was attached.
+    r = await client.get(f"/v1/customers/{other}/tags", headers=tenant.auth("d1-rep"))
+    assert r.json()["tags"] == []
+
+
+async def _members(client: httpx.AsyncClient, tenant: Tenant, sid: str, who: str) -> list[str]:
+    ids: list[str] = []
+    token = ""
+    while True:
+        r = await client.get(
+            f"/v1/segments/{sid}/members",
+            params={"page_size": 1, "page_token": token},
+            headers=tenant.auth(who),
+        )
+        assert r.status_code == 200, r.text
+        assert len(r.json()["customers"]) <= 1
+        ids += [c["id"] for c in r.json()["customers"]]
+        token = r.json()["next_page_token"]
+        if not token:
+            return ids
+
+
+VIP_ZJ_DORMANT = {
+    "all": [
+        {"field": "province", "op": "eq", "value": "浙江"},
+        {"tag": "VIP"},
+        {"last_activity_older_than_days": 90},
+    ]
+}
+
+
+async def test_segment_rule_in_database(
+    client: httpx.AsyncClient, customers: Runtime, other_tenant: Tenant
+) -> None:
+    t = other_tenant
+    match = await _create(client, t, province="浙江", city="杭州")
+    recent = await _create(client, t, province="浙江")
+    untagged = await _create(client, t, province="浙江")
+    elsewhere = await _create(client, t, province="江苏")
+    d2_match = await _create(client, t, who="d2-rep", province="浙江")
+    for cid in (match, recent, elsewhere):
+        assert (await _tag(client, t, cid, "vip")).status_code == 200
+    assert (await _tag(client, t, d2_match, "VIP", who="d2-rep")).status_code == 200
+    await _age(customers, 100, match, untagged, elsewhere, d2_match)
+    await _age(customers, 30, recent)
+
+    r = await client.post(
+        "/v1/segments",
+        json={"display_name": "Dormant Zhejiang VIPs", "rule": VIP_ZJ_DORMANT},
+        headers=t.auth("hq-manager"),
+    )
+    assert r.status_code == 201, r.text
+    seg = r.json()
+    assert seg["member_count"] == 2
+    assert seg["rule"]["all"][1] == {"tag": "vip"}
+    assert seg["rule"]["all"][2] == {"last_activity_older_than_days": 90}
+    sid = seg["id"]
+    assert await _members(client, t, sid, "hq-manager") == sorted([match, d2_match])
+    # Members and counts are limited to what the caller can see.
+    for who, expected in (("d1-rep", [match]), ("d2-rep", [d2_match])):
+        r = await client.get(f"/v1/segments/{sid}", headers=t.auth(who))
+        assert r.json()["member_count"] == len(expected)
+        assert await _members(client, t, sid, who) == expected
+
+    # Replace the rule: Zhejiang or Jiangsu, dormant, without the tag, or any 江苏 customer.
+    rule = {
+        "any": [
+            {
+                "all": [
+                    {"field": "province", "op": "in", "value": ["浙江", "江苏"]},
+                    {"not": {"tag": "vip"}},
+                    {"last_activity_older_than_days": 90},
+                ]
+            },
+            {"field": "province", "op": "contains", "value": "江苏"},
+        ]
+    }
+    r = await client.put(
+        f"/v1/segments/{sid}",
+        json={"display_name": "Other", "rule": rule},
+        headers={**t.auth("hq-manager"), "If-Match": seg["etag"]},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["member_count"] == 2
+    assert await _members(client, t, sid, "hq-manager") == sorted([untagged, elsewhere])
+    r = await client.put(
+        f"/v1/segments/{sid}",
+        json={"display_name": "Stale", "rule": rule},
+        headers={**t.auth("hq-manager"), "If-Match": seg["etag"]},
+    )
+    assert (r.status_code, r.json()["reason"]) == (409, "SEGMENT_ETAG_MISMATCH")
+
+
+async def test_segment_on_kind_and_custom_fields(
+    client: httpx.AsyncClient, other_tenant: Tenant
+) -> None:
+    t = other_tenant
+    r = await client.put(
+        "/v1/customer-fields",
+        json={"fields": [{"name": "tier", "type": "NUMBER"}]},
+        headers=t.auth("admin"),
+    )
+    assert r.status_code == 200, r.text
+    gold = await _create(client, t, custom_fields={"tier": 3})
+    await _create(client, t, custom_fields={"tier": 1})
+    await _create(client, t, kind="PERSON", display_name="Li", custom_fields={"tier": 3})
+    rule = {
+        "all": [
+            {"field": "kind", "op": "eq", "value": "organization"},
+            {"field": "custom_fields.tier", "op": "in", "value": [3, 4]},
+        ]
+    }
+    r = await client.post(
+        "/v1/segments", json={"display_name": "Gold", "rule": rule}, headers=t.auth("d1-rep")
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["member_count"] == 1
+    assert r.json()["rule"]["all"][0]["value"] == "ORGANIZATION"
+    assert await _members(client, t, r.json()["id"], "d1-rep") == [gold]
+
+
+async def test_bad_segment_documents(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    bad = {
+        "all": [
+            {"field": "province", "op": "like", "value": "x"},
+            {"tag": "bad tag!"},
+            {"last_activity_older_than_days": "90"},
+            {"field": "custom_fields.nope", "op": "eq", "value": 1},
+            {"any": []},
+            {"not": {"field": "city", "op": "in", "value": "杭州"}},
+            {"tag": "vip", "extra": 1},
+            {"weird": 1},
+        ]
+    }
+    r = await client.post(
+        "/v1/segments", json={"display_name": "Bad", "rule": bad}, headers=tenant.auth("d1-rep")
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["reason"] == "SEGMENT_RULE_INVALID"
+    assert {v["field"] for v in r.json()["violations"]} == {
+        "rule.all.0.op",
+        "rule.all.1.tag",
+        "rule.all.2.last_activity_older_than_days",
+        "rule.all.3.field",
+        "rule.all.4.any",
+        "rule.all.5.not.value",
+        "rule.all.6.extra",
+        "rule.all.7",
+    }
+    r = await client.get(f"/v1/segments/{uuid.uuid4()}", headers=tenant.auth("d1-rep"))
+    assert (r.status_code, r.json()["reason"]) == (404, "SEGMENT_NOT_FOUND")
+
+
+async def test_grpc_segment(
+    client: httpx.AsyncClient, customers: Runtime, other_tenant: Tenant
+) -> None:
+    t = other_tenant
+    ids = [await _create(client, t, city="宁波") for _ in range(3)]
+    await _create(client, t, city="温州")
+    r = await client.post(
+        "/v1/segments",
+        json={"display_name": "Ningbo", "rule": {"field": "city", "op": "eq", "value": "宁波"}},
+        headers=t.auth("d1-rep"),
+    )
+    sid = r.json()["id"]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{customers.grpc_port}") as channel:
+        stub = customer_service_pb2_grpc.CustomerServiceStub(channel)
+        md = (("authorization", f"Bearer {t.tokens['hq-manager']}"),)
+        seg = await stub.GetSegment(customer_service_pb2.GetSegmentRequest(id=sid), metadata=md)
+        assert (seg.display_name, seg.member_count) == ("Ningbo", 3)
+        assert seg.rule["field"] == "city"
+        seen: list[str] = []
+        token = ""
+        while True:
+            page = await stub.ListSegmentMembers(
+                customer_service_pb2.ListSegmentMembersRequest(
+                    segment_id=sid, page_size=2, page_token=token
+                ),
+                metadata=md,
+            )
+            assert len(page.customers) <= 2
+            seen += [c.id for c in page.customers]
+            token = page.next_page_token
+            if not token:
+                break
+        assert seen == sorted(ids)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.GetSegment(
+                customer_service_pb2.GetSegmentRequest(id=str(uuid.uuid4())), metadata=md
+            )
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
