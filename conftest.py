@@ -93,6 +93,32 @@ class Tenant:
     def auth(self, who: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[who]}"}
 
+    async def add_user(self, name: str, unit: str, roles: list[str], *, username: str = "") -> str:
+        """A user of ``unit`` created through the directory API, logged in: its token is
+        ``tokens[name]``. Returns the user id."""
+        username = username or name
+        password = f"{username}-pw-123"
+        async with httpx.AsyncClient(base_url=self.directory_url, timeout=10) as c:
+            r = await c.post(
+                "/v1/users",
+                json={
+                    "org_unit_id": self.units[unit]["id"],
+                    "username": username,
+                    "password": password,
+                    "roles": roles,
+                },
+                headers=self.auth("admin"),
+            )
+            assert r.status_code == 201, r.text
+            user_id = str(r.json()["id"])
+            r = await c.post(
+                "/v1/auth/token",
+                json={"tenant": self.slug, "username": username, "password": password},
+            )
+            assert r.status_code == 200, r.text
+            self.tokens[name] = str(r.json()["access_token"])
+        return user_id
+
 
 async def make_tenant(directory: Runtime) -> Tenant:
     base = f"http://127.0.0.1:{directory.http_port}"

@@ -22,28 +22,13 @@ pytestmark = pytest.mark.integration
 REPORT = "/v1/reports/dealer-performance"
 
 
-async def add_manager(dir_client: httpx.AsyncClient, t: Tenant, name: str, unit: str) -> None:
-    body = {
-        "org_unit_id": t.units[unit]["id"],
-        "username": name,
-        "password": f"{name}-pw-123",
-        "roles": ["manager"],
-    }
-    r = await dir_client.post("/v1/users", json=body, headers=t.auth("admin"))
-    assert r.status_code == 201, r.text
-    login = {"tenant": t.slug, "username": name, "password": f"{name}-pw-123"}
-    r = await dir_client.post("/v1/auth/token", json=login)
-    assert r.status_code == 200, r.text
-    t.tokens[name] = r.json()["access_token"]
-
-
 @pytest.fixture
 async def t(leads: Runtime, directory: Runtime, dir_client: httpx.AsyncClient) -> Tenant:
     """A fresh tenant (the shared one's report has other tests' leads) with managers at
     east and d1, its org tree replicated into leads."""
     tenant = await make_tenant(directory)
     for name, at in (("east-manager", "east"), ("d1-manager", "d1")):
-        await add_manager(dir_client, tenant, name, at)
+        await tenant.add_user(name, at, ["manager"])
 
     async def replicated() -> None:
         async with leads.db.read() as conn:

@@ -33,29 +33,12 @@ async def client(leads: Runtime) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-async def add_user(
-    dir_client: httpx.AsyncClient, t: Tenant, name: str, unit: str, role: str
-) -> None:
-    body = {
-        "org_unit_id": t.units[unit]["id"],
-        "username": name,
-        "password": f"{name}-pw-123",
-        "roles": [role],
-    }
-    r = await dir_client.post("/v1/users", json=body, headers=t.auth("admin"))
-    assert r.status_code == 201, r.text
-    login = {"tenant": t.slug, "username": name, "password": f"{name}-pw-123"}
-    r = await dir_client.post("/v1/auth/token", json=login)
-    assert r.status_code == 200, r.text
-    t.tokens[name] = r.json()["access_token"]
-
-
 @pytest.fixture
 async def t(leads: Runtime, directory: Runtime, dir_client: httpx.AsyncClient) -> Tenant:
     """A fresh tenant (HQ → east → d1, d2) with managers at east, d1 and d2."""
     tenant = await make_tenant(directory)
     for name, at in (("east-manager", "east"), ("d1-manager", "d1"), ("d2-manager", "d2")):
-        await add_user(dir_client, tenant, name, at, "manager")
+        await tenant.add_user(name, at, ["manager"])
 
     async def replicated() -> None:
         async with leads.db.read() as conn:

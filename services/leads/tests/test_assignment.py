@@ -34,29 +34,6 @@ async def client(leads: Runtime) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-async def add_user(
-    dir_client: httpx.AsyncClient, t: Tenant, name: str, unit: str, roles: list[str]
-) -> str:
-    """A user of ``unit`` with a token in ``t.tokens[name]``; returns the user id."""
-    r = await dir_client.post(
-        "/v1/users",
-        json={
-            "org_unit_id": t.units[unit]["id"],
-            "username": f"u-{name}",
-            "password": f"{name}-pw-123",
-            "roles": roles,
-        },
-        headers=t.auth("admin"),
-    )
-    assert r.status_code == 201, r.text
-    r = await dir_client.post(
-        "/v1/auth/token",
-        json={"tenant": t.slug, "username": f"u-{name}", "password": f"{name}-pw-123"},
-    )
-    t.tokens[name] = r.json()["access_token"]
-    return str((await dir_client.get("/v1/me", headers=t.auth(name))).json()["subject"])
-
-
 async def replicated(leads: Runtime, *user_ids: str) -> None:
     """Wait until the leads service's users replica has every one of ``user_ids``."""
     ids = [uuid.UUID(u) for u in user_ids]
@@ -77,8 +54,8 @@ async def replicated(leads: Runtime, *user_ids: str) -> None:
 async def t(leads: Runtime, directory: Runtime, dir_client: httpx.AsyncClient) -> Tenant:
     """A fresh tenant with reps r1, r2, r3 in d1 and a manager of d1."""
     tenant = await make_tenant(directory)
-    ids = [await add_user(dir_client, tenant, f"r{i}", "d1", ["rep"]) for i in (1, 2, 3)]
-    ids.append(await add_user(dir_client, tenant, "d1-manager", "d1", ["manager"]))
+    ids = [await tenant.add_user(f"r{i}", "d1", ["rep"], username=f"u-r{i}") for i in (1, 2, 3)]
+    ids.append(await tenant.add_user("d1-manager", "d1", ["manager"], username="u-d1-manager"))
     tenant.units["ids"] = dict(zip(("r1", "r2", "r3", "d1-manager"), ids, strict=True))
     await replicated(leads, *ids)
     return tenant
@@ -231,8 +208,8 @@ async def test_private_pool_cap_is_respected_per_lead(
     client: httpx.AsyncClient, directory: Runtime, dir_client: httpx.AsyncClient, leads: Runtime
 ) -> None:
     t = await make_tenant(directory)
-    ids = {n: await add_user(dir_client, t, n, "d1", ["rep"]) for n in ("r1", "r2")}
-    ids["d1-manager"] = await add_user(dir_client, t, "d1-manager", "d1", ["manager"])
+    ids = {n: await t.add_user(n, "d1", ["rep"], username=f"u-{n}") for n in ("r1", "r2")}
+    ids["d1-manager"] = await t.add_user("d1-manager", "d1", ["manager"], username="u-d1-manager")
     t.units["ids"] = ids
     await replicated(leads, *ids.values())
     r = await client.put("/v1/lead-settings", json={"private_pool_cap": 2}, headers=t.auth("admin"))

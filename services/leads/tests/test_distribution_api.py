@@ -36,32 +36,11 @@ async def client(leads: Runtime) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-async def add_user(
-    dir_client: httpx.AsyncClient, t: Tenant, name: str, unit: str, role: str
-) -> None:
-    r = await dir_client.post(
-        "/v1/users",
-        json={
-            "org_unit_id": t.units[unit]["id"],
-            "username": name,
-            "password": f"{name}-pw-123",
-            "roles": [role],
-        },
-        headers=t.auth("admin"),
-    )
-    assert r.status_code == 201, r.text
-    r = await dir_client.post(
-        "/v1/auth/token", json={"tenant": t.slug, "username": name, "password": f"{name}-pw-123"}
-    )
-    assert r.status_code == 200, r.text
-    t.tokens[name] = r.json()["access_token"]
-
-
 @pytest.fixture
 async def t(leads: Runtime, directory: Runtime, dir_client: httpx.AsyncClient) -> Tenant:
     """A fresh tenant (HQ → east → d1, d2) with a manager at east, replicated to leads."""
     tenant = await make_tenant(directory)
-    await add_user(dir_client, tenant, "east-manager", "east", "manager")
+    await tenant.add_user("east-manager", "east", ["manager"])
 
     async def replicated() -> None:
         async with leads.db.read() as conn:
