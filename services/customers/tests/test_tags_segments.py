@@ -14,9 +14,13 @@ import sqlalchemy as sa
 
 from conftest import Tenant, http_client
 from crm.customers.v1 import customer_service_pb2, customer_service_pb2_grpc
+from crm.customers.v1 import events_pb2 as customers_events
 from crm_customers.customer import segments
 from crm_customers.customer.models import customers as customers_table
+from crm_platform.events import parse_event
+from crm_platform.outbox import outbox
 from crm_platform.runtime import Runtime
+from crm_platform.testing.events import wait_for_event
 
 ORG = {"kind": "ORGANIZATION", "display_name": "Acme"}
 
@@ -321,3 +325,202 @@ async def test_grpc_segment(
                 customer_service_pb2.GetSegmentRequest(id=str(uuid.uuid4())), metadata=md
             )
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_tag_events(client: httpx.AsyncClient, customers: Runtime, tenant: Tenant) -> None:
+    r = await client.post(
+        "/v1/customers", json={**ORG, "display_name": "Evented"}, headers=tenant.auth("d1-rep")
+    )
+    cid, owner_path = r.json()["id"], r.json()["owner_org_path"]
+    assert (await _tag(client, tenant, cid, "Gold", "east")).status_code == 200
+    # Re-adding publishes only what is new; re-adding everything publishes nothing.
+    assert (await _tag(client, tenant, cid, "gold", "north")).status_code == 200
+    assert (await _tag(client, tenant, cid, "gold", "north")).status_code == 200
+    r = await client.delete(f"/v1/customers/{cid}/tags/east", headers=tenant.auth("d1-rep"))
+    assert r.status_code == 200, r.text
+
+    def ns() -> tuple[str, str]:
+        return customers.settings.nats_url, customers.settings.nats_namespace
+
+    envelope, tagged = await wait_for_event(
+        *ns(),
+        "crm.customers.customer.tagged.v1",
+        customers_events.CustomerTagged,
+        lambda p: p.customer_id == cid and "east" in p.tag_names,
+    )
+    assert list(tagged.tag_names) == ["gold", "east"]
+    assert tagged.tagged_by and tagged.source == 2  # TAG_KIND_MANUAL
+    assert (envelope.org_path, envelope.producer) == (owner_path, "customers")
+    _, second = await wait_for_event(
+        *ns(),
+        "crm.customers.customer.tagged.v1",
+        customers_events.CustomerTagged,
+        lambda p: p.customer_id == cid and "north" in p.tag_names,
+    )
+    assert list(second.tag_names) == ["north"]
+    envelope, untagged = await wait_for_event(
+        *ns(),
+        "crm.customers.customer.untagged.v1",
+        customers_events.CustomerUntagged,
+        lambda p: p.customer_id == cid,
+    )
+    assert list(untagged.tag_names) == ["east"]
+    assert envelope.org_path == owner_path
+    # Exactly two tagged events for the customer: the no-op request staged none.
+    async with customers.db.read() as conn:
+        data = (
+            await conn.execute(
+                sa.select(outbox.c.data).where(
+                    outbox.c.event_type == "crm.customers.customer.tagged.v1"
+                )
+            )
+        ).scalars()
+        payloads = [parse_event(d).payload for d in data]
+    staged = [
+        p
+        for p in payloads
+        if isinstance(p, customers_events.CustomerTagged) and p.customer_id == cid
+    ]
+    assert len(staged) == 2
+
+
+async def _contact(client: httpx.AsyncClient, tenant: Tenant) -> tuple[str, str]:
+    r = await client.post(
+        "/v1/customers",
+        json={**ORG, "contacts": [{"full_name": "Wang Wei", "phone": "13800138000"}]},
+        headers=tenant.auth("d1-rep"),
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"]), str(r.json()["contacts"][0]["id"])
+
+
+async def test_contact_tags(client: httpx.AsyncClient, customers: Runtime, tenant: Tenant) -> None:
+    cid, pid = await _contact(client, tenant)
+    url = f"/v1/customers/{cid}/contacts/{pid}/tags"
+    rep = tenant.auth("d1-rep")
+    r = await client.post(url, json={"names": ["Decision-Maker", "技术"]}, headers=rep)
+    assert r.status_code == 200, r.text
+    assert [t["name"] for t in r.json()["tags"]] == ["decision-maker", "技术"]
+    assert r.json()["tags"][0]["source"] == "TAG_KIND_MANUAL"
+    assert len((await client.post(url, json={"names": ["技术"]}, headers=rep)).json()["tags"]) == 2
+    r = await client.get(url, headers=rep)
+    assert [t["name"] for t in r.json()["tags"]] == ["decision-maker", "技术"]
+    # Contact tags are not the customer's.
+    r = await client.get(f"/v1/customers/{cid}/tags", headers=rep)
+    assert r.json()["tags"] == []
+
+    # The same validation as customer tags.
+    r = await client.post(url, json={"names": ["ok", "bad tag!", "x" * 33]}, headers=rep)
+    assert r.status_code == 422, r.text
+    assert r.json()["reason"] == "TAG_NAME_INVALID"
+    assert {v["field"] for v in r.json()["violations"]} == {"names.1", "names.2"}
+
+    # Not found: an unknown contact, another customer's contact, a customer out of sight.
+    other, other_pid = await _contact(client, tenant)
+    for path in (
+        f"/v1/customers/{cid}/contacts/{uuid.uuid4()}",
+        f"/v1/customers/{cid}/contacts/{other_pid}",
+    ):
+        r = await client.post(f"{path}/tags", json={"names": ["x"]}, headers=rep)
+        assert (r.status_code, r.json()["reason"]) == (404, "CONTACT_NOT_FOUND")
+        assert (await client.get(f"{path}/tags", headers=rep)).status_code == 404
+    for req in (
+        client.post(url, json={"names": ["x"]}, headers=tenant.auth("d2-rep")),
+        client.get(url, headers=tenant.auth("d2-rep")),
+        client.delete(f"{url}/技术", headers=tenant.auth("d2-rep")),
+    ):
+        r = await req
+        assert (r.status_code, r.json()["reason"]) == (404, "CUSTOMER_NOT_FOUND")
+    r = await client.delete(f"{url}/absent", headers=rep)
+    assert (r.status_code, r.json()["reason"]) == (404, "CONTACT_TAG_NOT_FOUND")
+
+    r = await client.delete(f"{url}/DECISION-MAKER", headers=rep)
+    assert r.status_code == 200, r.text
+    assert [t["name"] for t in r.json()["tags"]] == ["技术"]
+
+    # System tags cannot be attached to contacts by users.
+    async with customers.db.unit_of_work() as conn:
+        await segments.apply_system_tags(
+            conn=conn,
+            tenant_id=uuid.UUID(tenant.id),
+            customer_id=uuid.UUID(other),
+            names=["churn-risk"],
+            actor="system:lifecycle",
+        )
+    r = await client.post(url, json={"names": ["fine", "Churn-Risk"]}, headers=rep)
+    assert (r.status_code, r.json()["reason"]) == (403, "SYSTEM_TAG_PROTECTED")
+    assert [t["name"] for t in (await client.get(url, headers=rep)).json()["tags"]] == ["技术"]
+
+    def ns() -> tuple[str, str]:
+        return customers.settings.nats_url, customers.settings.nats_namespace
+
+    customer = (await client.get(f"/v1/customers/{cid}", headers=rep)).json()
+    envelope, tagged = await wait_for_event(
+        *ns(),
+        "crm.customers.contact.tagged.v1",
+        customers_events.ContactTagged,
+        lambda p: p.contact_id == pid,
+    )
+    assert (tagged.customer_id, list(tagged.tag_names)) == (cid, ["decision-maker", "技术"])
+    assert envelope.org_path == customer["owner_org_path"]
+    _, untagged = await wait_for_event(
+        *ns(),
+        "crm.customers.contact.untagged.v1",
+        customers_events.ContactUntagged,
+        lambda p: p.contact_id == pid,
+    )
+    assert list(untagged.tag_names) == ["decision-maker"]
+    _, system = await wait_for_event(
+        *ns(),
+        "crm.customers.customer.tagged.v1",
+        customers_events.CustomerTagged,
+        lambda p: p.customer_id == other,
+    )
+    assert (list(system.tag_names), system.tagged_by) == (["churn-risk"], "system:lifecycle")
+
+
+async def test_segment_versions(client: httpx.AsyncClient, other_tenant: Tenant) -> None:
+    t = other_tenant
+    hq = t.auth("hq-manager")
+    rules = [{"field": "city", "op": "eq", "value": f"city-{i}"} for i in range(3)]
+    r = await client.post("/v1/segments", json={"display_name": "v1", "rule": rules[0]}, headers=hq)
+    assert r.status_code == 201, r.text
+    seg = r.json()
+    for i in (1, 2):
+        r = await client.put(
+            f"/v1/segments/{seg['id']}",
+            json={"display_name": f"v{i + 1}", "rule": rules[i]},
+            headers={**hq, "If-Match": seg["etag"]},
+        )
+        assert r.status_code == 200, r.text
+        seg = r.json()
+
+    r = await client.get(f"/v1/segments/{seg['id']}/versions", headers=hq)
+    assert r.status_code == 200, r.text
+    versions = r.json()["versions"]
+    assert [(v["version"], v["display_name"], v["rule"]) for v in versions] == [
+        (3, "v3", rules[2]),
+        (2, "v2", rules[1]),
+        (1, "v1", rules[0]),
+    ]
+    assert all(v["segment_id"] == seg["id"] and v["created_by"] for v in versions)
+    assert r.json()["next_page_token"] == ""
+
+    paged: list[int] = []
+    token = ""
+    while True:
+        r = await client.get(
+            f"/v1/segments/{seg['id']}/versions",
+            params={"page_size": 2, "page_token": token},
+            headers=t.auth("d1-rep"),
+        )
+        assert r.status_code == 200, r.text
+        assert len(r.json()["versions"]) <= 2
+        paged += [v["version"] for v in r.json()["versions"]]
+        token = r.json()["next_page_token"]
+        if not token:
+            break
+    assert paged == [3, 2, 1]
+
+    r = await client.get(f"/v1/segments/{uuid.uuid4()}/versions", headers=hq)
+    assert (r.status_code, r.json()["reason"]) == (404, "SEGMENT_NOT_FOUND")

@@ -26,13 +26,14 @@ from crm_customers.customer.mapping import (
     field_change_to_proto,
     schema_to_proto,
     segment_to_proto,
+    segment_version_to_proto,
     tag_to_proto,
 )
 from crm_customers.settings import Settings
 from crm_platform.auth import Principal
 from crm_platform.http import ApiModel, CurrentPage, CurrentPrincipal, paged, proto_json
 from crm_platform.ids import parse_id
-from crm_platform.pagination import PageRequest
+from crm_platform.pagination import PageRequest, encode_token
 from crm_platform.runtime import Runtime
 
 Json = dict[str, Any]
@@ -403,6 +404,12 @@ def _segment(row: Any, count: int) -> Json:
     return body
 
 
+def _segment_version(row: Any) -> Json:
+    body = proto_json(segment_version_to_proto(row))
+    body["rule"] = row.rule  # as stored, like _segment
+    return body
+
+
 def tags_router(rt: Runtime) -> APIRouter:
     r = APIRouter(tags=["tags"])
 
@@ -436,6 +443,48 @@ def tags_router(rt: Runtime) -> APIRouter:
         async with rt.db.unit_of_work() as conn:
             rows = await segments.remove_tag(
                 conn=conn, principal=principal, customer_id=cid, name=name
+            )
+        return _customer_tags(rows)
+
+    @r.get("/v1/customers/{customer_id}/contacts/{contact_id}/tags")
+    async def list_contact_tags(
+        customer_id: str, contact_id: str, principal: CurrentPrincipal
+    ) -> Json:
+        """The contact's tags by name; visible with its customer."""
+        async with rt.db.read() as conn:
+            rows = await segments.contact_tags_of(
+                conn=conn,
+                principal=principal,
+                customer_id=parse_id(customer_id, "customer_id"),
+                contact_id=parse_id(contact_id, "contact_id"),
+            )
+        return _customer_tags(rows)
+
+    @r.post("/v1/customers/{customer_id}/contacts/{contact_id}/tags")
+    async def add_contact_tags(
+        customer_id: str, contact_id: str, body: TagsIn, principal: CurrentPrincipal
+    ) -> Json:
+        """Attach manual tags to a contact, as to a customer; returns all the contact's
+        tags. A system tag's name: 403 SYSTEM_TAG_PROTECTED."""
+        cid = parse_id(customer_id, "customer_id")
+        pid = parse_id(contact_id, "contact_id")
+        async with rt.db.unit_of_work() as conn:
+            rows = await segments.add_contact_tags(
+                conn=conn, principal=principal, customer_id=cid, contact_id=pid, names=body.names
+            )
+        return _customer_tags(rows)
+
+    @r.delete("/v1/customers/{customer_id}/contacts/{contact_id}/tags/{name}")
+    async def remove_contact_tag(
+        customer_id: str, contact_id: str, name: str, principal: CurrentPrincipal
+    ) -> Json:
+        """Detach a manual tag from a contact; returns its remaining tags. Not attached: 404
+        CONTACT_TAG_NOT_FOUND; a system tag: 403 SYSTEM_TAG_PROTECTED."""
+        cid = parse_id(customer_id, "customer_id")
+        pid = parse_id(contact_id, "contact_id")
+        async with rt.db.unit_of_work() as conn:
+            rows = await segments.remove_contact_tag(
+                conn=conn, principal=principal, customer_id=cid, contact_id=pid, name=name
             )
         return _customer_tags(rows)
 
@@ -486,6 +535,23 @@ def segments_router(rt: Runtime) -> APIRouter:
                 expected_etag=if_match,
             )
         return _segment(row, count)
+
+    @r.get("/{segment_id}/versions")
+    async def list_segment_versions(
+        segment_id: str, principal: CurrentPrincipal, page: CurrentPage
+    ) -> Json:
+        """Every stored version of the segment's name and rule, newest first: version 1 as
+        created, one more for each replace."""
+        sid = parse_id(segment_id, "segment_id")
+        async with rt.db.read() as conn:
+            rows = await segments.segment_versions_page(
+                conn=conn, principal=principal, segment_id=sid, page=page
+            )
+        items = rows[: page.size]
+        token = ""
+        if len(rows) > page.size:
+            token = encode_token(segments.version_token_id(items[-1].version))
+        return {"versions": [_segment_version(x) for x in items], "next_page_token": token}
 
     @r.get("/{segment_id}/members")
     async def list_segment_members(

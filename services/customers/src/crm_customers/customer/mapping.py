@@ -145,3 +145,16 @@ def segment_to_proto(row: Any, member_count: int) -> customer_pb2.Segment:
         update_time=timestamp(row.update_time),
         etag=etag(row.id, row.version),
     )
+
+
+def segment_version_to_proto(row: Any) -> customer_pb2.SegmentVersion:
+    rule = struct_pb2.Struct()
+    rule.update(row.rule)
+    return customer_pb2.SegmentVersion(
+        segment_id=str(row.segment_id),
+        version=row.version,
+        display_name=row.display_name,
+        rule=rule,
+        created_by=row.created_by,
+        create_time=timestamp(row.create_time),
+    )

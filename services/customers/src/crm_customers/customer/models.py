@@ -144,6 +144,19 @@ customer_tags = sa.Table(
     sa.Index("ix_customer_tags_tag_id", "tag_id", "customer_id"),
 )
 
+# Tags on contacts: the same tenant tags, attached the same way as to customers.
+contact_tags = sa.Table(
+    "contact_tags",
+    metadata,
+    sa.Column("contact_id", UUID(as_uuid=True), sa.ForeignKey("contacts.id"), primary_key=True),
+    sa.Column("tag_id", UUID(as_uuid=True), sa.ForeignKey("tags.id"), primary_key=True),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("tagged_by", sa.Text, nullable=False),
+    sa.Column("tag_time", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.CheckConstraint("source IN ('system', 'manual')", name="source"),
+    sa.Index("ix_contact_tags_tag_id", "tag_id", "contact_id"),
+)
+
 # Dynamic segments: a validated rule document, evaluated in the database on every read.
 # Tenant-wide definitions; their members are always limited to what the caller can see.
 segments = sa.Table(
@@ -156,4 +169,20 @@ segments = sa.Table(
     sa.Column("created_by", sa.Text, nullable=False),
     sa.Column("version", sa.Integer, nullable=False, server_default="1"),
     *timestamp_columns(),
+)
+
+# Every version of a segment's name and rule, appended on create and on each replace
+# (crm_platform.versioned.append_version); ``segments`` holds the current one.
+segment_versions = sa.Table(
+    "segment_versions",
+    metadata,
+    sa.Column("segment_id", UUID(as_uuid=True), sa.ForeignKey("segments.id"), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("tenant_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("display_name", sa.Text, nullable=False),
+    sa.Column("rule", JSONB, nullable=False),
+    sa.Column("created_by", sa.Text, nullable=False),
+    sa.Column(
+        "create_time", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
 )

@@ -7,45 +7,153 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from google.protobuf.message import Message
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from crm_customers.customer import schema, segment_rules, tagging
-from crm_customers.customer.models import customer_tags, customers, segments, tags
+from crm.customers.v1 import customer_pb2
+from crm.customers.v1 import events_pb2 as customers_events
+from crm_customers.customer import schema, segment_rules, service, tagging
+from crm_customers.customer.models import (
+    contact_tags,
+    customer_tags,
+    customers,
+    segment_versions,
+    segments,
+    tags,
+)
 from crm_platform import records
 from crm_platform.auth import WRITE_ROLES, Principal, visible_to
 from crm_platform.errors import EtagMismatch, FailedPrecondition, NotFound, PermissionDenied
 from crm_platform.ids import new_id
+from crm_platform.outbox import add_event
 from crm_platform.pagination import PageRequest
 from crm_platform.protos import etag
+from crm_platform.versioned import append_version
+
+CUSTOMER_TAGGED = "crm.customers.customer.tagged.v1"
+CUSTOMER_UNTAGGED = "crm.customers.customer.untagged.v1"
+CONTACT_TAGGED = "crm.customers.contact.tagged.v1"
+CONTACT_UNTAGGED = "crm.customers.contact.untagged.v1"
 
 
 async def _customer(conn: AsyncConnection, principal: Principal, customer_id: uuid.UUID) -> Any:
     return await records.get_visible(conn, customers, principal, customer_id, kind="customer")
 
 
+@dataclass(frozen=True)
+class _Target:
+    """What tags are attached to: a customer, or one of its contacts (``contact_id``)."""
+
+    customer: Any
+    contact_id: uuid.UUID | None = None
+
+    @property
+    def link(self) -> sa.Table:
+        return customer_tags if self.contact_id is None else contact_tags
+
+    @property
+    def key(self) -> sa.ColumnElement[bool]:
+        if self.contact_id is None:
+            customer_id: uuid.UUID = self.customer.id
+            return customer_tags.c.customer_id == customer_id
+        return contact_tags.c.contact_id == self.contact_id
+
+    def row(self, tag_id: uuid.UUID, source: str, actor: str) -> dict[str, Any]:
+        owner = (
+            {"customer_id": self.customer.id}
+            if self.contact_id is None
+            else {"contact_id": self.contact_id}
+        )
+        return {**owner, "tag_id": tag_id, "source": source, "tagged_by": actor}
+
+    def describe(self) -> str:
+        if self.contact_id is None:
+            return f"customer {self.customer.id}"
+        return f"contact {self.contact_id}"
+
+    def tagged(self, names: list[str], source: str, actor: str) -> tuple[str, Message]:
+        kind = customer_pb2.TagKind.Value(f"TAG_KIND_{source.upper()}")
+        cid = str(self.customer.id)
+        if self.contact_id is None:
+            return CUSTOMER_TAGGED, customers_events.CustomerTagged(
+                customer_id=cid, tag_names=names, tagged_by=actor, source=kind
+            )
+        return CONTACT_TAGGED, customers_events.ContactTagged(
+            customer_id=cid,
+            contact_id=str(self.contact_id),
+            tag_names=names,
+            tagged_by=actor,
+            source=kind,
+        )
+
+    def untagged(self, names: list[str], actor: str) -> tuple[str, Message]:
+        cid = str(self.customer.id)
+        if self.contact_id is None:
+            return CUSTOMER_UNTAGGED, customers_events.CustomerUntagged(
+                customer_id=cid, tag_names=names, untagged_by=actor
+            )
+        return CONTACT_UNTAGGED, customers_events.ContactUntagged(
+            customer_id=cid, contact_id=str(self.contact_id), tag_names=names, untagged_by=actor
+        )
+
+
+async def _customer_target(
+    conn: AsyncConnection, principal: Principal, customer_id: uuid.UUID
+) -> _Target:
+    return _Target(await _customer(conn, principal, customer_id))
+
+
+async def _contact_target(
+    conn: AsyncConnection, principal: Principal, customer_id: uuid.UUID, contact_id: uuid.UUID
+) -> _Target:
+    """A contact of a customer the caller can see: the same visibility as its customer's
+    tags (CUSTOMER_NOT_FOUND, then CONTACT_NOT_FOUND)."""
+    customer = await _customer(conn, principal, customer_id)
+    contact = await service.contact_of(conn, customer, contact_id)
+    return _Target(customer, contact.id)
+
+
+async def _publish(conn: AsyncConnection, target: _Target, event: tuple[str, Message]) -> None:
+    subject, payload = event
+    await add_event(
+        conn,
+        event_type=subject,
+        payload=payload,
+        tenant_id=target.customer.tenant_id,
+        org_path=target.customer.owner_org_path,
+        producer=service.PRODUCER,
+    )
+
+
 async def tags_of(
     *, conn: AsyncConnection, principal: Principal, customer_id: uuid.UUID
 ) -> list[Any]:
-    customer = await _customer(conn, principal, customer_id)
-    return await _tags_of(conn, customer.id)
+    return await _tags_of(conn, await _customer_target(conn, principal, customer_id))
 
 
-async def _tags_of(conn: AsyncConnection, customer_id: uuid.UUID) -> list[Any]:
-    """name, kind, source, tagged_by, tag_time of the customer's tags, by name."""
+async def contact_tags_of(
+    *,
+    conn: AsyncConnection,
+    principal: Principal,
+    customer_id: uuid.UUID,
+    contact_id: uuid.UUID,
+) -> list[Any]:
+    target = await _contact_target(conn, principal, customer_id, contact_id)
+    return await _tags_of(conn, target)
+
+
+async def _tags_of(conn: AsyncConnection, target: _Target) -> list[Any]:
+    """name, kind, source, tagged_by, tag_time of the target's tags, by name."""
+    link = target.link
     stmt = (
-        sa.select(
-            tags.c.name,
-            tags.c.kind,
-            customer_tags.c.source,
-            customer_tags.c.tagged_by,
-            customer_tags.c.tag_time,
-        )
-        .select_from(customer_tags.join(tags, tags.c.id == customer_tags.c.tag_id))
-        .where(customer_tags.c.customer_id == customer_id)
+        sa.select(tags.c.name, tags.c.kind, link.c.source, link.c.tagged_by, link.c.tag_time)
+        .select_from(link.join(tags, tags.c.id == link.c.tag_id))
+        .where(target.key)
         .order_by(tags.c.name)
     )
     return list((await conn.execute(stmt)).all())
@@ -77,18 +185,23 @@ async def _ensure_tags(
 
 
 async def _attach(
-    conn: AsyncConnection, customer_id: uuid.UUID, rows: Sequence[Any], source: str, actor: str
+    conn: AsyncConnection, target: _Target, rows: Sequence[Any], source: str, actor: str
 ) -> None:
-    await conn.execute(
-        insert(customer_tags)
-        .values(
-            [
-                {"customer_id": customer_id, "tag_id": t.id, "source": source, "tagged_by": actor}
-                for t in rows
-            ]
+    """Attach the tags the target does not have yet; one tagged event naming those, in the
+    order asked for (none if it had them all)."""
+    link = target.link
+    inserted = (
+        await conn.execute(
+            insert(link)
+            .values([target.row(t.id, source, actor) for t in rows])
+            .on_conflict_do_nothing()
+            .returning(link.c.tag_id)
         )
-        .on_conflict_do_nothing()
-    )
+    ).scalars()
+    new = set(inserted)
+    names = [t.name for t in rows if t.id in new]
+    if names:
+        await _publish(conn, target, target.tagged(names, source, actor))
 
 
 def _system_tag_error(name: str, action: str) -> PermissionDenied:
@@ -99,6 +212,20 @@ def _system_tag_error(name: str, action: str) -> PermissionDenied:
     )
 
 
+async def _add_manual(
+    conn: AsyncConnection, principal: Principal, target: _Target, normalised: list[str]
+) -> list[Any]:
+    rows = await _ensure_tags(
+        conn, principal.tenant_id, normalised, tagging.MANUAL, principal.subject
+    )
+    rows.sort(key=lambda r: normalised.index(r.name))
+    for row in rows:
+        if row.kind == tagging.SYSTEM:
+            raise _system_tag_error(row.name, "attach")
+    await _attach(conn, target, rows, tagging.MANUAL, principal.subject)
+    return await _tags_of(conn, target)
+
+
 async def add_tags(
     *, conn: AsyncConnection, principal: Principal, customer_id: uuid.UUID, names: Sequence[str]
 ) -> list[Any]:
@@ -106,15 +233,60 @@ async def add_tags(
     are. A system tag's name: 403 SYSTEM_TAG_PROTECTED, nothing attached."""
     principal.require_any(WRITE_ROLES)
     normalised = tagging.normalise_all(names)
-    customer = await _customer(conn, principal, customer_id)
-    rows = await _ensure_tags(
-        conn, principal.tenant_id, normalised, tagging.MANUAL, principal.subject
-    )
-    for row in rows:
-        if row.kind == tagging.SYSTEM:
-            raise _system_tag_error(row.name, "attach")
-    await _attach(conn, customer.id, rows, tagging.MANUAL, principal.subject)
-    return await _tags_of(conn, customer.id)
+    target = await _customer_target(conn, principal, customer_id)
+    return await _add_manual(conn, principal, target, normalised)
+
+
+async def add_contact_tags(
+    *,
+    conn: AsyncConnection,
+    principal: Principal,
+    customer_id: uuid.UUID,
+    contact_id: uuid.UUID,
+    names: Sequence[str],
+) -> list[Any]:
+    """``add_tags`` for a contact of a visible customer."""
+    principal.require_any(WRITE_ROLES)
+    normalised = tagging.normalise_all(names)
+    target = await _contact_target(conn, principal, customer_id, contact_id)
+    return await _add_manual(conn, principal, target, normalised)
+
+
+async def _remove_manual(
+    conn: AsyncConnection, principal: Principal, target: _Target, normalised: str
+) -> list[Any]:
+    link = target.link
+    attached = (
+        await conn.execute(
+            sa.select(tags.c.id, tags.c.kind, link.c.source)
+            .select_from(link.join(tags, tags.c.id == link.c.tag_id))
+            .where(target.key, tags.c.name == normalised)
+        )
+    ).first()
+    if attached is not None and tagging.SYSTEM in (attached.kind, attached.source):
+        raise _system_tag_error(normalised, "remove")
+    removed = None
+    if attached is not None:
+        # Only the request that deletes the row reports it: no double event on a race.
+        removed = (
+            await conn.execute(
+                link.delete()
+                .where(target.key, link.c.tag_id == attached.id)
+                .returning(link.c.tag_id)
+            )
+        ).first()
+    if removed is None:
+        what = "CUSTOMER" if target.contact_id is None else "CONTACT"
+        raise NotFound(
+            f"{target.describe()} has no tag {normalised!r}",
+            reason=f"{what}_TAG_NOT_FOUND",
+            metadata={
+                what.lower(): str(target.contact_id or target.customer.id),
+                "tag": normalised,
+            },
+        )
+    await _publish(conn, target, target.untagged([normalised], principal.subject))
+    return await _tags_of(conn, target)
 
 
 async def remove_tag(
@@ -124,28 +296,23 @@ async def remove_tag(
     system: 403 SYSTEM_TAG_PROTECTED."""
     principal.require_any(WRITE_ROLES)
     (normalised,) = tagging.normalise_all([name], field="name")
-    customer = await _customer(conn, principal, customer_id)
-    attached = (
-        await conn.execute(
-            sa.select(tags.c.id, tags.c.kind, customer_tags.c.source)
-            .select_from(customer_tags.join(tags, tags.c.id == customer_tags.c.tag_id))
-            .where(customer_tags.c.customer_id == customer.id, tags.c.name == normalised)
-        )
-    ).first()
-    if attached is None:
-        raise NotFound(
-            f"customer {customer.id} has no tag {normalised!r}",
-            reason="CUSTOMER_TAG_NOT_FOUND",
-            metadata={"customer": str(customer.id), "tag": normalised},
-        )
-    if tagging.SYSTEM in (attached.kind, attached.source):
-        raise _system_tag_error(normalised, "remove")
-    await conn.execute(
-        customer_tags.delete().where(
-            customer_tags.c.customer_id == customer.id, customer_tags.c.tag_id == attached.id
-        )
-    )
-    return await _tags_of(conn, customer.id)
+    target = await _customer_target(conn, principal, customer_id)
+    return await _remove_manual(conn, principal, target, normalised)
+
+
+async def remove_contact_tag(
+    *,
+    conn: AsyncConnection,
+    principal: Principal,
+    customer_id: uuid.UUID,
+    contact_id: uuid.UUID,
+    name: str,
+) -> list[Any]:
+    """``remove_tag`` for a contact; not attached: 404 CONTACT_TAG_NOT_FOUND."""
+    principal.require_any(WRITE_ROLES)
+    (normalised,) = tagging.normalise_all([name], field="name")
+    target = await _contact_target(conn, principal, customer_id, contact_id)
+    return await _remove_manual(conn, principal, target, normalised)
 
 
 async def apply_system_tags(
@@ -159,7 +326,21 @@ async def apply_system_tags(
     """The system's own tagging (rules, lifecycle jobs); never reachable by users. A name
     already used by a manual tag: FailedPrecondition."""
     normalised = tagging.normalise_all(names)
+    customer = (
+        await conn.execute(
+            sa.select(customers).where(
+                customers.c.id == customer_id, customers.c.tenant_id == tenant_id
+            )
+        )
+    ).first()
+    if customer is None:
+        raise NotFound(
+            f"customer {customer_id} not found",
+            reason="CUSTOMER_NOT_FOUND",
+            metadata={"customer": str(customer_id)},
+        )
     rows = await _ensure_tags(conn, tenant_id, normalised, tagging.SYSTEM, actor)
+    rows.sort(key=lambda r: normalised.index(r.name))
     manual = [r.name for r in rows if r.kind != tagging.SYSTEM]
     if manual:
         raise FailedPrecondition(
@@ -167,8 +348,9 @@ async def apply_system_tags(
             reason="TAG_KIND_CONFLICT",
             metadata={"tag": manual[0]},
         )
-    await _attach(conn, customer_id, rows, tagging.SYSTEM, actor)
-    return await _tags_of(conn, customer_id)
+    target = _Target(customer)
+    await _attach(conn, target, rows, tagging.SYSTEM, actor)
+    return await _tags_of(conn, target)
 
 
 async def list_tags(*, conn: AsyncConnection, principal: Principal, page: PageRequest) -> list[Any]:
@@ -225,7 +407,26 @@ async def create_segment(
             .returning(*segments.c)
         )
     ).one()
+    await _append_version(conn, row, principal)
     return row, await member_count(conn=conn, principal=principal, segment=row)
+
+
+async def _append_version(conn: AsyncConnection, row: Any, principal: Principal) -> None:
+    """Record the segment's new name and rule as its next version: its ``version``, as the
+    segment row is locked (created, or replaced FOR UPDATE) while this runs."""
+    await append_version(
+        conn,
+        segment_versions,
+        key={"segment_id": row.id},
+        values={
+            "tenant_id": row.tenant_id,
+            "display_name": row.display_name,
+            "rule": row.rule,
+            "created_by": principal.subject,
+        },
+        conflict="the segment is being changed concurrently; retry",
+        reason="SEGMENT_CONFLICT",
+    )
 
 
 async def _segment(
@@ -286,6 +487,7 @@ async def replace_segment(
             .returning(*segments.c)
         )
     ).one()
+    await _append_version(conn, row, principal)
     return row, await member_count(conn=conn, principal=principal, segment=row)
 
 
@@ -304,3 +506,29 @@ async def segment_members(
     if page.after is not None:
         stmt = stmt.where(customers.c.id > page.after)
     return list((await conn.execute(stmt)).all())
+
+
+async def segment_versions_page(
+    *, conn: AsyncConnection, principal: Principal, segment_id: uuid.UUID, page: PageRequest
+) -> list[Any]:
+    """Stored versions of a segment's name and rule, newest first, keyset-paged on the
+    version number (``page.after``: see ``version_token_id``)."""
+    row = await _segment(conn, principal, segment_id)
+    stmt = (
+        sa.select(segment_versions)
+        .where(segment_versions.c.segment_id == row.id)
+        .order_by(segment_versions.c.version.desc())
+        .limit(page.size + 1)
+    )
+    if page.after is not None:
+        stmt = stmt.where(segment_versions.c.version < version_after(page.after))
+    return list((await conn.execute(stmt)).all())
+
+
+# Page tokens carry a UUID: a version number travels as the UUID of that integer.
+def version_token_id(version: int) -> uuid.UUID:
+    return uuid.UUID(int=version)
+
+
+def version_after(after: uuid.UUID) -> int:
+    return min(after.int, 2**31)

@@ -295,7 +295,7 @@ async def history_page(
 ) -> Sequence[Any]:
     customer = await _visible_customer(conn, principal, customer_id)
     if contact_id is not None:
-        await _contact_of(conn, customer, contact_id)
+        await contact_of(conn, customer, contact_id)
     return await history.page_of(
         conn=conn, customer_id=customer.id, contact_id=contact_id, page=page
     )
@@ -341,7 +341,7 @@ async def get_contact(
     *, conn: AsyncConnection, principal: Principal, customer_id: uuid.UUID, contact_id: uuid.UUID
 ) -> Any:
     customer = await _visible_customer(conn, principal, customer_id)
-    return await _contact_of(conn, customer, contact_id)
+    return await contact_of(conn, customer, contact_id)
 
 
 async def list_contacts(
@@ -378,7 +378,7 @@ async def update_contact(
     principal.require_any(WRITE_ROLES)
     # The customer's row lock serialises reports-to changes, so two cannot form a cycle.
     customer = await _visible_customer(conn, principal, customer_id, lock=True)
-    row = await _contact_of(conn, customer, contact_id)
+    row = await contact_of(conn, customer, contact_id)
     _check_etag(row, expected_etag, "contact")
     values = contact_rules.plan_update(
         current=row._mapping, patch=patch, paths=paths, phone_region=phone_region, now=now
@@ -436,7 +436,7 @@ async def _visible_customer(
     return row
 
 
-async def _contact_of(conn: AsyncConnection, customer: Any, contact_id: uuid.UUID) -> Any:
+async def contact_of(conn: AsyncConnection, customer: Any, contact_id: uuid.UUID) -> Any:
     row = (
         await conn.execute(
             sa.select(contacts).where(

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from crm.customers.v1 import customer_pb2 as crm_dot_customers_dot_v1_dot_customer__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63rm/customers/v1/events.proto\x12\x10\x63rm.customers.v1\x1a\x1f\x63rm/customers/v1/customer.proto\"?\n\x0f\x43ustomerCreated\x12,\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x1a.crm.customers.v1.Customer\"<\n\x0e\x43ontactCreated\x12*\n\x07\x63ontact\x18\x01 \x01(\x0b\x32\x19.crm.customers.v1.Contact\"W\n\x0f\x43ustomerUpdated\x12,\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x1a.crm.customers.v1.Customer\x12\x16\n\x0e\x63hanged_fields\x18\x02 \x03(\t\"\x9f\x01\n\rCustomerMoved\x12,\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x1a.crm.customers.v1.Customer\x12\x15\n\rold_parent_id\x18\x02 \x01(\t\x12\x15\n\rnew_parent_id\x18\x03 \x01(\t\x12\x18\n\x10old_account_path\x18\x04 \x01(\t\x12\x18\n\x10new_account_path\x18\x05 \x01(\t\"T\n\x0e\x43ontactUpdated\x12*\n\x07\x63ontact\x18\x01 \x01(\x0b\x32\x19.crm.customers.v1.Contact\x12\x16\n\x0e\x63hanged_fields\x18\x02 \x03(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63rm/customers/v1/events.proto\x12\x10\x63rm.customers.v1\x1a\x1f\x63rm/customers/v1/customer.proto\"?\n\x0f\x43ustomerCreated\x12,\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x1a.crm.customers.v1.Customer\"<\n\x0e\x43ontactCreated\x12*\n\x07\x63ontact\x18\x01 \x01(\x0b\x32\x19.crm.customers.v1.Contact\"W\n\x0f\x43ustomerUpdated\x12,\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x1a.crm.customers.v1.Customer\x12\x16\n\x0e\x63hanged_fields\x18\x02 \x03(\t\"\x9f\x01\n\rCustomerMoved\x12,\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x1a.crm.customers.v1.Customer\x12\x15\n\rold_parent_id\x18\x02 \x01(\t\x12\x15\n\rnew_parent_id\x18\x03 \x01(\t\x12\x18\n\x10old_account_path\x18\x04 \x01(\t\x12\x18\n\x10new_account_path\x18\x05 \x01(\t\"T\n\x0e\x43ontactUpdated\x12*\n\x07\x63ontact\x18\x01 \x01(\x0b\x32\x19.crm.customers.v1.Contact\x12\x16\n\x0e\x63hanged_fields\x18\x02 \x03(\t\"v\n\x0e\x43ustomerTagged\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\ttag_names\x18\x02 \x03(\t\x12\x11\n\ttagged_by\x18\x03 \x01(\t\x12)\n\x06source\x18\x04 \x01(\x0e\x32\x19.crm.customers.v1.TagKind\"O\n\x10\x43ustomerUntagged\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\ttag_names\x18\x02 \x03(\t\x12\x13\n\x0buntagged_by\x18\x03 \x01(\t\"\x89\x01\n\rContactTagged\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x12\n\ncontact_id\x18\x02 \x01(\t\x12\x11\n\ttag_names\x18\x03 \x03(\t\x12\x11\n\ttagged_by\x18\x04 \x01(\t\x12)\n\x06source\x18\x05 \x01(\x0e\x32\x19.crm.customers.v1.TagKind\"b\n\x0f\x43ontactUntagged\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x12\n\ncontact_id\x18\x02 \x01(\t\x12\x11\n\ttag_names\x18\x03 \x03(\t\x12\x13\n\x0buntagged_by\x18\x04 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,4 +42,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CUSTOMERMOVED']._serialized_end=460
   _globals['_CONTACTUPDATED']._serialized_start=462
   _globals['_CONTACTUPDATED']._serialized_end=546
+  _globals['_CUSTOMERTAGGED']._serialized_start=548
+  _globals['_CUSTOMERTAGGED']._serialized_end=666
+  _globals['_CUSTOMERUNTAGGED']._serialized_start=668
+  _globals['_CUSTOMERUNTAGGED']._serialized_end=747
+  _globals['_CONTACTTAGGED']._serialized_start=750
+  _globals['_CONTACTTAGGED']._serialized_end=887
+  _globals['_CONTACTUNTAGGED']._serialized_start=889
+  _globals['_CONTACTUNTAGGED']._serialized_end=987
 # @@protoc_insertion_point(module_scope)

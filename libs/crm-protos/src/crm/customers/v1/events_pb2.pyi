@@ -155,3 +155,133 @@ class ContactUpdated(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ContactUpdated: _TypeAlias = ContactUpdated  # noqa: Y015
+
+@_typing.final
+class CustomerTagged(_message.Message):
+    """Payload of crm.customers.customer.tagged.v1: tags newly attached to a customer (tags it
+    already had are not repeated; nothing attached, no event).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    TAG_NAMES_FIELD_NUMBER: _builtins.int
+    TAGGED_BY_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    tagged_by: _builtins.str
+    """Who attached them: a user's subject or the system's actor."""
+    source: _customer_pb2.TagKind.ValueType
+    """Manual (a user) or system (rules, lifecycle jobs)."""
+    @_builtins.property
+    def tag_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Normalised names of the tags attached by this change."""
+
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        tag_names: _abc.Iterable[_builtins.str] | None = ...,
+        tagged_by: _builtins.str = ...,
+        source: _customer_pb2.TagKind.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "source", b"source", "tag_names", b"tag_names", "tagged_by", b"tagged_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CustomerTagged: _TypeAlias = CustomerTagged  # noqa: Y015
+
+@_typing.final
+class CustomerUntagged(_message.Message):
+    """Payload of crm.customers.customer.untagged.v1: tags detached from a customer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    TAG_NAMES_FIELD_NUMBER: _builtins.int
+    UNTAGGED_BY_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    untagged_by: _builtins.str
+    @_builtins.property
+    def tag_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        tag_names: _abc.Iterable[_builtins.str] | None = ...,
+        untagged_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "tag_names", b"tag_names", "untagged_by", b"untagged_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CustomerUntagged: _TypeAlias = CustomerUntagged  # noqa: Y015
+
+@_typing.final
+class ContactTagged(_message.Message):
+    """Payload of crm.customers.contact.tagged.v1: tags newly attached to a contact."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    TAG_NAMES_FIELD_NUMBER: _builtins.int
+    TAGGED_BY_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    contact_id: _builtins.str
+    tagged_by: _builtins.str
+    source: _customer_pb2.TagKind.ValueType
+    @_builtins.property
+    def tag_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        contact_id: _builtins.str = ...,
+        tag_names: _abc.Iterable[_builtins.str] | None = ...,
+        tagged_by: _builtins.str = ...,
+        source: _customer_pb2.TagKind.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_id", b"contact_id", "customer_id", b"customer_id", "source", b"source", "tag_names", b"tag_names", "tagged_by", b"tagged_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContactTagged: _TypeAlias = ContactTagged  # noqa: Y015
+
+@_typing.final
+class ContactUntagged(_message.Message):
+    """Payload of crm.customers.contact.untagged.v1: tags detached from a contact."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    TAG_NAMES_FIELD_NUMBER: _builtins.int
+    UNTAGGED_BY_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    contact_id: _builtins.str
+    untagged_by: _builtins.str
+    @_builtins.property
+    def tag_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        contact_id: _builtins.str = ...,
+        tag_names: _abc.Iterable[_builtins.str] | None = ...,
+        untagged_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_id", b"contact_id", "customer_id", b"customer_id", "tag_names", b"tag_names", "untagged_by", b"untagged_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContactUntagged: _TypeAlias = ContactUntagged  # noqa: Y015
