@@ -271,3 +271,29 @@ async def test_created_event_is_published(
     assert envelope.tenant_id == tenant.id
     assert envelope.org_path == f"/{tenant.slug}/east/d1/"
     assert payload.opportunity.title == "Evented"
+
+
+async def test_list_filters_by_customer_within_visibility(
+    client: httpx.AsyncClient, sales: Runtime, tenant: Tenant
+) -> None:
+    cid = str(uuid.uuid4())
+    mine = await create(client, tenant, "d1-rep", customer_id=cid)
+    await create(client, tenant, "d2-rep", customer_id=cid)  # sibling dealer's
+    await create(client, tenant, "d1-rep", customer_id=str(uuid.uuid4()))
+    r = await client.get(
+        "/v1/opportunities", params={"customer_id": cid}, headers=tenant.auth("d1-rep")
+    )
+    assert r.status_code == 200, r.text
+    assert [x["id"] for x in r.json()["opportunities"]] == [mine["id"]]
+    r = await client.get(
+        "/v1/opportunities", params={"customer_id": "x"}, headers=tenant.auth("d1-rep")
+    )
+    assert r.status_code == 422
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{sales.grpc_port}") as channel:
+        stub = sales_service_pb2_grpc.OpportunityServiceStub(channel)
+        resp = await stub.ListOpportunities(
+            sales_service_pb2.ListOpportunitiesRequest(customer_id=cid),
+            metadata=(("authorization", f"Bearer {tenant.tokens['admin']}"),),
+        )
+    assert len(resp.opportunities) == 2
+    assert {o.customer_id for o in resp.opportunities} == {cid}

@@ -230,3 +230,23 @@ async def test_created_event_is_published(
     assert envelope.tenant_id == tenant.id
     assert envelope.org_path == f"/{tenant.slug}/east/d1/"
     assert payload.ticket.subject == "Evented"
+
+
+async def test_list_filters_by_customer_within_visibility(
+    client: httpx.AsyncClient, service_desk: Runtime, tenant: Tenant
+) -> None:
+    cid = str(uuid.uuid4())
+    mine = await create(client, tenant, "d1-rep", customer_id=cid)
+    await create(client, tenant, "d2-rep", customer_id=cid)  # sibling dealer's
+    await create(client, tenant, "d1-rep", customer_id=str(uuid.uuid4()))
+    r = await client.get("/v1/tickets", params={"customer_id": cid}, headers=tenant.auth("d1-rep"))
+    assert r.status_code == 200, r.text
+    assert [x["id"] for x in r.json()["tickets"]] == [mine["id"]]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{service_desk.grpc_port}") as channel:
+        stub = service_desk_service_pb2_grpc.TicketServiceStub(channel)
+        resp = await stub.ListTickets(
+            service_desk_service_pb2.ListTicketsRequest(customer_id=cid),
+            metadata=(("authorization", f"Bearer {tenant.tokens['admin']}"),),
+        )
+    assert len(resp.tickets) == 2
+    assert {t.customer_id for t in resp.tickets} == {cid}

@@ -17,6 +17,7 @@ from crm_customers.customer import (
     segments,
     service,
     tagging,
+    view360,
 )
 from crm_customers.customer.contact_rules import ConsentFields, ContactFields
 from crm_customers.customer.mapping import (
@@ -172,6 +173,22 @@ def router(rt: Runtime) -> APIRouter:
         async with rt.db.read() as conn:
             rows = await service.list_visible(conn=conn, principal=principal, page=page)
         return paged("customers", rows, page, lambda x: proto_json(customer_to_proto(x)))
+
+    @r.get("/{customer_id}:view360")
+    async def customer_360(
+        customer_id: str,
+        principal: CurrentPrincipal,
+        authorization: Annotated[str, Header()] = "",
+    ) -> Json:
+        """Profile and contacts, open opportunities (sales), open tickets (service-desk) and a
+        merged timeline, newest first. A dependency that is slow or down leaves its section
+        empty and is named in `partial` (with `partial_reasons`): still 200."""
+        return await view360.assemble(
+            rt=rt,
+            principal=principal,
+            authorization=authorization,
+            customer_id=parse_id(customer_id, "customer_id"),
+        )
 
     @r.get("/{customer_id}")
     async def get_customer(customer_id: str, principal: CurrentPrincipal) -> Json:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Query
 from pydantic import Field
 
 from crm_platform.http import ApiModel, CurrentPage, CurrentPrincipal, MoneyIn, paged, proto_json
@@ -62,9 +62,13 @@ def router(rt: Runtime) -> APIRouter:
     async def list_opportunities(
         principal: CurrentPrincipal,
         page: CurrentPage,
+        customer_id: Annotated[str, Query(description="Only this customer's.")] = "",
     ) -> Json:
+        cid = parse_id(customer_id, "customer_id") if customer_id else None
         async with rt.db.read() as conn:
-            rows = await service.list_visible(conn=conn, principal=principal, page=page)
+            rows = await service.list_visible(
+                conn=conn, principal=principal, page=page, customer_id=cid
+            )
         return paged("opportunities", rows, page, lambda x: proto_json(opportunity_to_proto(x)))
 
     @r.get("/{opportunity_id}")

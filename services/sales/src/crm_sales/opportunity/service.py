@@ -6,11 +6,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crm.sales.v1 import events_pb2
 from crm_platform import records
-from crm_platform.auth import WRITE_ROLES, Principal
+from crm_platform.auth import WRITE_ROLES, Principal, visible_to
 from crm_platform.ids import new_id
 from crm_platform.outbox import add_event
 from crm_platform.pagination import PageRequest
@@ -70,7 +71,22 @@ async def get(*, conn: AsyncConnection, principal: Principal, opportunity_id: uu
 
 
 async def list_visible(
-    *, conn: AsyncConnection, principal: Principal, page: PageRequest
+    *,
+    conn: AsyncConnection,
+    principal: Principal,
+    page: PageRequest,
+    customer_id: uuid.UUID | None = None,
 ) -> list[Any]:
-    """Newest first (UUIDv7 ids are time-ordered), keyset-paged."""
-    return await records.visible_page(conn, opportunities, principal, page)
+    """Newest first (UUIDv7 ids are time-ordered), keyset-paged; only the given
+    customer's when ``customer_id`` is set."""
+    if customer_id is None:
+        return await records.visible_page(conn, opportunities, principal, page)
+    stmt = (
+        sa.select(opportunities)
+        .where(visible_to(opportunities, principal), opportunities.c.customer_id == customer_id)
+        .order_by(opportunities.c.id.desc())
+        .limit(page.size + 1)
+    )
+    if page.after is not None:
+        stmt = stmt.where(opportunities.c.id < page.after)
+    return list((await conn.execute(stmt)).all())

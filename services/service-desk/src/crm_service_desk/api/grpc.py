@@ -58,7 +58,14 @@ class TicketServicer(service_desk_service_pb2_grpc.TicketServiceServicer):
     ) -> pb.ListTicketsResponse:
         page = page_request(request.page_size, request.page_token)
         async with self.rt.db.read() as conn:
-            rows = await service.list_visible(conn=conn, principal=require_principal(), page=page)
+            rows = await service.list_visible(
+                conn=conn,
+                principal=require_principal(),
+                page=page,
+                customer_id=parse_id(request.customer_id, "customer_id")
+                if request.customer_id
+                else None,
+            )
         items, token = page_of(rows, page)
         return pb.ListTicketsResponse(
             tickets=[ticket_to_proto(r) for r in items], next_page_token=token

@@ -6,11 +6,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crm.servicedesk.v1 import events_pb2, ticket_pb2
 from crm_platform import records
-from crm_platform.auth import WRITE_ROLES, Principal
+from crm_platform.auth import WRITE_ROLES, Principal, visible_to
 from crm_platform.ids import new_id
 from crm_platform.outbox import add_event
 from crm_platform.pagination import PageRequest
@@ -61,7 +62,22 @@ async def get(*, conn: AsyncConnection, principal: Principal, ticket_id: uuid.UU
 
 
 async def list_visible(
-    *, conn: AsyncConnection, principal: Principal, page: PageRequest
+    *,
+    conn: AsyncConnection,
+    principal: Principal,
+    page: PageRequest,
+    customer_id: uuid.UUID | None = None,
 ) -> list[Any]:
-    """Newest first (UUIDv7 ids are time-ordered), keyset-paged."""
-    return await records.visible_page(conn, tickets, principal, page)
+    """Newest first (UUIDv7 ids are time-ordered), keyset-paged; only the given
+    customer's when ``customer_id`` is set."""
+    if customer_id is None:
+        return await records.visible_page(conn, tickets, principal, page)
+    stmt = (
+        sa.select(tickets)
+        .where(visible_to(tickets, principal), tickets.c.customer_id == customer_id)
+        .order_by(tickets.c.id.desc())
+        .limit(page.size + 1)
+    )
+    if page.after is not None:
+        stmt = stmt.where(tickets.c.id < page.after)
+    return list((await conn.execute(stmt)).all())

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from crm.sales.v1 import opportunity_pb2 as crm_dot_sales_dot_v1_dot_opportunity__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n crm/sales/v1/sales_service.proto\x12\x0c\x63rm.sales.v1\x1a\x1e\x63rm/sales/v1/opportunity.proto\"^\n\x18\x43reateOpportunityRequest\x12.\n\x0bopportunity\x18\x01 \x01(\x0b\x32\x19.crm.sales.v1.Opportunity\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"#\n\x15GetOpportunityRequest\x12\n\n\x02id\x18\x01 \x01(\t\"A\n\x18ListOpportunitiesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"f\n\x19ListOpportunitiesResponse\x12\x30\n\ropportunities\x18\x01 \x03(\x0b\x32\x19.crm.sales.v1.Opportunity\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xa4\x02\n\x12OpportunityService\x12V\n\x11\x43reateOpportunity\x12&.crm.sales.v1.CreateOpportunityRequest\x1a\x19.crm.sales.v1.Opportunity\x12P\n\x0eGetOpportunity\x12#.crm.sales.v1.GetOpportunityRequest\x1a\x19.crm.sales.v1.Opportunity\x12\x64\n\x11ListOpportunities\x12&.crm.sales.v1.ListOpportunitiesRequest\x1a\'.crm.sales.v1.ListOpportunitiesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n crm/sales/v1/sales_service.proto\x12\x0c\x63rm.sales.v1\x1a\x1e\x63rm/sales/v1/opportunity.proto\"^\n\x18\x43reateOpportunityRequest\x12.\n\x0bopportunity\x18\x01 \x01(\x0b\x32\x19.crm.sales.v1.Opportunity\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"#\n\x15GetOpportunityRequest\x12\n\n\x02id\x18\x01 \x01(\t\"V\n\x18ListOpportunitiesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\"f\n\x19ListOpportunitiesResponse\x12\x30\n\ropportunities\x18\x01 \x03(\x0b\x32\x19.crm.sales.v1.Opportunity\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xa4\x02\n\x12OpportunityService\x12V\n\x11\x43reateOpportunity\x12&.crm.sales.v1.CreateOpportunityRequest\x1a\x19.crm.sales.v1.Opportunity\x12P\n\x0eGetOpportunity\x12#.crm.sales.v1.GetOpportunityRequest\x1a\x19.crm.sales.v1.Opportunity\x12\x64\n\x11ListOpportunities\x12&.crm.sales.v1.ListOpportunitiesRequest\x1a\'.crm.sales.v1.ListOpportunitiesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,9 +37,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETOPPORTUNITYREQUEST']._serialized_start=178
   _globals['_GETOPPORTUNITYREQUEST']._serialized_end=213
   _globals['_LISTOPPORTUNITIESREQUEST']._serialized_start=215
-  _globals['_LISTOPPORTUNITIESREQUEST']._serialized_end=280
-  _globals['_LISTOPPORTUNITIESRESPONSE']._serialized_start=282
-  _globals['_LISTOPPORTUNITIESRESPONSE']._serialized_end=384
-  _globals['_OPPORTUNITYSERVICE']._serialized_start=387
-  _globals['_OPPORTUNITYSERVICE']._serialized_end=679
+  _globals['_LISTOPPORTUNITIESREQUEST']._serialized_end=301
+  _globals['_LISTOPPORTUNITIESRESPONSE']._serialized_start=303
+  _globals['_LISTOPPORTUNITIESRESPONSE']._serialized_end=405
+  _globals['_OPPORTUNITYSERVICE']._serialized_start=408
+  _globals['_OPPORTUNITYSERVICE']._serialized_end=700
 # @@protoc_insertion_point(module_scope)

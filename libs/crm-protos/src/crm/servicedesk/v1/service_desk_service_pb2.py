@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from crm.servicedesk.v1 import ticket_pb2 as crm_dot_servicedesk_dot_v1_dot_ticket__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-crm/servicedesk/v1/service_desk_service.proto\x12\x12\x63rm.servicedesk.v1\x1a\x1f\x63rm/servicedesk/v1/ticket.proto\"U\n\x13\x43reateTicketRequest\x12*\n\x06ticket\x18\x01 \x01(\x0b\x32\x1a.crm.servicedesk.v1.Ticket\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x1e\n\x10GetTicketRequest\x12\n\n\x02id\x18\x01 \x01(\t\";\n\x12ListTicketsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"[\n\x13ListTicketsResponse\x12+\n\x07tickets\x18\x01 \x03(\x0b\x32\x1a.crm.servicedesk.v1.Ticket\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x93\x02\n\rTicketService\x12S\n\x0c\x43reateTicket\x12\'.crm.servicedesk.v1.CreateTicketRequest\x1a\x1a.crm.servicedesk.v1.Ticket\x12M\n\tGetTicket\x12$.crm.servicedesk.v1.GetTicketRequest\x1a\x1a.crm.servicedesk.v1.Ticket\x12^\n\x0bListTickets\x12&.crm.servicedesk.v1.ListTicketsRequest\x1a\'.crm.servicedesk.v1.ListTicketsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-crm/servicedesk/v1/service_desk_service.proto\x12\x12\x63rm.servicedesk.v1\x1a\x1f\x63rm/servicedesk/v1/ticket.proto\"U\n\x13\x43reateTicketRequest\x12*\n\x06ticket\x18\x01 \x01(\x0b\x32\x1a.crm.servicedesk.v1.Ticket\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x1e\n\x10GetTicketRequest\x12\n\n\x02id\x18\x01 \x01(\t\"P\n\x12ListTicketsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\"[\n\x13ListTicketsResponse\x12+\n\x07tickets\x18\x01 \x03(\x0b\x32\x1a.crm.servicedesk.v1.Ticket\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x93\x02\n\rTicketService\x12S\n\x0c\x43reateTicket\x12\'.crm.servicedesk.v1.CreateTicketRequest\x1a\x1a.crm.servicedesk.v1.Ticket\x12M\n\tGetTicket\x12$.crm.servicedesk.v1.GetTicketRequest\x1a\x1a.crm.servicedesk.v1.Ticket\x12^\n\x0bListTickets\x12&.crm.servicedesk.v1.ListTicketsRequest\x1a\'.crm.servicedesk.v1.ListTicketsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,9 +37,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETTICKETREQUEST']._serialized_start=189
   _globals['_GETTICKETREQUEST']._serialized_end=219
   _globals['_LISTTICKETSREQUEST']._serialized_start=221
-  _globals['_LISTTICKETSREQUEST']._serialized_end=280
-  _globals['_LISTTICKETSRESPONSE']._serialized_start=282
-  _globals['_LISTTICKETSRESPONSE']._serialized_end=373
-  _globals['_TICKETSERVICE']._serialized_start=376
-  _globals['_TICKETSERVICE']._serialized_end=651
+  _globals['_LISTTICKETSREQUEST']._serialized_end=301
+  _globals['_LISTTICKETSRESPONSE']._serialized_start=303
+  _globals['_LISTTICKETSRESPONSE']._serialized_end=394
+  _globals['_TICKETSERVICE']._serialized_start=397
+  _globals['_TICKETSERVICE']._serialized_end=672
 # @@protoc_insertion_point(module_scope)
