@@ -65,13 +65,15 @@ async def upload(
     )
 
 
-async def finished(c: httpx.AsyncClient, tenant: Tenant, job_id: str, who: str = "d1-rep") -> Any:
+async def finished(
+    c: httpx.AsyncClient, tenant: Tenant, job_id: str, who: str = "d1-rep", within: float = 60
+) -> Any:
     async def check() -> Any:
         job = (await c.get(f"/v1/lead-imports/{job_id}", headers=tenant.auth(who))).json()
         assert job["state"] in ("SUCCEEDED", "FAILED"), job
         return job
 
-    return await eventually(check, within=60)
+    return await eventually(check, within=within)
 
 
 async def lead_count(leads: Runtime, tenant: Tenant) -> int:
@@ -445,26 +447,28 @@ async def test_tenant_rules_apply_to_imports_row_by_row(
 async def test_a_large_file_with_one_bad_row_imports_the_rest(
     client: httpx.AsyncClient, leads: Runtime, tenant: Tenant
 ) -> None:
-    """The issue's "million-row file with one bad row", at 100k rows to keep the suite fast
-    (the 1M-row run is ``make bench`` lead_import)."""
+    """The issue's "million-row file with one bad row", at 50k rows (three slices) to keep
+    the suite fast (the 1M-row run is ``make bench`` lead_import)."""
     # 199: a prefix no other test draws its random phones from (no accidental merges).
-    rows = [[f"Row {i}", f"199{i:08d}", "", "", "", "", ""] for i in range(100_000)]
-    rows[61_234] = ["Bad", "not a phone", "", "", "", "", ""]
+    rows = [[f"Row {i}", f"199{i:08d}", "", "", "", "", ""] for i in range(50_000)]
+    rows[31_234] = ["Bad", "not a phone", "", "", "", "", ""]
     before = await lead_count(leads, tenant)
     response = await upload(client, tenant, csv_bytes(rows), who="hq-manager")
-    job = await finished(client, tenant, response.json()["id"], who="hq-manager")
+    # A generous bound: a 2-core CI machine running the whole suite is far slower than a
+    # benchmark run.
+    job = await finished(client, tenant, response.json()["id"], who="hq-manager", within=240)
     assert (job["state"], job["rows_done"], job["rows_created"], job["rows_invalid"]) == (
         "SUCCEEDED",
-        100_000,
-        99_999,
+        50_000,
+        49_999,
         1,
     )
-    assert await lead_count(leads, tenant) == before + 99_999
+    assert await lead_count(leads, tenant) == before + 49_999
     report = await client.get(
         f"/v1/lead-imports/{job['id']}/errors", headers=tenant.auth("hq-manager")
     )
     lines = list(csv.reader(io.StringIO(report.content.decode("utf-8-sig"))))
-    assert [line[:2] for line in lines[1:]] == [["61236", "phone"]]
+    assert [line[:2] for line in lines[1:]] == [["31236", "phone"]]
 
 
 async def test_careful_rewrite_merges_into_a_key_taken_after_the_lookup(
