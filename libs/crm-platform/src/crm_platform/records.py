@@ -108,14 +108,19 @@ async def get_visible(
 
 
 async def visible_page(
-    conn: AsyncConnection, table: sa.Table, principal: Principal, page: PageRequest
+    conn: AsyncConnection,
+    table: sa.Table,
+    principal: Principal,
+    page: PageRequest,
+    *where: sa.ColumnElement[bool],
 ) -> list[sa.Row[Any]]:
     """The principal's visible rows newest first (UUIDv7 ids are time-ordered), starting
     below ``page.after`` when given: at most ``page.size + 1`` rows, so
-    ``crm_platform.pagination.page_of`` can trim to the page and tell whether more follow."""
+    ``crm_platform.pagination.page_of`` can trim to the page and tell whether more follow.
+    ``where``: further filters (a list's query parameters)."""
     stmt = (
         sa.select(table)
-        .where(visible_to(table, principal))
+        .where(visible_to(table, principal), *where)
         .order_by(table.c.id.desc())
         .limit(page.size + 1)
     )

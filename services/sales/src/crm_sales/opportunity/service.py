@@ -6,12 +6,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crm.sales.v1 import events_pb2
 from crm_platform import records
-from crm_platform.auth import WRITE_ROLES, Principal, visible_to
+from crm_platform.auth import WRITE_ROLES, Principal
 from crm_platform.ids import new_id
 from crm_platform.outbox import add_event
 from crm_platform.pagination import PageRequest
@@ -79,14 +78,5 @@ async def list_visible(
 ) -> list[Any]:
     """Newest first (UUIDv7 ids are time-ordered), keyset-paged; only the given
     customer's when ``customer_id`` is set."""
-    if customer_id is None:
-        return await records.visible_page(conn, opportunities, principal, page)
-    stmt = (
-        sa.select(opportunities)
-        .where(visible_to(opportunities, principal), opportunities.c.customer_id == customer_id)
-        .order_by(opportunities.c.id.desc())
-        .limit(page.size + 1)
-    )
-    if page.after is not None:
-        stmt = stmt.where(opportunities.c.id < page.after)
-    return list((await conn.execute(stmt)).all())
+    where = () if customer_id is None else (opportunities.c.customer_id == customer_id,)
+    return await records.visible_page(conn, opportunities, principal, page, *where)

@@ -6,12 +6,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crm.servicedesk.v1 import events_pb2, ticket_pb2
 from crm_platform import records
-from crm_platform.auth import WRITE_ROLES, Principal, visible_to
+from crm_platform.auth import WRITE_ROLES, Principal
 from crm_platform.ids import new_id
 from crm_platform.outbox import add_event
 from crm_platform.pagination import PageRequest
@@ -70,14 +69,5 @@ async def list_visible(
 ) -> list[Any]:
     """Newest first (UUIDv7 ids are time-ordered), keyset-paged; only the given
     customer's when ``customer_id`` is set."""
-    if customer_id is None:
-        return await records.visible_page(conn, tickets, principal, page)
-    stmt = (
-        sa.select(tickets)
-        .where(visible_to(tickets, principal), tickets.c.customer_id == customer_id)
-        .order_by(tickets.c.id.desc())
-        .limit(page.size + 1)
-    )
-    if page.after is not None:
-        stmt = stmt.where(tickets.c.id < page.after)
-    return list((await conn.execute(stmt)).all())
+    where = () if customer_id is None else (tickets.c.customer_id == customer_id,)
+    return await records.visible_page(conn, tickets, principal, page, *where)
