@@ -60,6 +60,7 @@ typecheck: bootstrap ## mypy --strict on the platform and every service
 check: lint typecheck proto-check ## everything static
 
 test: bootstrap check ## what CI runs: static checks, then unit, component and integration tests on real servers
+	-./scripts/ensure_promtool.sh  # best effort: without root/apt the promtool checks skip, saying so
 	$(BIN)/python -m pytest
 
 test-fast: bootstrap ## tests only (set CRM_TEST_PG_URL / CRM_TEST_NATS_URL to reuse running servers)

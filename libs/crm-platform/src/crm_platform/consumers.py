@@ -42,6 +42,10 @@ EventHandler = Callable[[AsyncConnection, ReceivedEvent], Awaitable[None]]
 REDELIVERY_BACKOFF_SECONDS = (1, 5, 30, 120, 600)
 
 
+# For handlers safe in any order (they lock what they change): saga steps and the like.
+ORDER_FREE_CONCURRENCY = 8
+
+
 @dataclass(frozen=True)
 class ConsumerSpec:
     """``name`` is the durable consumer name (``<service>-<purpose>``, no dots)."""
@@ -49,6 +53,10 @@ class ConsumerSpec:
     name: str
     event_type: str
     handler: EventHandler
+    # Messages of one fetch handled at once. 1 keeps the stream's order (replicas of
+    # directory data need it); handlers safe in any order (each locks what it changes,
+    # e.g. saga steps) take more, so one slow transaction does not hold up the rest.
+    concurrency: int = 1
 
 
 async def record_once(conn: AsyncConnection, consumer: str, event: ReceivedEvent) -> bool:
@@ -72,8 +80,10 @@ class ConsumerRunner:
         batch_size: int = 100,
         max_deliver: int = 8,
         ack_wait: float = 30.0,
+        service: str = "",
     ) -> None:
         self.spec = spec
+        self._service = service
         self._db = db
         self._bus = bus
         self._batch = batch_size
@@ -99,6 +109,8 @@ class ConsumerRunner:
             await self.subscribe()
         sub = self._sub
         assert sub is not None
+        concurrency = self.spec.concurrency
+        slots = asyncio.Semaphore(concurrency) if concurrency > 1 else None
         while not self._stopping.is_set():
             try:
                 msgs = await sub.fetch(self._batch, timeout=1.0)
@@ -108,8 +120,15 @@ class ConsumerRunner:
                 # NATS is away; the client reconnects by itself.
                 await asyncio.sleep(0.5)
                 continue
-            for msg in msgs:
-                await self.handle(msg)
+            if slots is None:
+                for msg in msgs:
+                    await self.handle(msg)
+            else:
+                await asyncio.gather(*(self._handle_in(slots, msg) for msg in msgs))
+
+    async def _handle_in(self, slots: asyncio.Semaphore, msg: Msg) -> None:
+        async with slots:
+            await self.handle(msg)
 
     async def handle(self, msg: Msg) -> None:
         subject = self.spec.event_type
@@ -122,6 +141,9 @@ class ConsumerRunner:
                 "messaging.system": "nats",
                 "messaging.destination.name": msg.subject,
                 "messaging.consumer.group.name": self.spec.name,
+                # The resource's service.name names the process; in-process test suites
+                # run several services under one resource, so the span names its own.
+                "crm.service": self._service,
             },
         ):
             outcome = await self._process(msg)

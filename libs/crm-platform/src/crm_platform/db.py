@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 import sqlalchemy as sa
 from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from sqlalchemy.dialects.postgresql import JSONB, UUID
@@ -80,9 +81,15 @@ def json_column(name: str, *, nullable: bool = False) -> sa.Column[Any]:
 class Database:
     """Owns the engine and signals the outbox relay when a commit carried events."""
 
-    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int = 10, echo: bool = False, application_name: str = ""
+    ) -> None:
+        # application_name shows the service (and instance) in pg_stat_activity.
+        self.application_name = application_name
+        connect_args = {"server_settings": {"application_name": application_name}}
         self.engine: AsyncEngine = create_async_engine(
             url,
+            connect_args=connect_args if application_name else {},
             pool_size=pool_size,
             max_overflow=pool_size,
             # No pre-ping: it costs a round trip per checkout on the hot path. Broken
@@ -118,3 +125,20 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+    async def terminate_sessions(self) -> None:
+        """End every server session of this instance, as PostgreSQL does when a process dies:
+        open transactions roll back and their locks go (used to simulate crashes). Uses its
+        own connection: the pool may be exhausted by the very work being killed."""
+        if not self.application_name:
+            return
+        url = self.engine.url.set(drivername="postgresql")
+        conn = await asyncpg.connect(url.render_as_string(hide_password=False))
+        try:
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = $1",
+                self.application_name,
+            )
+        finally:
+            await conn.close()

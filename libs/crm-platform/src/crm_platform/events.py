@@ -15,10 +15,12 @@ from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError, Message
 
 from crm.common.v1 import event_pb2
+from crm.customers.v1 import commands_pb2 as customers_commands
 from crm.customers.v1 import events_pb2 as customers_events
 from crm.directory.v1 import events_pb2 as directory_events
 from crm.leads.v1 import events_pb2 as leads_events
 from crm.marketing.v1 import events_pb2 as marketing_events
+from crm.sales.v1 import commands_pb2 as sales_commands
 from crm.sales.v1 import events_pb2 as sales_events
 from crm.servicedesk.v1 import events_pb2 as servicedesk_events
 from crm_platform.ids import new_id
@@ -48,6 +50,8 @@ SUBJECTS: dict[str, type[Message]] = {
     "crm.leads.lead.sla_warning.v1": leads_events.LeadSlaWarning,
     "crm.leads.lead.sla_breached.v1": leads_events.LeadSlaBreached,
     "crm.leads.lead.reclaimed.v1": leads_events.LeadReclaimed,
+    "crm.leads.lead.converted.v1": leads_events.LeadConverted,
+    "crm.leads.conversion.failed.v1": leads_events.LeadConversionFailed,
     "crm.customers.customer.created.v1": customers_events.CustomerCreated,
     "crm.customers.contact.created.v1": customers_events.ContactCreated,
     "crm.customers.customer.updated.v1": customers_events.CustomerUpdated,
@@ -57,9 +61,27 @@ SUBJECTS: dict[str, type[Message]] = {
     "crm.customers.customer.untagged.v1": customers_events.CustomerUntagged,
     "crm.customers.contact.tagged.v1": customers_events.ContactTagged,
     "crm.customers.contact.untagged.v1": customers_events.ContactUntagged,
+    "crm.customers.customer.deleted.v1": customers_events.CustomerDeleted,
+    "crm.customers.contact.deleted.v1": customers_events.ContactDeleted,
+    "crm.customers.conversion.prepared.v1": customers_events.ConversionPrepared,
+    "crm.customers.conversion.failed.v1": customers_events.ConversionFailed,
+    "crm.customers.conversion.undone.v1": customers_events.ConversionUndone,
+    "crm.customers.customer.lifecycle_changed.v1": customers_events.CustomerLifecycleChanged,
     "crm.sales.opportunity.created.v1": sales_events.OpportunityCreated,
+    "crm.sales.opportunity.deleted.v1": sales_events.OpportunityDeleted,
+    "crm.sales.conversion.completed.v1": sales_events.ConversionCompleted,
+    "crm.sales.conversion.failed.v1": sales_events.ConversionFailed,
+    "crm.sales.conversion.undone.v1": sales_events.ConversionUndone,
     "crm.servicedesk.ticket.created.v1": servicedesk_events.TicketCreated,
     "crm.marketing.campaign.created.v1": marketing_events.CampaignCreated,
+    # Commands (orchestration only): crm.cmd.<receiving domain>.<action>.v1, sent by the
+    # leads service's conversion saga; the receiver answers with events of its own domain.
+    "crm.cmd.customers.prepare_conversion.v1": customers_commands.PrepareConversion,
+    "crm.cmd.customers.undo_conversion.v1": customers_commands.UndoConversion,
+    "crm.cmd.sales.create_conversion_opportunities.v1": (
+        sales_commands.CreateConversionOpportunities
+    ),
+    "crm.cmd.sales.undo_conversion.v1": sales_commands.UndoConversion,
 }
 
 # Domain (second subject token) -> stream; one stream per producing service.
@@ -70,6 +92,7 @@ STREAMS: dict[str, str] = {
     "sales": "CRM_SALES",
     "servicedesk": "CRM_SERVICEDESK",
     "marketing": "CRM_MARKETING",
+    "cmd": "CRM_COMMANDS",
 }
 DLQ_STREAM = "CRM_DLQ"
 DLQ_DOMAIN = "dlq"

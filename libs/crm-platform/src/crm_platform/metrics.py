@@ -99,6 +99,16 @@ LEADS_DISTRIBUTED = Counter(
 LEADS_CONVERTED = Counter(
     "crm_leads_converted_total", "Leads converted into a customer, contact and opportunity."
 )
+SAGA_OUTCOMES = Counter(
+    "crm_saga_outcomes_total",
+    "Sagas ended, by saga and outcome (completed|failed).",
+    ["saga", "outcome"],
+)
+SAGA_INSTANCES = Gauge(
+    "crm_saga_instances", "Sagas not yet ended, by saga and state.", ["saga", "state"]
+)
+for _outcome in ("completed", "failed"):
+    SAGA_OUTCOMES.labels("lead_conversion", _outcome)
 SLA_KINDS = ("lead_first_contact", "lead_follow_up", "ticket_first_response", "ticket_resolution")
 SLA_BREACHES = Counter("crm_sla_breaches_total", "SLA targets missed, by SLA.", ["sla"])
 for _sla in SLA_KINDS:

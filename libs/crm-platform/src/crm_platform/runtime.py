@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import uuid
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from crm_platform.telemetry import configure_logging, init_tracing
 
 log = logging.getLogger(__name__)
 GAUGE_INTERVAL_SECONDS = 5.0
+KILL_STEP_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,8 @@ class ServiceDefinition:
     api_key_resolver: Callable[[Runtime], ApiKeyResolver] | None = None
     # Runs after the bus connects, before the servers start (load keys, warm caches).
     on_start: Callable[[Runtime], Awaitable[None]] | None = None
+    # Runs after the servers, consumers and jobs have stopped, before the database closes.
+    on_stop: Callable[[Runtime], Awaitable[None]] | None = None
     # The directory verifies tokens against its own JWKS endpoint.
     serves_jwks: bool = False
     # Background jobs, started with the servers and cancelled on stop.
@@ -134,7 +138,11 @@ class Runtime:
 
     def __post_init__(self) -> None:
         s = self.settings
-        self.db = Database(s.db_url.get_secret_value(), pool_size=s.db_pool_size)
+        self.db = Database(
+            s.db_url.get_secret_value(),
+            pool_size=s.db_pool_size,
+            application_name=f"crm-{s.service_name}-{uuid.uuid4().hex[:8]}",
+        )
         self.bus = EventBus(s.nats_url, Namespace(s.nats_namespace), name=f"crm-{s.service_name}")
         resolver_factory = self.definition.api_key_resolver or directory_api_key_resolver
         self.auth = Authenticator(
@@ -214,6 +222,7 @@ class Runtime:
                 batch_size=s.consumer_batch_size,
                 max_deliver=s.consumer_max_deliver,
                 ack_wait=s.consumer_ack_wait_seconds,
+                service=s.service_name,
             )
             await runner.subscribe()
             self._runners.append(runner)
@@ -262,11 +271,39 @@ class Runtime:
             )
         for task in self._tasks:
             task.cancel()
+        if self.definition.on_stop is not None:
+            with contextlib.suppress(Exception):
+                await self.definition.on_stop(self)
         with contextlib.suppress(Exception):
             await self.bus.close()
         for channel in self._channels.values():
             await channel.close(grace=None)
         await self.db.dispose()
+        self._stopped.set()
+
+    async def kill(self) -> None:
+        """Stop at once, as a crashed process would (fault tests): nothing drains; in-flight
+        transactions roll back with their sessions, unacked messages are redelivered after
+        ack_wait, unsent outbox rows wait for the next instance. Every step is bounded."""
+        # First the sessions, as when the process dies: in-flight transactions end unfinished.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.db.terminate_sessions(), KILL_STEP_SECONDS)
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=KILL_STEP_SECONDS)
+        if self._http is not None:
+            self._http.should_exit = True
+        steps: list[Awaitable[Any]] = [self.bus.close()]
+        if self._grpc is not None:
+            steps.append(self._grpc.stop(None))
+        if self.definition.on_stop is not None:
+            steps.append(self.definition.on_stop(self))
+        steps.extend(channel.close(grace=None) for channel in self._channels.values())
+        steps.append(self.db.dispose())
+        for step in steps:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(step, KILL_STEP_SECONDS)
         self._stopped.set()
 
     async def serve_forever(self) -> None:

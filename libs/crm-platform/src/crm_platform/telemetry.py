@@ -49,7 +49,7 @@ def init_tracing(
     settings: BaseServiceSettings, extra_processors: tuple[SpanProcessor, ...] = ()
 ) -> trace.Tracer:
     """Install one global tracer provider per process (several in-process services in tests
-    share it; the span's service comes from the ``crm.service`` attribute then)."""
+    share it; consumer spans name their service in the ``crm.service`` attribute)."""
     global _provider, _instrumented
     if _provider is None:
         resource = Resource.create(

@@ -1,15 +1,18 @@
-"""Field normalisers every service shares: text, phones (E.164), emails."""
+"""Field normalisers every service shares: text, phones (E.164), emails, dates."""
 
 from __future__ import annotations
 
 import functools
 import re
 import unicodedata
+from datetime import date
 from typing import NamedTuple
 
 import phonenumbers
 from phonenumbers import PhoneMetadata
 
+# [0-9], not \d: \d also matches full-width and other Unicode digits.
+ISO_DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
 _MOBILE_TYPES = (
     phonenumbers.PhoneNumberType.MOBILE,
@@ -98,3 +101,12 @@ def is_mobile_e164(phone: str, region: str) -> bool:
 
 def is_email(value: str) -> bool:
     return EMAIL_RE.fullmatch(value) is not None
+
+
+def iso_date(raw: str) -> date:
+    """A calendar date written exactly YYYY-MM-DD, or ValueError: date.fromisoformat alone
+    also takes 20260101 and week dates, and the right shape can still be no day
+    (2026-02-30)."""
+    if not ISO_DATE_RE.fullmatch(raw):
+        raise ValueError(raw)
+    return date.fromisoformat(raw)

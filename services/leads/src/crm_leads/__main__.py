@@ -11,6 +11,9 @@ from crm_leads.api import grpc as grpc_api
 from crm_leads.api import http as http_api
 from crm_leads.assignment import http as assignment_http
 from crm_leads.consumers import consumers
+from crm_leads.conversion import http as conversion_http
+from crm_leads.conversion import jobs as conversion_jobs
+from crm_leads.conversion.waiters import ConversionWaiters, listener_dsn
 from crm_leads.dedup import http as dedup_http
 from crm_leads.distribution import http as distribution_http
 from crm_leads.imports import http as imports_http
@@ -42,8 +45,16 @@ def _jobs(rt: Runtime) -> list[PeriodicJob]:
     async def fire_timers() -> object:
         return await sla_jobs.fire_due(rt.db)
 
+    async def expire_conversions() -> object:
+        return await conversion_jobs.expire_due(rt.db)
+
     return [
         PeriodicJob("close-stale-leads", rt.settings.stale_check_seconds, close_stale),
+        PeriodicJob(
+            "conversion-deadlines",
+            rt.settings.conversion_deadline_poll_seconds,
+            expire_conversions,
+        ),
         PeriodicJob(
             "lead-imports",
             rt.settings.import_poll_seconds,
@@ -52,6 +63,16 @@ def _jobs(rt: Runtime) -> list[PeriodicJob]:
         ),
         PeriodicJob("lead-timers", rt.settings.sla_timer_poll_seconds, fire_timers),
     ]
+
+
+async def _on_start(rt: Runtime) -> None:
+    waiters = ConversionWaiters(listener_dsn(rt.settings.db_url.get_secret_value()))
+    waiters.start()
+    rt.extras[conversion_http.WAITERS] = waiters
+
+
+async def _on_stop(rt: Runtime) -> None:
+    await rt.extras[conversion_http.WAITERS].stop()
 
 
 def _body_limits(rt: Runtime) -> dict[str, int]:
@@ -79,7 +100,10 @@ DEFINITION = ServiceDefinition(
         sla_http.router(rt),
         assignment_http.router(rt),
         activities_http.router(rt),
+        conversion_http.router(rt),
     ],
+    on_start=_on_start,
+    on_stop=_on_stop,
     jobs=_jobs,
     consumers=consumers,
     body_limits=_body_limits,

@@ -37,6 +37,16 @@ class Settings(BaseServiceSettings):
         description="How often each replica fires due lead timers (acceptance deadlines, "
         "SLA reminders and breaches, reclaims).",
     )
+    conversion_timeout_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="A conversion step not answered within this time (a service down, a "
+        "command dead-lettered) is given up: what earlier steps made is undone and the lead "
+        "returns to its previous status.",
+    )
+    conversion_deadline_poll_seconds: float = Field(
+        default=5.0, gt=0, description="How often each replica looks for overdue conversions."
+    )
     import_max_bytes: int = Field(
         default=512 * 1024 * 1024, ge=1024, description="Largest import file accepted."
     )

@@ -9,6 +9,7 @@ from crm_platform.runtime import ServiceDefinition
 from crm_platform.runtime import main as run_main
 from crm_sales.api import grpc as grpc_api
 from crm_sales.api import http as http_api
+from crm_sales.consumers import consumers
 from crm_sales.opportunity.models import metadata
 from crm_sales.settings import Settings
 
@@ -20,6 +21,7 @@ DEFINITION = ServiceDefinition(
     metadata=(metadata, platform_metadata),
     grpc=grpc_api.bindings,
     http=lambda rt: [http_api.router(rt)],
+    consumers=consumers,
 )
 
 

@@ -11,7 +11,7 @@ from google.protobuf import json_format
 
 from crm.customers.v1 import customer_pb2, customer_service_pb2_grpc
 from crm.customers.v1 import customer_service_pb2 as pb
-from crm_customers.customer import custom_fields, rules, schema, segments, service
+from crm_customers.customer import custom_fields, rules, schema, segments, service, view360
 from crm_customers.customer.contact_rules import ConsentFields, ContactFields
 from crm_customers.customer.mapping import (
     contact_to_proto,
@@ -290,6 +290,20 @@ class CustomerServicer(customer_service_pb2_grpc.CustomerServiceServicer):
         items, token = page_of(rows, page, filter_key)
         return pb.ListSegmentMembersResponse(
             customers=[customer_to_proto(r) for r in items], next_page_token=token
+        )
+
+    async def GetCustomer360(
+        self, request: pb.GetCustomer360Request, context: Context
+    ) -> pb.Customer360:
+        # The caller's credentials go on to sales and service-desk, as over REST.
+        authorization = next(
+            (str(v) for k, v in context.invocation_metadata() or () if k == "authorization"), ""
+        )
+        return await view360.assemble_proto(
+            rt=self.rt,
+            principal=require_principal(),
+            authorization=authorization,
+            customer_id=parse_id(request.id),
         )
 
 

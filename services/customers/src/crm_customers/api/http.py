@@ -25,11 +25,13 @@ from crm_customers.customer.mapping import (
     customer_tag_to_proto,
     customer_to_proto,
     field_change_to_proto,
+    lifecycle_change_to_proto,
     schema_to_proto,
     segment_to_proto,
     segment_version_to_proto,
     tag_to_proto,
 )
+from crm_customers.lifecycle import service as lifecycle_service
 from crm_customers.settings import Settings
 from crm_platform.auth import Principal
 from crm_platform.http import ApiModel, CurrentPage, CurrentPrincipal, paged, proto_json
@@ -404,7 +406,7 @@ class SegmentIn(ApiModel):
     display_name: str = Field(min_length=1, max_length=200)
     rule: dict[str, Any] = Field(
         description='A boolean tree: {"all": [...]}, {"any": [...]}, {"not": {...}} of '
-        '{"field": "province|city|kind|industry|custom_fields.<name>", '
+        '{"field": "province|city|kind|industry|lifecycle_stage|custom_fields.<name>", '
         '"op": "eq|in|neq|contains", "value": ...}, {"tag": "<name>"} and '
         '{"last_activity_older_than_days": N}.'
     )
@@ -583,3 +585,41 @@ def segments_router(rt: Runtime) -> APIRouter:
         return paged("customers", rows, page, lambda x: proto_json(customer_to_proto(x)))
 
     return r
+
+
+def lifecycle_router(rt: Runtime) -> APIRouter:
+    r = APIRouter(prefix="/v1/customers", tags=["customers"])
+
+    @r.get("/{customer_id}/lifecycle")
+    async def customer_lifecycle(
+        customer_id: str, principal: CurrentPrincipal, page: CurrentPage
+    ) -> Json:
+        """The customer's lifecycle stage (PROSPECT, CUSTOMER, REPEAT, AT_RISK, LOST), the
+        facts it is derived from and its stage history, newest first (paged)."""
+        async with rt.db.read() as conn:
+            current = await lifecycle_service.get(
+                conn=conn,
+                principal=principal,
+                customer_id=parse_id(customer_id, "customer_id"),
+                page=page,
+            )
+        customer = proto_json(customer_to_proto(current.customer))
+        facts = current.facts
+        body = paged(
+            "history", current.changes, page, lambda x: proto_json(lifecycle_change_to_proto(x))
+        )
+        return {
+            "customer_id": customer["id"],
+            "stage": customer["lifecycle_stage"],
+            "stage_time": customer.get("lifecycle_stage_time"),
+            "won_orders": facts.won_orders if facts else 0,
+            "last_order_time": _iso(facts.last_order_time if facts else None),
+            "last_activity_time": _iso(facts.last_activity_time if facts else None),
+            **body,
+        }
+
+    return r
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None

@@ -43,9 +43,17 @@ def contact_to_proto(row: Any) -> customer_pb2.Contact:
     )
 
 
+def lifecycle_stage(stage: str | None) -> customer_pb2.LifecycleStage.ValueType:
+    """The enum of a stored stage name ("PROSPECT" ...); none stored: UNSPECIFIED."""
+    if not stage:
+        return customer_pb2.LIFECYCLE_STAGE_UNSPECIFIED
+    return customer_pb2.LifecycleStage.Value(f"LIFECYCLE_STAGE_{stage}")
+
+
 def customer_to_proto(row: Any, contacts: Iterable[Any] = ()) -> customer_pb2.Customer:
     custom = struct_pb2.Struct()
     custom.update(row.custom_fields)
+    stage_time = getattr(row, "lifecycle_stage_time", None)
     return customer_pb2.Customer(
         id=str(row.id),
         tenant_id=str(row.tenant_id),
@@ -70,6 +78,19 @@ def customer_to_proto(row: Any, contacts: Iterable[Any] = ()) -> customer_pb2.Cu
         parent_id=str(row.parent_id) if row.parent_id else "",
         account_path=row.account_path,
         custom_fields=custom,
+        lifecycle_stage=lifecycle_stage(getattr(row, "lifecycle_stage", None)),
+        lifecycle_stage_time=timestamp(stage_time) if stage_time else None,
+    )
+
+
+def lifecycle_change_to_proto(row: Any) -> customer_pb2.LifecycleChange:
+    return customer_pb2.LifecycleChange(
+        id=str(row.id),
+        customer_id=str(row.customer_id),
+        from_stage=lifecycle_stage(row.from_stage),
+        to_stage=lifecycle_stage(row.to_stage),
+        reason=row.reason,
+        change_time=timestamp(row.change_time),
     )
 
 

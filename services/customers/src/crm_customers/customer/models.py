@@ -40,8 +40,25 @@ customers = sa.Table(
     sa.Column("parent_id", UUID(as_uuid=True), nullable=True, index=True),
     sa.Column("account_path", sa.Text, nullable=False),
     json_column("custom_fields"),
+    # display_name normalised for matching (crm_customers.conversion.rules.match_name):
+    # conversions find an existing company by it and the city.
+    sa.Column("match_name", sa.Text, nullable=False, server_default=""),
+    # Current lifecycle stage (crm_customers.lifecycle.rules.STAGES) and since when; kept by
+    # the lifecycle consumers and job, not by customer writes (no version bump).
+    sa.Column("lifecycle_stage", sa.Text, nullable=False, server_default="PROSPECT"),
+    sa.Column(
+        "lifecycle_stage_time",
+        sa.DateTime(timezone=True),
+        nullable=False,
+        server_default=sa.func.now(),
+    ),
     sa.UniqueConstraint("tenant_id", "request_id"),
     owner_path_index("customers"),
+    sa.Index("ix_customers_match_name", "tenant_id", "match_name", "city"),
+    sa.Index(
+        "ix_customers_tax_id", "tenant_id", "tax_id", postgresql_where=sa.text("tax_id <> ''")
+    ),
+    sa.Index("ix_customers_phone", "tenant_id", "phone", postgresql_where=sa.text("phone <> ''")),
     sa.Index(
         "ix_customers_account_path",
         "tenant_id",

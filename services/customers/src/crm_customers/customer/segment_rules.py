@@ -22,9 +22,12 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from crm_customers.customer import rules, tagging
 from crm_customers.customer.models import customer_tags, customers, tags
+from crm_customers.lifecycle import rules as lifecycle_rules
 from crm_platform.errors import FieldViolation, InvalidArgument, loc_to_field
 
-PROFILE_FIELDS = ("province", "city", "kind", "industry")
+PROFILE_FIELDS = ("province", "city", "kind", "industry", "lifecycle_stage")
+# Fields whose values are upper-case names: kind, lifecycle stage.
+_NAMED = {"kind": tuple(rules.KINDS), "lifecycle_stage": lifecycle_rules.STAGES}
 CUSTOM_PREFIX = "custom_fields."
 CUSTOM_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 MAX_CHILDREN = 50
@@ -187,11 +190,11 @@ class _Parser:
                 self.fail(where, f"at most {MAX_TEXT} characters")
             if not custom and not isinstance(v, str):
                 self.fail(where, f"{cond.field} values are strings")
-            elif cond.field == "kind" and str(v).upper() not in rules.KINDS:
-                self.fail(where, "must be one of " + ", ".join(rules.KINDS))
+            elif cond.field in _NAMED and str(v).upper() not in _NAMED[cond.field]:
+                self.fail(where, "must be one of " + ", ".join(_NAMED[cond.field]))
         if len(self.violations) != before:
             return None
-        if cond.field == "kind":
+        if cond.field in _NAMED:
             upper = [str(v).upper() for v in values]
             return cond.model_copy(update={"value": upper if cond.op == "in" else upper[0]})
         return cond

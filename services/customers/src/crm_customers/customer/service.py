@@ -15,6 +15,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crm.customers.v1 import events_pb2
+from crm_customers.conversion.rules import match_name
 from crm_customers.customer import contact_rules, history, rules, schema
 from crm_customers.customer.contact_rules import ContactFields, NewContact
 from crm_customers.customer.mapping import contact_to_proto, customer_to_proto
@@ -72,6 +73,7 @@ async def create(
             **records.owned_by(principal),
             "kind": customer.kind,
             **customer.profile,
+            "match_name": match_name(customer.profile["display_name"]),
             "custom_fields": customer.custom_fields,
             "parent_id": parent_id,
             "account_path": rules.child_path(parent_path, customer_id),
@@ -178,7 +180,10 @@ async def update(
         phone_region=phone_region,
     )
     if plan.values:
-        row = await _conditional_update(conn, customers, row, plan.values, "customer")
+        values = dict(plan.values)
+        if "display_name" in values:
+            values["match_name"] = match_name(values["display_name"])
+        row = await _conditional_update(conn, customers, row, values, "customer")
         await history.record(
             conn=conn, customer=row, contact_id=None, changes=plan.changes, actor=principal.subject
         )

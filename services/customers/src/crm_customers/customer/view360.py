@@ -1,5 +1,6 @@
-"""Customer 360: the local profile, contacts and history plus the customer's open
-opportunities (sales) and open tickets (service-desk), fetched concurrently over gRPC, each
+"""Customer 360: the local profile (with its lifecycle stage), contacts and history plus the
+customer's open opportunities and recent orders (won opportunities; sales) and open tickets
+(service-desk), fetched concurrently over gRPC, each
 under its own deadline. A dependency that is slow or down leaves its section empty and is
 named in ``partial``: the view degrades, it never fails because of a neighbour."""
 
@@ -8,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any
 
 import grpc
 from google.protobuf.message import Message
 
+from crm.customers.v1 import customer_service_pb2
 from crm.sales.v1 import opportunity_pb2, sales_service_pb2, sales_service_pb2_grpc
 from crm.servicedesk.v1 import service_desk_service_pb2, service_desk_service_pb2_grpc, ticket_pb2
 from crm_customers.customer import service
@@ -26,11 +27,13 @@ from crm_platform.pagination import PageRequest
 from crm_platform.runtime import Runtime
 
 TIMELINE_LIMIT = 50
+RECENT_ORDERS = 10
 REMOTE_PAGE = 100
-_CLOSED_STAGES = {opportunity_pb2.OPPORTUNITY_STAGE_WON, opportunity_pb2.OPPORTUNITY_STAGE_LOST}
+_WON = opportunity_pb2.OPPORTUNITY_STAGE_WON
 _CLOSED_TICKETS = {ticket_pb2.TICKET_STATUS_RESOLVED, ticket_pb2.TICKET_STATUS_CLOSED}
 
 Json = dict[str, Any]
+Entry = customer_service_pb2.Customer360.TimelineEntry
 
 
 async def _section(
@@ -45,9 +48,10 @@ async def _section(
         return name, [], f"UNAVAILABLE: {exc}"
 
 
-async def assemble(
+async def assemble_proto(
     *, rt: Runtime, principal: Principal, authorization: str, customer_id: uuid.UUID
-) -> Json:
+) -> customer_service_pb2.Customer360:
+    """The view as its proto, for both transports (REST renders it with ``to_json``)."""
     settings = rt.settings
     assert isinstance(settings, Settings)
     # Local first: a customer the caller cannot see is a 404 before any fan-out.
@@ -71,7 +75,8 @@ async def assemble(
             metadata=md,
             timeout=deadline,
         )
-        return [o for o in resp.opportunities if o.stage not in _CLOSED_STAGES]
+        # Open ones and orders (won); lost ones are not part of the view.
+        return [o for o in resp.opportunities if o.stage != opportunity_pb2.OPPORTUNITY_STAGE_LOST]
 
     async def tickets() -> list[Message]:
         stub = service_desk_service_pb2_grpc.TicketServiceStub(
@@ -87,39 +92,62 @@ async def assemble(
     results = await asyncio.gather(
         _section("opportunities", opportunities), _section("tickets", tickets)
     )
-    body: Json = {"customer": proto_json(customer_to_proto(row, contacts))}
-    partial: list[str] = []
-    reasons: dict[str, str] = {}
-    timeline: list[Json] = []
+    view = customer_service_pb2.Customer360(customer=customer_to_proto(row, contacts))
+    timeline: list[Entry] = []
+    orders: list[opportunity_pb2.Opportunity] = []
     for change in history:
-        ch = proto_json(field_change_to_proto(change))
+        ch = field_change_to_proto(change)
         timeline.append(
-            {
-                "time": ch["change_time"],
-                "kind": "field_change",
-                "ref": ch["id"],
-                "summary": f"{ch.get('field', '')} changed",
-            }
+            Entry(
+                time=ch.change_time,
+                kind="field_change",
+                ref=ch.id,
+                summary=f"{ch.field} changed",
+            )
         )
     for name, items, reason in results:
-        body[f"open_{name}"] = [proto_json(i) for i in items]
         if reason:
-            partial.append(name)
-            reasons[name] = reason
+            view.missing_parts.append(name)
+            view.partial_reasons[name] = reason
         for item in items:
-            j = proto_json(item)
-            kind = "opportunity_created" if name == "opportunities" else "ticket_created"
-            title = j.get("title") or j.get("subject") or ""
-            timeline.append(
-                {"time": j["create_time"], "kind": kind, "ref": j["id"], "summary": title}
-            )
-    # Newest first; RFC 3339 strings differ in fraction length, so compare parsed times.
-    timeline.sort(key=lambda e: _ts(e["time"]), reverse=True)
-    body["timeline"] = timeline[:TIMELINE_LIMIT]
-    body["partial"] = partial
-    body["partial_reasons"] = reasons
-    return body
+            if isinstance(item, opportunity_pb2.Opportunity) and item.stage == _WON:
+                orders.append(item)
+                kind, title = "order_won", item.title
+            elif isinstance(item, opportunity_pb2.Opportunity):
+                view.open_opportunities.append(item)
+                kind, title = "opportunity_created", item.title
+            else:
+                assert isinstance(item, ticket_pb2.Ticket)
+                view.open_tickets.append(item)
+                kind, title = "ticket_created", item.subject
+            timeline.append(Entry(time=item.create_time, kind=kind, ref=item.id, summary=title))
+    orders.sort(key=lambda o: (o.update_time.seconds, o.update_time.nanos), reverse=True)
+    view.recent_orders.extend(orders[:RECENT_ORDERS])
+    view.partial = bool(view.missing_parts)
+    # Newest first.
+    timeline.sort(key=lambda e: (e.time.seconds, e.time.nanos), reverse=True)
+    view.timeline.extend(timeline[:TIMELINE_LIMIT])
+    return view
 
 
-def _ts(value: str) -> float:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+def to_json(view: customer_service_pb2.Customer360) -> Json:
+    """The REST body: ``partial`` lists the missing sections, ``partial_reasons`` says why."""
+    return {
+        "customer": proto_json(view.customer),
+        "open_opportunities": [proto_json(o) for o in view.open_opportunities],
+        "open_tickets": [proto_json(t) for t in view.open_tickets],
+        "recent_orders": [proto_json(o) for o in view.recent_orders],
+        "timeline": [proto_json(e) for e in view.timeline],
+        "partial": list(view.missing_parts),
+        "partial_reasons": dict(view.partial_reasons),
+    }
+
+
+async def assemble(
+    *, rt: Runtime, principal: Principal, authorization: str, customer_id: uuid.UUID
+) -> Json:
+    return to_json(
+        await assemble_proto(
+            rt=rt, principal=principal, authorization=authorization, customer_id=customer_id
+        )
+    )

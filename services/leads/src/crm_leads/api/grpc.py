@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from crm.common.v1 import problem_pb2
-from crm.leads.v1 import lead_pb2, lead_service_pb2_grpc
+from crm.leads.v1 import conversion_pb2, lead_pb2, lead_service_pb2_grpc
 from crm.leads.v1 import lead_service_pb2 as pb
+from crm_leads.conversion import flows as conversion_flows
+from crm_leads.conversion import rules as conversion_rules
+from crm_leads.conversion import service as conversion_service
+from crm_leads.conversion.http import waiters
 from crm_leads.lead import flows, rules, service
 from crm_leads.lead.mapping import lead_to_proto
 from crm_leads.settings import Settings
@@ -22,6 +28,7 @@ class LeadServicer(lead_service_pb2_grpc.LeadServiceServicer):
         assert isinstance(rt.settings, Settings)
         self.rt = rt
         self.default_region = rt.settings.default_phone_region
+        self.conversion_timeout = rt.settings.conversion_timeout_seconds
 
     async def _region(self, principal: Principal) -> str:
         return await tenant_settings.phone_region(
@@ -93,6 +100,56 @@ class LeadServicer(lead_service_pb2_grpc.LeadServiceServicer):
             rows = await service.list_visible(conn=conn, principal=require_principal(), page=page)
         items, token = page_of(rows, page)
         return pb.ListLeadsResponse(leads=[lead_to_proto(r) for r in items], next_page_token=token)
+
+    async def ConvertLead(
+        self, request: pb.ConvertLeadRequest, context: GrpcContext
+    ) -> pb.ConvertLeadResponse:
+        """Field violations use the REST body's paths (customer.phone, opportunity.amount)."""
+        principal = require_principal()
+        c, k, o = request.customer, request.contact, request.opportunity
+        options = conversion_rules.validate_options(
+            customer_id=c.customer_id,
+            kind=c.kind,
+            display_name=c.display_name,
+            tax_id=c.tax_id,
+            phone=c.phone,
+            email=c.email,
+            province=c.province,
+            city=c.city,
+            contact_full_name=k.full_name,
+            contact_title=k.title,
+            contact_phone=k.phone,
+            contact_email=k.email,
+            title=o.title,
+            amount=o.amount if o.HasField("amount") else None,
+            currency_code=o.amount.currency_code,
+            product=o.product,
+            close_date=o.close_date,
+            per_intent=request.opportunity_per_intent,
+            phone_region=await self._region(principal),
+        )
+        row, started = await conversion_flows.convert(
+            self.rt.db,
+            waiters(self.rt),
+            principal,
+            lead_id=parse_id(request.lead_id, "lead_id"),
+            options=options,
+            step_timeout=timedelta(seconds=self.conversion_timeout),
+            wait_seconds=conversion_rules.clamp_wait(request.wait_seconds),
+        )
+        return pb.ConvertLeadResponse(conversion=conversion_service.to_proto(row), started=started)
+
+    async def GetLeadConversion(
+        self, request: pb.GetLeadConversionRequest, context: GrpcContext
+    ) -> conversion_pb2.LeadConversion:
+        row = await conversion_flows.get(
+            self.rt.db,
+            waiters(self.rt),
+            require_principal(),
+            parse_id(request.id),
+            conversion_rules.clamp_wait(request.wait_seconds),
+        )
+        return conversion_service.to_proto(row)
 
 
 def _result(result: flows.ItemResult) -> pb.BatchCreateLeadsResult:

@@ -59,4 +59,7 @@ def lead_to_proto(row: Any, intents: Sequence[Any] = ()) -> lead_pb2.Lead:
         assignee_id=str(row.assignee_id) if row.assignee_id is not None else "",
         assign_time=timestamp(row.assigned_time) if row.assigned_time is not None else None,
         intents=[intent_row_to_proto(i) for i in intents],
+        conversion_id=str(conversion_id)
+        if (conversion_id := getattr(row, "conversion_id", None))
+        else "",
     )

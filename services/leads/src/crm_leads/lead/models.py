@@ -41,6 +41,8 @@ leads = sa.Table(
     sa.Column("assigned_time", sa.DateTime(timezone=True), nullable=True),
     sa.Column("version", sa.Integer, nullable=False, server_default="1"),
     *timestamp_columns(),
+    # The latest conversion (crm_leads.conversion): running, completed, or why it failed.
+    sa.Column("conversion_id", UUID(as_uuid=True), nullable=True),
     owner_path_index("leads"),
     # The review queue (oldest first) and the stale-lead job read only these small slices.
     sa.Index(

@@ -1,6 +1,7 @@
 import crm_leads.acceptance.models  # registers lead_acceptances and lead_rejections
 import crm_leads.activities.models  # registers lead_activities on metadata
 import crm_leads.assignment.models  # registers the assignment policies and cursors on metadata
+import crm_leads.conversion.models  # registers lead_conversions on metadata
 import crm_leads.dedup.models  # registers dedup_rules and lead_history on metadata
 import crm_leads.distribution.models  # registers the distribution tables on metadata
 import crm_leads.imports.models  # registers the import job tables on metadata

@@ -36,6 +36,7 @@ from crm_platform.auth import ROLE_ADMIN, Principal
 from crm_platform.db import Database
 from crm_platform.ids import new_id
 from crm_platform.tenant_cache import TenantCache
+from crm_platform.versioned import append_version
 
 CACHE_SECONDS = 5.0
 
@@ -85,30 +86,15 @@ async def store_policy(db: Database, principal: Principal, document: SlaPolicy) 
     now on; armed timers keep their times."""
     principal.require_any([ROLE_ADMIN])
     async with db.unit_of_work() as conn:
-        # Serialises concurrent puts of one tenant, so each gets its own version.
-        await conn.execute(
-            sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(f"sla:{principal.tenant_id}")))
+        row = await append_version(
+            conn,
+            sla_policies,
+            key={"tenant_id": principal.tenant_id},
+            values={"document": policy_json(document), "created_by": principal.subject},
+            conflict="the SLA policy is being changed concurrently; retry",
+            reason="SLA_POLICY_CONFLICT",
         )
-        latest_version = (
-            await conn.execute(
-                sa.select(sa.func.coalesce(sa.func.max(sla_policies.c.version), 0)).where(
-                    sla_policies.c.tenant_id == principal.tenant_id
-                )
-            )
-        ).scalar_one()
-        row = (
-            await conn.execute(
-                sla_policies.insert()
-                .values(
-                    tenant_id=principal.tenant_id,
-                    version=latest_version + 1,
-                    document=policy_json(document),
-                    created_by=principal.subject,
-                )
-                .returning(*sla_policies.c)
-            )
-        ).one()
-    current = _stored(row)
+    current = CurrentPolicy(row.version, document, principal.subject, row.create_time)
     CACHE.remember(principal.tenant_id, current)
     return current
 

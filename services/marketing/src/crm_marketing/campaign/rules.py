@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import re
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -12,11 +11,9 @@ from crm.marketing.v1 import campaign_pb2
 from crm_platform.errors import FieldViolation, InvalidArgument
 from crm_platform.money import CURRENCY_CODE_RE, parse_amount
 from crm_platform.protos import enum_by_short_name, parse_enum
-from crm_platform.validation import clean_text
+from crm_platform.validation import clean_text, iso_date
 
 MAX_NAME = 200
-# date.fromisoformat also takes 20260101 and week dates; the API promises YYYY-MM-DD only.
-DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 # REST names channels without the enum prefix: EMAIL, SMS, EVENT, SOCIAL.
 CHANNELS = enum_by_short_name(campaign_pb2.CampaignChannel)
 
@@ -36,10 +33,8 @@ def _date(raw: str, field: str, violations: list[FieldViolation]) -> date | None
     if not raw:
         violations.append(FieldViolation(field, "required"))
         return None
-    if DATE_RE.fullmatch(raw):
-        # The right shape can still be no day at all (2026-02-30).
-        with contextlib.suppress(ValueError):
-            return date.fromisoformat(raw)
+    with contextlib.suppress(ValueError):
+        return iso_date(raw)
     violations.append(FieldViolation(field, "a date as YYYY-MM-DD"))
     return None
 

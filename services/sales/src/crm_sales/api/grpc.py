@@ -37,6 +37,8 @@ class OpportunityServicer(sales_service_pb2_grpc.OpportunityServiceServicer):
             amount=amount,
             stage=opp.stage,
             close_date=opp.close_date,
+            product=opp.product,
+            campaign=opp.campaign,
         )
         request_id = parse_id(request.request_id, "request_id") if request.request_id else None
         async with self.rt.db.unit_of_work() as conn:

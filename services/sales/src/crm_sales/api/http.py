@@ -28,6 +28,12 @@ class OpportunityIn(ApiModel):
         default="QUALIFICATION", max_length=32, description=", ".join(rules.STAGES) + "."
     )
     close_date: str | None = Field(default=None, max_length=10, description="YYYY-MM-DD.")
+    product: str | None = Field(
+        default=None, max_length=rules.MAX_LABEL, description="Product of interest."
+    )
+    campaign: str | None = Field(
+        default=None, max_length=rules.MAX_LABEL, description="Campaign, for attribution."
+    )
 
 
 def router(rt: Runtime) -> APIRouter:
@@ -50,6 +56,8 @@ def router(rt: Runtime) -> APIRouter:
             amount=body.amount.amount,
             stage=body.stage,
             close_date=body.close_date or "",
+            product=body.product or "",
+            campaign=body.campaign or "",
         )
         request_id = parse_id(idempotency_key, "Idempotency-Key") if idempotency_key else None
         async with rt.db.unit_of_work() as conn:

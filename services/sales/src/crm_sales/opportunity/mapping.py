@@ -23,4 +23,8 @@ def opportunity_to_proto(row: Any) -> opportunity_pb2.Opportunity:
         create_time=timestamp(row.create_time),
         update_time=timestamp(row.update_time),
         etag=etag(row.id, row.version),
+        product=row.product,
+        campaign=row.campaign,
+        lead_intent_id=str(row.lead_intent_id or ""),
+        conversion_id=str(row.conversion_id or ""),
     )

@@ -31,8 +31,20 @@ opportunities = sa.Table(
     sa.Column("version", sa.Integer, nullable=False, server_default="1"),
     # Idempotency key of the create request (AIP-155), unique per tenant.
     sa.Column("request_id", UUID(as_uuid=True), nullable=True),
+    # Product of interest and campaign of the enquiry it came from ('' = none).
+    sa.Column("product", sa.Text, nullable=False, server_default=""),
+    sa.Column("campaign", sa.Text, nullable=False, server_default=""),
+    # Set when a lead conversion opened it (crm_sales.conversion): the lead intent it came
+    # from and the conversion, whose undo deletes exactly these rows.
+    sa.Column("lead_intent_id", UUID(as_uuid=True), nullable=True),
+    sa.Column("conversion_id", UUID(as_uuid=True), nullable=True),
     *timestamp_columns(),
     sa.UniqueConstraint("tenant_id", "request_id"),
     sa.CheckConstraint("amount >= 0", name="amount_not_negative"),
     owner_path_index("opportunities"),
+    sa.Index(
+        "ix_opportunities_conversion_id",
+        "conversion_id",
+        postgresql_where=sa.text("conversion_id IS NOT NULL"),
+    ),
 )

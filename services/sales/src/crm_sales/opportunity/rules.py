@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass
 from datetime import date
@@ -14,11 +13,10 @@ from crm_platform.errors import FieldViolation, InvalidArgument
 from crm_platform.ids import parse_optional_id
 from crm_platform.money import CURRENCY_CODE_RE, parse_amount
 from crm_platform.protos import enum_by_short_name, parse_enum
-from crm_platform.validation import clean_text
+from crm_platform.validation import clean_text, iso_date
 
 MAX_TITLE = 200
-# [0-9], not \d: \d also matches full-width and other Unicode digits.
-ISO_DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+MAX_LABEL = 200  # product, campaign
 DEFAULT_STAGE = opportunity_pb2.OPPORTUNITY_STAGE_QUALIFICATION
 # REST names stages without the enum prefix: QUALIFICATION, PROPOSAL, WON, ...
 STAGES = enum_by_short_name(opportunity_pb2.OpportunityStage)
@@ -37,6 +35,8 @@ class NewOpportunity:
     currency: str
     stage: int
     close_date: date | None
+    product: str = ""
+    campaign: str = ""
 
 
 def _close_date(raw: str, violations: list[FieldViolation]) -> date | None:
@@ -44,12 +44,18 @@ def _close_date(raw: str, violations: list[FieldViolation]) -> date | None:
     if not raw:
         return None
     try:
-        if not ISO_DATE_RE.fullmatch(raw):
-            raise ValueError(raw)
-        return date.fromisoformat(raw)
+        return iso_date(raw)
     except ValueError:
         violations.append(FieldViolation("close_date", "a calendar date as YYYY-MM-DD"))
         return None
+
+
+def _label(raw: str, name: str, violations: list[FieldViolation]) -> str:
+    """An optional short text (product, campaign): cleaned, '' when absent."""
+    value = clean_text(raw)
+    if len(value) > MAX_LABEL:
+        violations.append(FieldViolation(name, f"at most {MAX_LABEL} characters"))
+    return value
 
 
 def validate_new_opportunity(
@@ -62,6 +68,8 @@ def validate_new_opportunity(
     amount: AmountIn,
     stage: int | str,
     close_date: str,
+    product: str = "",
+    campaign: str = "",
 ) -> NewOpportunity:
     """Collects every violation at once, so a client fixes a form in one round trip."""
     violations: list[FieldViolation] = []
@@ -86,6 +94,8 @@ def validate_new_opportunity(
         # REST sends a name ("" = default), gRPC an enum number (UNSPECIFIED = default).
         stage=parse_enum(stage, STAGES, "stage", violations, default=DEFAULT_STAGE),
         close_date=_close_date(close_date, violations),
+        product=_label(product, "product", violations),
+        campaign=_label(campaign, "campaign", violations),
     )
     if violations:
         raise InvalidArgument.from_violations(violations, reason="OPPORTUNITY_INVALID")

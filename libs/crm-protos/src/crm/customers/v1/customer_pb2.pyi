@@ -89,6 +89,42 @@ GENDER_MALE: Gender.ValueType  # 2
 GENDER_OTHER: Gender.ValueType  # 3
 Global___Gender: _TypeAlias = Gender  # noqa: Y015
 
+class _LifecycleStage:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LifecycleStageEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LifecycleStage.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LIFECYCLE_STAGE_UNSPECIFIED: _LifecycleStage.ValueType  # 0
+    LIFECYCLE_STAGE_PROSPECT: _LifecycleStage.ValueType  # 1
+    """No won order yet."""
+    LIFECYCLE_STAGE_CUSTOMER: _LifecycleStage.ValueType  # 2
+    """One won order."""
+    LIFECYCLE_STAGE_REPEAT: _LifecycleStage.ValueType  # 3
+    """Two or more won orders (repeat / loyal)."""
+    LIFECYCLE_STAGE_AT_RISK: _LifecycleStage.ValueType  # 4
+    """Has ordered, but no activity for the tenant's at-risk period (default 90 days)."""
+    LIFECYCLE_STAGE_LOST: _LifecycleStage.ValueType  # 5
+    """Has ordered, but no activity for the lost period (default 365 days)."""
+
+class LifecycleStage(_LifecycleStage, metaclass=_LifecycleStageEnumTypeWrapper):
+    """LifecycleStage is where a customer stands, derived from its won orders and its activity
+    (opportunities, tickets, lead conversions). Prospects never become at-risk or lost.
+    """
+
+LIFECYCLE_STAGE_UNSPECIFIED: LifecycleStage.ValueType  # 0
+LIFECYCLE_STAGE_PROSPECT: LifecycleStage.ValueType  # 1
+"""No won order yet."""
+LIFECYCLE_STAGE_CUSTOMER: LifecycleStage.ValueType  # 2
+"""One won order."""
+LIFECYCLE_STAGE_REPEAT: LifecycleStage.ValueType  # 3
+"""Two or more won orders (repeat / loyal)."""
+LIFECYCLE_STAGE_AT_RISK: LifecycleStage.ValueType  # 4
+"""Has ordered, but no activity for the tenant's at-risk period (default 90 days)."""
+LIFECYCLE_STAGE_LOST: LifecycleStage.ValueType  # 5
+"""Has ordered, but no activity for the lost period (default 365 days)."""
+Global___LifecycleStage: _TypeAlias = LifecycleStage  # noqa: Y015
+
 class _BuyingRole:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -234,6 +270,8 @@ class Customer(_message.Message):
     PARENT_ID_FIELD_NUMBER: _builtins.int
     ACCOUNT_PATH_FIELD_NUMBER: _builtins.int
     CUSTOM_FIELDS_FIELD_NUMBER: _builtins.int
+    LIFECYCLE_STAGE_FIELD_NUMBER: _builtins.int
+    LIFECYCLE_STAGE_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant_id: _builtins.str
     owner_org_id: _builtins.str
@@ -265,6 +303,8 @@ class Customer(_message.Message):
     """
     account_path: _builtins.str
     """Output only: ids from the root account down to this one, "/<root>/.../<id>/"."""
+    lifecycle_stage: Global___LifecycleStage.ValueType
+    """Output only: the stage derived from the customer's behaviour (orders, activity)."""
     @_builtins.property
     def contacts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Contact]: ...
     @_builtins.property
@@ -274,6 +314,10 @@ class Customer(_message.Message):
     @_builtins.property
     def custom_fields(self) -> _struct_pb2.Struct:
         """Values of the tenant's custom fields (CustomerFieldSchema), by field name."""
+
+    @_builtins.property
+    def lifecycle_stage_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only: when the customer entered lifecycle_stage."""
 
     def __init__(
         self,
@@ -301,14 +345,54 @@ class Customer(_message.Message):
         parent_id: _builtins.str = ...,
         account_path: _builtins.str = ...,
         custom_fields: _struct_pb2.Struct | None = ...,
+        lifecycle_stage: Global___LifecycleStage.ValueType = ...,
+        lifecycle_stage_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "custom_fields", b"custom_fields", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "custom_fields", b"custom_fields", "lifecycle_stage_time", b"lifecycle_stage_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_path", b"account_path", "birthday", b"birthday", "city", b"city", "contacts", b"contacts", "create_time", b"create_time", "custom_fields", b"custom_fields", "display_name", b"display_name", "email", b"email", "etag", b"etag", "gender", b"gender", "id", b"id", "industry", b"industry", "kind", b"kind", "legal_name", b"legal_name", "organization_size", b"organization_size", "owner_org_id", b"owner_org_id", "owner_org_path", b"owner_org_path", "parent_id", b"parent_id", "phone", b"phone", "province", b"province", "tax_id", b"tax_id", "tenant_id", b"tenant_id", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_path", b"account_path", "birthday", b"birthday", "city", b"city", "contacts", b"contacts", "create_time", b"create_time", "custom_fields", b"custom_fields", "display_name", b"display_name", "email", b"email", "etag", b"etag", "gender", b"gender", "id", b"id", "industry", b"industry", "kind", b"kind", "legal_name", b"legal_name", "lifecycle_stage", b"lifecycle_stage", "lifecycle_stage_time", b"lifecycle_stage_time", "organization_size", b"organization_size", "owner_org_id", b"owner_org_id", "owner_org_path", b"owner_org_path", "parent_id", b"parent_id", "phone", b"phone", "province", b"province", "tax_id", b"tax_id", "tenant_id", b"tenant_id", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Customer: _TypeAlias = Customer  # noqa: Y015
+
+@_typing.final
+class LifecycleChange(_message.Message):
+    """LifecycleChange is one entry of a customer's lifecycle history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    FROM_STAGE_FIELD_NUMBER: _builtins.int
+    TO_STAGE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CHANGE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    customer_id: _builtins.str
+    from_stage: Global___LifecycleStage.ValueType
+    to_stage: Global___LifecycleStage.ValueType
+    reason: _builtins.str
+    """"order", "activity" or "inactivity"."""
+    @_builtins.property
+    def change_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        from_stage: Global___LifecycleStage.ValueType = ...,
+        to_stage: Global___LifecycleStage.ValueType = ...,
+        reason: _builtins.str = ...,
+        change_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change_time", b"change_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change_time", b"change_time", "customer_id", b"customer_id", "from_stage", b"from_stage", "id", b"id", "reason", b"reason", "to_stage", b"to_stage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LifecycleChange: _TypeAlias = LifecycleChange  # noqa: Y015
 
 @_typing.final
 class Consent(_message.Message):
@@ -621,7 +705,8 @@ class Segment(_message.Message):
     @_builtins.property
     def rule(self) -> _struct_pb2.Struct:
         """A boolean tree: {"all": [...]}, {"any": [...]}, {"not": {...}} of conditions
-        {"field": "province|city|kind|industry|custom_fields.<name>", "op": "eq|in|neq|contains",
+        {"field": "province|city|kind|industry|lifecycle_stage|custom_fields.<name>",
+        "op": "eq|in|neq|contains",
         "value": ...}, {"tag": "<name>"} and {"last_activity_older_than_days": N}.
         """
 

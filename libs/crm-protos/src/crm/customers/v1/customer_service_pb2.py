@@ -23,52 +23,65 @@ _sym_db = _symbol_database.Default()
 
 
 from crm.customers.v1 import customer_pb2 as crm_dot_customers_dot_v1_dot_customer__pb2
+from crm.sales.v1 import opportunity_pb2 as crm_dot_sales_dot_v1_dot_opportunity__pb2
+from crm.servicedesk.v1 import ticket_pb2 as crm_dot_servicedesk_dot_v1_dot_ticket__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'crm/customers/v1/customer_service.proto\x12\x10\x63rm.customers.v1\x1a\x1f\x63rm/customers/v1/customer.proto\x1a google/protobuf/field_mask.proto\"Y\n\x15\x43reateCustomerRequest\x12,\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x1a.crm.customers.v1.Customer\x12\x12\n\nrequest_id\x18\x02 \x01(\t\" \n\x12GetCustomerRequest\x12\n\n\x02id\x18\x01 \x01(\t\"P\n\x14ListCustomersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x11\n\tparent_id\x18\x03 \x01(\t\"_\n\x15ListCustomersResponse\x12-\n\tcustomers\x18\x01 \x03(\x0b\x32\x1a.crm.customers.v1.Customer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"v\n\x15UpdateCustomerRequest\x12,\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x1a.crm.customers.v1.Customer\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"F\n\x13MoveCustomerRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rnew_parent_id\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"\x1f\n\x1dGetCustomerFieldSchemaRequest\"Y\n UpdateCustomerFieldSchemaRequest\x12\x35\n\x06schema\x18\x01 \x01(\x0b\x32%.crm.customers.v1.CustomerFieldSchema\"i\n\x17ListFieldChangesRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x12\n\ncontact_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"c\n\x18ListFieldChangesResponse\x12.\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x1d.crm.customers.v1.FieldChange\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"k\n\x14\x43reateContactRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12*\n\x07\x63ontact\x18\x02 \x01(\x0b\x32\x19.crm.customers.v1.Contact\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"4\n\x11GetContactRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"Q\n\x13ListContactsRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\\\n\x14ListContactsResponse\x12+\n\x08\x63ontacts\x18\x01 \x03(\x0b\x32\x19.crm.customers.v1.Contact\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"s\n\x14UpdateContactRequest\x12*\n\x07\x63ontact\x18\x01 \x01(\x0b\x32\x19.crm.customers.v1.Contact\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\x1f\n\x11GetSegmentRequest\x12\n\n\x02id\x18\x01 \x01(\t\"V\n\x19ListSegmentMembersRequest\x12\x12\n\nsegment_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"d\n\x1aListSegmentMembersResponse\x12-\n\tcustomers\x18\x01 \x03(\x0b\x32\x1a.crm.customers.v1.Customer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xae\n\n\x0f\x43ustomerService\x12U\n\x0e\x43reateCustomer\x12\'.crm.customers.v1.CreateCustomerRequest\x1a\x1a.crm.customers.v1.Customer\x12O\n\x0bGetCustomer\x12$.crm.customers.v1.GetCustomerRequest\x1a\x1a.crm.customers.v1.Customer\x12`\n\rListCustomers\x12&.crm.customers.v1.ListCustomersRequest\x1a\'.crm.customers.v1.ListCustomersResponse\x12U\n\x0eUpdateCustomer\x12\'.crm.customers.v1.UpdateCustomerRequest\x1a\x1a.crm.customers.v1.Customer\x12Q\n\x0cMoveCustomer\x12%.crm.customers.v1.MoveCustomerRequest\x1a\x1a.crm.customers.v1.Customer\x12p\n\x16GetCustomerFieldSchema\x12/.crm.customers.v1.GetCustomerFieldSchemaRequest\x1a%.crm.customers.v1.CustomerFieldSchema\x12v\n\x19UpdateCustomerFieldSchema\x12\x32.crm.customers.v1.UpdateCustomerFieldSchemaRequest\x1a%.crm.customers.v1.CustomerFieldSchema\x12i\n\x10ListFieldChanges\x12).crm.customers.v1.ListFieldChangesRequest\x1a*.crm.customers.v1.ListFieldChangesResponse\x12R\n\rCreateContact\x12&.crm.customers.v1.CreateContactRequest\x1a\x19.crm.customers.v1.Contact\x12L\n\nGetContact\x12#.crm.customers.v1.GetContactRequest\x1a\x19.crm.customers.v1.Contact\x12]\n\x0cListContacts\x12%.crm.customers.v1.ListContactsRequest\x1a&.crm.customers.v1.ListContactsResponse\x12R\n\rUpdateContact\x12&.crm.customers.v1.UpdateContactRequest\x1a\x19.crm.customers.v1.Contact\x12L\n\nGetSegment\x12#.crm.customers.v1.GetSegmentRequest\x1a\x19.crm.customers.v1.Segment\x12o\n\x12ListSegmentMembers\x12+.crm.customers.v1.ListSegmentMembersRequest\x1a,.crm.customers.v1.ListSegmentMembersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'crm/customers/v1/customer_service.proto\x12\x10\x63rm.customers.v1\x1a\x1f\x63rm/customers/v1/customer.proto\x1a\x1e\x63rm/sales/v1/opportunity.proto\x1a\x1f\x63rm/servicedesk/v1/ticket.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"Y\n\x15\x43reateCustomerRequest\x12,\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x1a.crm.customers.v1.Customer\x12\x12\n\nrequest_id\x18\x02 \x01(\t\" \n\x12GetCustomerRequest\x12\n\n\x02id\x18\x01 \x01(\t\"P\n\x14ListCustomersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x11\n\tparent_id\x18\x03 \x01(\t\"_\n\x15ListCustomersResponse\x12-\n\tcustomers\x18\x01 \x03(\x0b\x32\x1a.crm.customers.v1.Customer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"v\n\x15UpdateCustomerRequest\x12,\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x1a.crm.customers.v1.Customer\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"F\n\x13MoveCustomerRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rnew_parent_id\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"\x1f\n\x1dGetCustomerFieldSchemaRequest\"Y\n UpdateCustomerFieldSchemaRequest\x12\x35\n\x06schema\x18\x01 \x01(\x0b\x32%.crm.customers.v1.CustomerFieldSchema\"i\n\x17ListFieldChangesRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x12\n\ncontact_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"c\n\x18ListFieldChangesResponse\x12.\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x1d.crm.customers.v1.FieldChange\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"k\n\x14\x43reateContactRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12*\n\x07\x63ontact\x18\x02 \x01(\x0b\x32\x19.crm.customers.v1.Contact\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"4\n\x11GetContactRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"Q\n\x13ListContactsRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\\\n\x14ListContactsResponse\x12+\n\x08\x63ontacts\x18\x01 \x03(\x0b\x32\x19.crm.customers.v1.Contact\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"s\n\x14UpdateContactRequest\x12*\n\x07\x63ontact\x18\x01 \x01(\x0b\x32\x19.crm.customers.v1.Contact\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\x1f\n\x11GetSegmentRequest\x12\n\n\x02id\x18\x01 \x01(\t\"V\n\x19ListSegmentMembersRequest\x12\x12\n\nsegment_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"d\n\x1aListSegmentMembersResponse\x12-\n\tcustomers\x18\x01 \x03(\x0b\x32\x1a.crm.customers.v1.Customer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"#\n\x15GetCustomer360Request\x12\n\n\x02id\x18\x01 \x01(\t\"\xa7\x04\n\x0b\x43ustomer360\x12,\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x1a.crm.customers.v1.Customer\x12\x35\n\x12open_opportunities\x18\x02 \x03(\x0b\x32\x19.crm.sales.v1.Opportunity\x12\x30\n\x0copen_tickets\x18\x03 \x03(\x0b\x32\x1a.crm.servicedesk.v1.Ticket\x12=\n\x08timeline\x18\x04 \x03(\x0b\x32+.crm.customers.v1.Customer360.TimelineEntry\x12\x0f\n\x07partial\x18\x05 \x01(\x08\x12\x15\n\rmissing_parts\x18\x06 \x03(\t\x12J\n\x0fpartial_reasons\x18\x07 \x03(\x0b\x32\x31.crm.customers.v1.Customer360.PartialReasonsEntry\x12\x30\n\rrecent_orders\x18\x08 \x03(\x0b\x32\x19.crm.sales.v1.Opportunity\x1a\x65\n\rTimelineEntry\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0b\n\x03ref\x18\x03 \x01(\t\x12\x0f\n\x07summary\x18\x04 \x01(\t\x1a\x35\n\x13PartialReasonsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\x88\x0b\n\x0f\x43ustomerService\x12U\n\x0e\x43reateCustomer\x12\'.crm.customers.v1.CreateCustomerRequest\x1a\x1a.crm.customers.v1.Customer\x12O\n\x0bGetCustomer\x12$.crm.customers.v1.GetCustomerRequest\x1a\x1a.crm.customers.v1.Customer\x12`\n\rListCustomers\x12&.crm.customers.v1.ListCustomersRequest\x1a\'.crm.customers.v1.ListCustomersResponse\x12U\n\x0eUpdateCustomer\x12\'.crm.customers.v1.UpdateCustomerRequest\x1a\x1a.crm.customers.v1.Customer\x12Q\n\x0cMoveCustomer\x12%.crm.customers.v1.MoveCustomerRequest\x1a\x1a.crm.customers.v1.Customer\x12p\n\x16GetCustomerFieldSchema\x12/.crm.customers.v1.GetCustomerFieldSchemaRequest\x1a%.crm.customers.v1.CustomerFieldSchema\x12v\n\x19UpdateCustomerFieldSchema\x12\x32.crm.customers.v1.UpdateCustomerFieldSchemaRequest\x1a%.crm.customers.v1.CustomerFieldSchema\x12i\n\x10ListFieldChanges\x12).crm.customers.v1.ListFieldChangesRequest\x1a*.crm.customers.v1.ListFieldChangesResponse\x12R\n\rCreateContact\x12&.crm.customers.v1.CreateContactRequest\x1a\x19.crm.customers.v1.Contact\x12L\n\nGetContact\x12#.crm.customers.v1.GetContactRequest\x1a\x19.crm.customers.v1.Contact\x12]\n\x0cListContacts\x12%.crm.customers.v1.ListContactsRequest\x1a&.crm.customers.v1.ListContactsResponse\x12R\n\rUpdateContact\x12&.crm.customers.v1.UpdateContactRequest\x1a\x19.crm.customers.v1.Contact\x12L\n\nGetSegment\x12#.crm.customers.v1.GetSegmentRequest\x1a\x19.crm.customers.v1.Segment\x12o\n\x12ListSegmentMembers\x12+.crm.customers.v1.ListSegmentMembersRequest\x1a,.crm.customers.v1.ListSegmentMembersResponse\x12X\n\x0eGetCustomer360\x12\'.crm.customers.v1.GetCustomer360Request\x1a\x1d.crm.customers.v1.Customer360b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'crm.customers.v1.customer_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREATECUSTOMERREQUEST']._serialized_start=128
-  _globals['_CREATECUSTOMERREQUEST']._serialized_end=217
-  _globals['_GETCUSTOMERREQUEST']._serialized_start=219
-  _globals['_GETCUSTOMERREQUEST']._serialized_end=251
-  _globals['_LISTCUSTOMERSREQUEST']._serialized_start=253
-  _globals['_LISTCUSTOMERSREQUEST']._serialized_end=333
-  _globals['_LISTCUSTOMERSRESPONSE']._serialized_start=335
-  _globals['_LISTCUSTOMERSRESPONSE']._serialized_end=430
-  _globals['_UPDATECUSTOMERREQUEST']._serialized_start=432
-  _globals['_UPDATECUSTOMERREQUEST']._serialized_end=550
-  _globals['_MOVECUSTOMERREQUEST']._serialized_start=552
-  _globals['_MOVECUSTOMERREQUEST']._serialized_end=622
-  _globals['_GETCUSTOMERFIELDSCHEMAREQUEST']._serialized_start=624
-  _globals['_GETCUSTOMERFIELDSCHEMAREQUEST']._serialized_end=655
-  _globals['_UPDATECUSTOMERFIELDSCHEMAREQUEST']._serialized_start=657
-  _globals['_UPDATECUSTOMERFIELDSCHEMAREQUEST']._serialized_end=746
-  _globals['_LISTFIELDCHANGESREQUEST']._serialized_start=748
-  _globals['_LISTFIELDCHANGESREQUEST']._serialized_end=853
-  _globals['_LISTFIELDCHANGESRESPONSE']._serialized_start=855
-  _globals['_LISTFIELDCHANGESRESPONSE']._serialized_end=954
-  _globals['_CREATECONTACTREQUEST']._serialized_start=956
-  _globals['_CREATECONTACTREQUEST']._serialized_end=1063
-  _globals['_GETCONTACTREQUEST']._serialized_start=1065
-  _globals['_GETCONTACTREQUEST']._serialized_end=1117
-  _globals['_LISTCONTACTSREQUEST']._serialized_start=1119
-  _globals['_LISTCONTACTSREQUEST']._serialized_end=1200
-  _globals['_LISTCONTACTSRESPONSE']._serialized_start=1202
-  _globals['_LISTCONTACTSRESPONSE']._serialized_end=1294
-  _globals['_UPDATECONTACTREQUEST']._serialized_start=1296
-  _globals['_UPDATECONTACTREQUEST']._serialized_end=1411
-  _globals['_GETSEGMENTREQUEST']._serialized_start=1413
-  _globals['_GETSEGMENTREQUEST']._serialized_end=1444
-  _globals['_LISTSEGMENTMEMBERSREQUEST']._serialized_start=1446
-  _globals['_LISTSEGMENTMEMBERSREQUEST']._serialized_end=1532
-  _globals['_LISTSEGMENTMEMBERSRESPONSE']._serialized_start=1534
-  _globals['_LISTSEGMENTMEMBERSRESPONSE']._serialized_end=1634
-  _globals['_CUSTOMERSERVICE']._serialized_start=1637
-  _globals['_CUSTOMERSERVICE']._serialized_end=2963
+  _globals['_CUSTOMER360_PARTIALREASONSENTRY']._loaded_options = None
+  _globals['_CUSTOMER360_PARTIALREASONSENTRY']._serialized_options = b'8\001'
+  _globals['_CREATECUSTOMERREQUEST']._serialized_start=226
+  _globals['_CREATECUSTOMERREQUEST']._serialized_end=315
+  _globals['_GETCUSTOMERREQUEST']._serialized_start=317
+  _globals['_GETCUSTOMERREQUEST']._serialized_end=349
+  _globals['_LISTCUSTOMERSREQUEST']._serialized_start=351
+  _globals['_LISTCUSTOMERSREQUEST']._serialized_end=431
+  _globals['_LISTCUSTOMERSRESPONSE']._serialized_start=433
+  _globals['_LISTCUSTOMERSRESPONSE']._serialized_end=528
+  _globals['_UPDATECUSTOMERREQUEST']._serialized_start=530
+  _globals['_UPDATECUSTOMERREQUEST']._serialized_end=648
+  _globals['_MOVECUSTOMERREQUEST']._serialized_start=650
+  _globals['_MOVECUSTOMERREQUEST']._serialized_end=720
+  _globals['_GETCUSTOMERFIELDSCHEMAREQUEST']._serialized_start=722
+  _globals['_GETCUSTOMERFIELDSCHEMAREQUEST']._serialized_end=753
+  _globals['_UPDATECUSTOMERFIELDSCHEMAREQUEST']._serialized_start=755
+  _globals['_UPDATECUSTOMERFIELDSCHEMAREQUEST']._serialized_end=844
+  _globals['_LISTFIELDCHANGESREQUEST']._serialized_start=846
+  _globals['_LISTFIELDCHANGESREQUEST']._serialized_end=951
+  _globals['_LISTFIELDCHANGESRESPONSE']._serialized_start=953
+  _globals['_LISTFIELDCHANGESRESPONSE']._serialized_end=1052
+  _globals['_CREATECONTACTREQUEST']._serialized_start=1054
+  _globals['_CREATECONTACTREQUEST']._serialized_end=1161
+  _globals['_GETCONTACTREQUEST']._serialized_start=1163
+  _globals['_GETCONTACTREQUEST']._serialized_end=1215
+  _globals['_LISTCONTACTSREQUEST']._serialized_start=1217
+  _globals['_LISTCONTACTSREQUEST']._serialized_end=1298
+  _globals['_LISTCONTACTSRESPONSE']._serialized_start=1300
+  _globals['_LISTCONTACTSRESPONSE']._serialized_end=1392
+  _globals['_UPDATECONTACTREQUEST']._serialized_start=1394
+  _globals['_UPDATECONTACTREQUEST']._serialized_end=1509
+  _globals['_GETSEGMENTREQUEST']._serialized_start=1511
+  _globals['_GETSEGMENTREQUEST']._serialized_end=1542
+  _globals['_LISTSEGMENTMEMBERSREQUEST']._serialized_start=1544
+  _globals['_LISTSEGMENTMEMBERSREQUEST']._serialized_end=1630
+  _globals['_LISTSEGMENTMEMBERSRESPONSE']._serialized_start=1632
+  _globals['_LISTSEGMENTMEMBERSRESPONSE']._serialized_end=1732
+  _globals['_GETCUSTOMER360REQUEST']._serialized_start=1734
+  _globals['_GETCUSTOMER360REQUEST']._serialized_end=1769
+  _globals['_CUSTOMER360']._serialized_start=1772
+  _globals['_CUSTOMER360']._serialized_end=2323
+  _globals['_CUSTOMER360_TIMELINEENTRY']._serialized_start=2167
+  _globals['_CUSTOMER360_TIMELINEENTRY']._serialized_end=2268
+  _globals['_CUSTOMER360_PARTIALREASONSENTRY']._serialized_start=2270
+  _globals['_CUSTOMER360_PARTIALREASONSENTRY']._serialized_end=2323
+  _globals['_CUSTOMERSERVICE']._serialized_start=2326
+  _globals['_CUSTOMERSERVICE']._serialized_end=3742
 # @@protoc_insertion_point(module_scope)

@@ -5,9 +5,12 @@ isort:skip_file
 
 from collections import abc as _abc
 from crm.customers.v1 import customer_pb2 as _customer_pb2
+from crm.sales.v1 import opportunity_pb2 as _opportunity_pb2
+from crm.servicedesk.v1 import ticket_pb2 as _ticket_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
@@ -453,3 +456,140 @@ class ListSegmentMembersResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListSegmentMembersResponse: _TypeAlias = ListSegmentMembersResponse  # noqa: Y015
+
+@_typing.final
+class GetCustomer360Request(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The customer's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCustomer360Request: _TypeAlias = GetCustomer360Request  # noqa: Y015
+
+@_typing.final
+class Customer360(_message.Message):
+    """Customer360 is the assembled view of one customer across services."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class TimelineEntry(_message.Message):
+        """One entry of the merged timeline."""
+
+        DESCRIPTOR: _descriptor.Descriptor
+
+        TIME_FIELD_NUMBER: _builtins.int
+        KIND_FIELD_NUMBER: _builtins.int
+        REF_FIELD_NUMBER: _builtins.int
+        SUMMARY_FIELD_NUMBER: _builtins.int
+        kind: _builtins.str
+        """"field_change", "opportunity_created", "order_won" or "ticket_created"."""
+        ref: _builtins.str
+        """Id of the field change, opportunity or ticket."""
+        summary: _builtins.str
+        @_builtins.property
+        def time(self) -> _timestamp_pb2.Timestamp: ...
+        def __init__(
+            self,
+            *,
+            time: _timestamp_pb2.Timestamp | None = ...,
+            kind: _builtins.str = ...,
+            ref: _builtins.str = ...,
+            summary: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "ref", b"ref", "summary", b"summary", "time", b"time"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class PartialReasonsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    CUSTOMER_FIELD_NUMBER: _builtins.int
+    OPEN_OPPORTUNITIES_FIELD_NUMBER: _builtins.int
+    OPEN_TICKETS_FIELD_NUMBER: _builtins.int
+    TIMELINE_FIELD_NUMBER: _builtins.int
+    PARTIAL_FIELD_NUMBER: _builtins.int
+    MISSING_PARTS_FIELD_NUMBER: _builtins.int
+    PARTIAL_REASONS_FIELD_NUMBER: _builtins.int
+    RECENT_ORDERS_FIELD_NUMBER: _builtins.int
+    partial: _builtins.bool
+    """True when a section could not be fetched (see missing_parts)."""
+    @_builtins.property
+    def customer(self) -> _customer_pb2.Customer:
+        """With its contacts."""
+
+    @_builtins.property
+    def open_opportunities(self) -> _containers.RepeatedCompositeFieldContainer[_opportunity_pb2.Opportunity]:
+        """Not won or lost."""
+
+    @_builtins.property
+    def open_tickets(self) -> _containers.RepeatedCompositeFieldContainer[_ticket_pb2.Ticket]:
+        """Not resolved or closed."""
+
+    @_builtins.property
+    def timeline(self) -> _containers.RepeatedCompositeFieldContainer[Global___Customer360.TimelineEntry]:
+        """Newest first, at most 50 entries."""
+
+    @_builtins.property
+    def missing_parts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of the sections left empty: "opportunities", "tickets"."""
+
+    @_builtins.property
+    def partial_reasons(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Why each missing part is missing (gRPC code and message), by part name."""
+
+    @_builtins.property
+    def recent_orders(self) -> _containers.RepeatedCompositeFieldContainer[_opportunity_pb2.Opportunity]:
+        """Won opportunities (orders), most recently won first, at most 10; missing with
+        "opportunities".
+        """
+
+    def __init__(
+        self,
+        *,
+        customer: _customer_pb2.Customer | None = ...,
+        open_opportunities: _abc.Iterable[_opportunity_pb2.Opportunity] | None = ...,
+        open_tickets: _abc.Iterable[_ticket_pb2.Ticket] | None = ...,
+        timeline: _abc.Iterable[Global___Customer360.TimelineEntry] | None = ...,
+        partial: _builtins.bool = ...,
+        missing_parts: _abc.Iterable[_builtins.str] | None = ...,
+        partial_reasons: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        recent_orders: _abc.Iterable[_opportunity_pb2.Opportunity] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer", "missing_parts", b"missing_parts", "open_opportunities", b"open_opportunities", "open_tickets", b"open_tickets", "partial", b"partial", "partial_reasons", b"partial_reasons", "recent_orders", b"recent_orders", "timeline", b"timeline"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Customer360: _TypeAlias = Customer360  # noqa: Y015

@@ -106,6 +106,11 @@ class CustomerServiceStub:
                 request_serializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.ListSegmentMembersRequest.SerializeToString,
                 response_deserializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.ListSegmentMembersResponse.FromString,
                 _registered_method=True)
+        self.GetCustomer360 = channel.unary_unary(
+                '/crm.customers.v1.CustomerService/GetCustomer360',
+                request_serializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.GetCustomer360Request.SerializeToString,
+                response_deserializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.Customer360.FromString,
+                _registered_method=True)
 
 
 class CustomerServiceServicer:
@@ -200,6 +205,15 @@ class CustomerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCustomer360(self, request, context):
+        """The customer 360 view: profile and contacts, open opportunities (sales), open tickets
+        (service-desk) and a merged timeline. A dependency that is slow or down leaves its
+        section empty and is named in missing_parts: the call still succeeds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CustomerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -272,6 +286,11 @@ def add_CustomerServiceServicer_to_server(servicer, server):
                     servicer.ListSegmentMembers,
                     request_deserializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.ListSegmentMembersRequest.FromString,
                     response_serializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.ListSegmentMembersResponse.SerializeToString,
+            ),
+            'GetCustomer360': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCustomer360,
+                    request_deserializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.GetCustomer360Request.FromString,
+                    response_serializer=crm_dot_customers_dot_v1_dot_customer__service__pb2.Customer360.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -653,6 +672,33 @@ class CustomerService:
             '/crm.customers.v1.CustomerService/ListSegmentMembers',
             crm_dot_customers_dot_v1_dot_customer__service__pb2.ListSegmentMembersRequest.SerializeToString,
             crm_dot_customers_dot_v1_dot_customer__service__pb2.ListSegmentMembersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCustomer360(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.customers.v1.CustomerService/GetCustomer360',
+            crm_dot_customers_dot_v1_dot_customer__service__pb2.GetCustomer360Request.SerializeToString,
+            crm_dot_customers_dot_v1_dot_customer__service__pb2.Customer360.FromString,
             options,
             channel_credentials,
             insecure,

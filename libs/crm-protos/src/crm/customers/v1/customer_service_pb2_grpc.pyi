@@ -52,6 +52,11 @@ class CustomerServiceStub:
     """A segment with its member count among the customers the caller can see."""
     ListSegmentMembers: _grpc.UnaryUnaryMultiCallable[_customer_service_pb2.ListSegmentMembersRequest, _customer_service_pb2.ListSegmentMembersResponse]
     """The segment's members the caller can see, in creation order."""
+    GetCustomer360: _grpc.UnaryUnaryMultiCallable[_customer_service_pb2.GetCustomer360Request, _customer_service_pb2.Customer360]
+    """The customer 360 view: profile and contacts, open opportunities (sales), open tickets
+    (service-desk) and a merged timeline. A dependency that is slow or down leaves its
+    section empty and is named in missing_parts: the call still succeeds.
+    """
 
 @_typing.type_check_only
 class CustomerServiceAsyncStub(CustomerServiceStub):
@@ -76,6 +81,11 @@ class CustomerServiceAsyncStub(CustomerServiceStub):
     """A segment with its member count among the customers the caller can see."""
     ListSegmentMembers: _aio.UnaryUnaryMultiCallable[_customer_service_pb2.ListSegmentMembersRequest, _customer_service_pb2.ListSegmentMembersResponse]  # type: ignore[assignment]
     """The segment's members the caller can see, in creation order."""
+    GetCustomer360: _aio.UnaryUnaryMultiCallable[_customer_service_pb2.GetCustomer360Request, _customer_service_pb2.Customer360]  # type: ignore[assignment]
+    """The customer 360 view: profile and contacts, open opportunities (sales), open tickets
+    (service-desk) and a merged timeline. A dependency that is slow or down leaves its
+    section empty and is named in missing_parts: the call still succeeds.
+    """
 
 class CustomerServiceServicer(metaclass=_abc_1.ABCMeta):
     """CustomerService owns customers, their account hierarchy and their contacts."""
@@ -181,5 +191,16 @@ class CustomerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_customer_service_pb2.ListSegmentMembersResponse, _abc.Awaitable[_customer_service_pb2.ListSegmentMembersResponse]]:
         """The segment's members the caller can see, in creation order."""
+
+    @_abc_1.abstractmethod
+    def GetCustomer360(
+        self,
+        request: _customer_service_pb2.GetCustomer360Request,
+        context: _ServicerContext,
+    ) -> _typing.Union[_customer_service_pb2.Customer360, _abc.Awaitable[_customer_service_pb2.Customer360]]:
+        """The customer 360 view: profile and contacts, open opportunities (sales), open tickets
+        (service-desk) and a merged timeline. A dependency that is slow or down leaves its
+        section empty and is named in missing_parts: the call still succeeds.
+        """
 
 def add_CustomerServiceServicer_to_server(servicer: CustomerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

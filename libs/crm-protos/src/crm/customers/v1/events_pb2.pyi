@@ -285,3 +285,186 @@ class ContactUntagged(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ContactUntagged: _TypeAlias = ContactUntagged  # noqa: Y015
+
+@_typing.final
+class ConversionPrepared(_message.Message):
+    """Payload of crm.customers.conversion.prepared.v1: the reply to PrepareConversion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSION_ID_FIELD_NUMBER: _builtins.int
+    LEAD_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_CREATED_FIELD_NUMBER: _builtins.int
+    CONTACT_CREATED_FIELD_NUMBER: _builtins.int
+    conversion_id: _builtins.str
+    lead_id: _builtins.str
+    customer_id: _builtins.str
+    contact_id: _builtins.str
+    customer_created: _builtins.bool
+    """False when an existing customer (contact) was matched."""
+    contact_created: _builtins.bool
+    def __init__(
+        self,
+        *,
+        conversion_id: _builtins.str = ...,
+        lead_id: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        contact_id: _builtins.str = ...,
+        customer_created: _builtins.bool = ...,
+        contact_created: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_created", b"contact_created", "contact_id", b"contact_id", "conversion_id", b"conversion_id", "customer_created", b"customer_created", "customer_id", b"customer_id", "lead_id", b"lead_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConversionPrepared: _TypeAlias = ConversionPrepared  # noqa: Y015
+
+@_typing.final
+class ConversionFailed(_message.Message):
+    """Payload of crm.customers.conversion.failed.v1: PrepareConversion could not be done."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSION_ID_FIELD_NUMBER: _builtins.int
+    LEAD_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    conversion_id: _builtins.str
+    lead_id: _builtins.str
+    reason: _builtins.str
+    """e.g. CUSTOMER_NOT_FOUND, CUSTOMER_INVALID, CONVERSION_UNDONE."""
+    message: _builtins.str
+    def __init__(
+        self,
+        *,
+        conversion_id: _builtins.str = ...,
+        lead_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversion_id", b"conversion_id", "lead_id", b"lead_id", "message", b"message", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConversionFailed: _TypeAlias = ConversionFailed  # noqa: Y015
+
+@_typing.final
+class ConversionUndone(_message.Message):
+    """Payload of crm.customers.conversion.undone.v1: the reply to UndoConversion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSION_ID_FIELD_NUMBER: _builtins.int
+    LEAD_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_REMOVED_FIELD_NUMBER: _builtins.int
+    CONTACT_REMOVED_FIELD_NUMBER: _builtins.int
+    conversion_id: _builtins.str
+    lead_id: _builtins.str
+    customer_removed: _builtins.bool
+    """Removed: created by this conversion and not used by anything since."""
+    contact_removed: _builtins.bool
+    def __init__(
+        self,
+        *,
+        conversion_id: _builtins.str = ...,
+        lead_id: _builtins.str = ...,
+        customer_removed: _builtins.bool = ...,
+        contact_removed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_removed", b"contact_removed", "conversion_id", b"conversion_id", "customer_removed", b"customer_removed", "lead_id", b"lead_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConversionUndone: _TypeAlias = ConversionUndone  # noqa: Y015
+
+@_typing.final
+class CustomerDeleted(_message.Message):
+    """Payload of crm.customers.customer.deleted.v1."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CustomerDeleted: _TypeAlias = CustomerDeleted  # noqa: Y015
+
+@_typing.final
+class ContactDeleted(_message.Message):
+    """Payload of crm.customers.contact.deleted.v1."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    contact_id: _builtins.str
+    customer_id: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        contact_id: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_id", b"contact_id", "customer_id", b"customer_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContactDeleted: _TypeAlias = ContactDeleted  # noqa: Y015
+
+@_typing.final
+class CustomerLifecycleChanged(_message.Message):
+    """Payload of crm.customers.customer.lifecycle_changed.v1: a customer moved to another
+    lifecycle stage.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    FROM_STAGE_FIELD_NUMBER: _builtins.int
+    TO_STAGE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    from_stage: _customer_pb2.LifecycleStage.ValueType
+    to_stage: _customer_pb2.LifecycleStage.ValueType
+    reason: _builtins.str
+    """"order", "activity" or "inactivity"."""
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        from_stage: _customer_pb2.LifecycleStage.ValueType = ...,
+        to_stage: _customer_pb2.LifecycleStage.ValueType = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "from_stage", b"from_stage", "reason", b"reason", "to_stage", b"to_stage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CustomerLifecycleChanged: _TypeAlias = CustomerLifecycleChanged  # noqa: Y015

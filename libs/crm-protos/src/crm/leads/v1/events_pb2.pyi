@@ -827,3 +827,77 @@ class LeadReclaimed(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LeadReclaimed: _TypeAlias = LeadReclaimed  # noqa: Y015
+
+@_typing.final
+class LeadConverted(_message.Message):
+    """Payload of crm.leads.lead.converted.v1: the conversion saga completed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAD_FIELD_NUMBER: _builtins.int
+    CONVERSION_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    CONTACT_ID_FIELD_NUMBER: _builtins.int
+    OPPORTUNITY_IDS_FIELD_NUMBER: _builtins.int
+    CUSTOMER_CREATED_FIELD_NUMBER: _builtins.int
+    conversion_id: _builtins.str
+    customer_id: _builtins.str
+    contact_id: _builtins.str
+    customer_created: _builtins.bool
+    @_builtins.property
+    def lead(self) -> _lead_pb2.Lead: ...
+    @_builtins.property
+    def opportunity_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        lead: _lead_pb2.Lead | None = ...,
+        conversion_id: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        contact_id: _builtins.str = ...,
+        opportunity_ids: _abc.Iterable[_builtins.str] | None = ...,
+        customer_created: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lead", b"lead"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_id", b"contact_id", "conversion_id", b"conversion_id", "customer_created", b"customer_created", "customer_id", b"customer_id", "lead", b"lead", "opportunity_ids", b"opportunity_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeadConverted: _TypeAlias = LeadConverted  # noqa: Y015
+
+@_typing.final
+class LeadConversionFailed(_message.Message):
+    """Payload of crm.leads.conversion.failed.v1: a conversion ended without converting (after
+    compensation); the lead is back in its previous status.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSION_ID_FIELD_NUMBER: _builtins.int
+    LEAD_ID_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    conversion_id: _builtins.str
+    lead_id: _builtins.str
+    step: _builtins.str
+    """"customer", "opportunity" or "timeout"."""
+    reason: _builtins.str
+    message: _builtins.str
+    def __init__(
+        self,
+        *,
+        conversion_id: _builtins.str = ...,
+        lead_id: _builtins.str = ...,
+        step: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversion_id", b"conversion_id", "lead_id", b"lead_id", "message", b"message", "reason", b"reason", "step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeadConversionFailed: _TypeAlias = LeadConversionFailed  # noqa: Y015

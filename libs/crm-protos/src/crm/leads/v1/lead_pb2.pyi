@@ -31,6 +31,8 @@ class _LeadStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LeadStatus
     LEAD_STATUS_QUALIFIED: _LeadStatus.ValueType  # 2
     LEAD_STATUS_CONVERTED: _LeadStatus.ValueType  # 3
     LEAD_STATUS_CLOSED: _LeadStatus.ValueType  # 4
+    LEAD_STATUS_CONVERTING: _LeadStatus.ValueType  # 5
+    """A conversion saga is running: out of pools, distribution and reclaim until it ends."""
 
 class LeadStatus(_LeadStatus, metaclass=_LeadStatusEnumTypeWrapper):
     """LeadStatus is where a lead is in its life."""
@@ -40,6 +42,8 @@ LEAD_STATUS_NEW: LeadStatus.ValueType  # 1
 LEAD_STATUS_QUALIFIED: LeadStatus.ValueType  # 2
 LEAD_STATUS_CONVERTED: LeadStatus.ValueType  # 3
 LEAD_STATUS_CLOSED: LeadStatus.ValueType  # 4
+LEAD_STATUS_CONVERTING: LeadStatus.ValueType  # 5
+"""A conversion saga is running: out of pools, distribution and reclaim until it ends."""
 Global___LeadStatus: _TypeAlias = LeadStatus  # noqa: Y015
 
 class _LeadVerification:
@@ -97,6 +101,7 @@ class Lead(_message.Message):
     CLOSED_REASON_FIELD_NUMBER: _builtins.int
     ASSIGNEE_ID_FIELD_NUMBER: _builtins.int
     ASSIGN_TIME_FIELD_NUMBER: _builtins.int
+    CONVERSION_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant_id: _builtins.str
     owner_org_id: _builtins.str
@@ -128,6 +133,8 @@ class Lead(_message.Message):
     """Why the lead is CLOSED: "invalid" (rejected in review) or "stale" (no activity)."""
     assignee_id: _builtins.str
     """The user holding the lead privately; empty while it is in its owner org unit's pool."""
+    conversion_id: _builtins.str
+    """The conversion that converted (or is converting) the lead; see GetLeadConversion."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -168,10 +175,11 @@ class Lead(_message.Message):
         closed_reason: _builtins.str = ...,
         assignee_id: _builtins.str = ...,
         assign_time: _timestamp_pb2.Timestamp | None = ...,
+        conversion_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["assign_time", b"assign_time", "create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assign_time", b"assign_time", "assignee_id", b"assignee_id", "city", b"city", "closed_reason", b"closed_reason", "company", b"company", "create_time", b"create_time", "email", b"email", "etag", b"etag", "full_name", b"full_name", "grade", b"grade", "id", b"id", "intent_count", b"intent_count", "intents", b"intents", "open_id", b"open_id", "owner_org_id", b"owner_org_id", "owner_org_path", b"owner_org_path", "phone", b"phone", "province", b"province", "score", b"score", "source", b"source", "status", b"status", "tenant_id", b"tenant_id", "union_id", b"union_id", "update_time", b"update_time", "verification", b"verification"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assign_time", b"assign_time", "assignee_id", b"assignee_id", "city", b"city", "closed_reason", b"closed_reason", "company", b"company", "conversion_id", b"conversion_id", "create_time", b"create_time", "email", b"email", "etag", b"etag", "full_name", b"full_name", "grade", b"grade", "id", b"id", "intent_count", b"intent_count", "intents", b"intents", "open_id", b"open_id", "owner_org_id", b"owner_org_id", "owner_org_path", b"owner_org_path", "phone", b"phone", "province", b"province", "score", b"score", "source", b"source", "status", b"status", "tenant_id", b"tenant_id", "union_id", b"union_id", "update_time", b"update_time", "verification", b"verification"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

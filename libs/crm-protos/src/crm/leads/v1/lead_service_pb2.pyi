@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from crm.common.v1 import problem_pb2 as _problem_pb2
+from crm.leads.v1 import conversion_pb2 as _conversion_pb2
 from crm.leads.v1 import lead_pb2 as _lead_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -42,6 +43,91 @@ CAPTURE_OUTCOME_MERGED: CaptureOutcome.ValueType  # 2
 """A duplicate of an existing lead: recorded as a new intent of that lead."""
 CAPTURE_OUTCOME_REJECTED: CaptureOutcome.ValueType  # 3
 Global___CaptureOutcome: _TypeAlias = CaptureOutcome  # noqa: Y015
+
+@_typing.final
+class ConvertLeadRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAD_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_FIELD_NUMBER: _builtins.int
+    CONTACT_FIELD_NUMBER: _builtins.int
+    OPPORTUNITY_FIELD_NUMBER: _builtins.int
+    OPPORTUNITY_PER_INTENT_FIELD_NUMBER: _builtins.int
+    WAIT_SECONDS_FIELD_NUMBER: _builtins.int
+    lead_id: _builtins.str
+    opportunity_per_intent: _builtins.bool
+    """One opportunity per intent of the lead (product and campaign from each intent)."""
+    wait_seconds: _builtins.float
+    """0: answer at once; up to 30: wait until the conversion has ended or the time is up."""
+    @_builtins.property
+    def customer(self) -> _conversion_pb2.ConversionCustomer: ...
+    @_builtins.property
+    def contact(self) -> _conversion_pb2.ConversionContact: ...
+    @_builtins.property
+    def opportunity(self) -> _conversion_pb2.ConversionOpportunity: ...
+    def __init__(
+        self,
+        *,
+        lead_id: _builtins.str = ...,
+        customer: _conversion_pb2.ConversionCustomer | None = ...,
+        contact: _conversion_pb2.ConversionContact | None = ...,
+        opportunity: _conversion_pb2.ConversionOpportunity | None = ...,
+        opportunity_per_intent: _builtins.bool = ...,
+        wait_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "customer", b"customer", "opportunity", b"opportunity"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "customer", b"customer", "lead_id", b"lead_id", "opportunity", b"opportunity", "opportunity_per_intent", b"opportunity_per_intent", "wait_seconds", b"wait_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConvertLeadRequest: _TypeAlias = ConvertLeadRequest  # noqa: Y015
+
+@_typing.final
+class ConvertLeadResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSION_FIELD_NUMBER: _builtins.int
+    STARTED_FIELD_NUMBER: _builtins.int
+    started: _builtins.bool
+    """False when the lead already had a running or completed conversion (returned as is)."""
+    @_builtins.property
+    def conversion(self) -> _conversion_pb2.LeadConversion: ...
+    def __init__(
+        self,
+        *,
+        conversion: _conversion_pb2.LeadConversion | None = ...,
+        started: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["conversion", b"conversion"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversion", b"conversion", "started", b"started"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConvertLeadResponse: _TypeAlias = ConvertLeadResponse  # noqa: Y015
+
+@_typing.final
+class GetLeadConversionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    WAIT_SECONDS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    wait_seconds: _builtins.float
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        wait_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "wait_seconds", b"wait_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetLeadConversionRequest: _TypeAlias = GetLeadConversionRequest  # noqa: Y015
 
 @_typing.final
 class CreateLeadRequest(_message.Message):

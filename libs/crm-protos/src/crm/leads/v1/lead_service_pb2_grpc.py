@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from crm.leads.v1 import conversion_pb2 as crm_dot_leads_dot_v1_dot_conversion__pb2
 from crm.leads.v1 import lead_pb2 as crm_dot_leads_dot_v1_dot_lead__pb2
 from crm.leads.v1 import lead_service_pb2 as crm_dot_leads_dot_v1_dot_lead__service__pb2
 
@@ -56,6 +57,16 @@ class LeadServiceStub:
                 request_serializer=crm_dot_leads_dot_v1_dot_lead__service__pb2.ListLeadsRequest.SerializeToString,
                 response_deserializer=crm_dot_leads_dot_v1_dot_lead__service__pb2.ListLeadsResponse.FromString,
                 _registered_method=True)
+        self.ConvertLead = channel.unary_unary(
+                '/crm.leads.v1.LeadService/ConvertLead',
+                request_serializer=crm_dot_leads_dot_v1_dot_lead__service__pb2.ConvertLeadRequest.SerializeToString,
+                response_deserializer=crm_dot_leads_dot_v1_dot_lead__service__pb2.ConvertLeadResponse.FromString,
+                _registered_method=True)
+        self.GetLeadConversion = channel.unary_unary(
+                '/crm.leads.v1.LeadService/GetLeadConversion',
+                request_serializer=crm_dot_leads_dot_v1_dot_lead__service__pb2.GetLeadConversionRequest.SerializeToString,
+                response_deserializer=crm_dot_leads_dot_v1_dot_conversion__pb2.LeadConversion.FromString,
+                _registered_method=True)
 
 
 class LeadServiceServicer:
@@ -89,6 +100,23 @@ class LeadServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ConvertLead(self, request, context):
+        """Starts converting a lead into a customer, a contact and opportunities (a saga across
+        the customers and sales services) and returns the conversion at once, or once it
+        ends when `wait_seconds` is set. A second request for the same lead returns the same
+        conversion while it runs or after it completed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetLeadConversion(self, request, context):
+        """Reads a conversion; with `wait_seconds`, waits (long-poll) until it has ended.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LeadServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -111,6 +139,16 @@ def add_LeadServiceServicer_to_server(servicer, server):
                     servicer.ListLeads,
                     request_deserializer=crm_dot_leads_dot_v1_dot_lead__service__pb2.ListLeadsRequest.FromString,
                     response_serializer=crm_dot_leads_dot_v1_dot_lead__service__pb2.ListLeadsResponse.SerializeToString,
+            ),
+            'ConvertLead': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConvertLead,
+                    request_deserializer=crm_dot_leads_dot_v1_dot_lead__service__pb2.ConvertLeadRequest.FromString,
+                    response_serializer=crm_dot_leads_dot_v1_dot_lead__service__pb2.ConvertLeadResponse.SerializeToString,
+            ),
+            'GetLeadConversion': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLeadConversion,
+                    request_deserializer=crm_dot_leads_dot_v1_dot_lead__service__pb2.GetLeadConversionRequest.FromString,
+                    response_serializer=crm_dot_leads_dot_v1_dot_conversion__pb2.LeadConversion.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +260,60 @@ class LeadService:
             '/crm.leads.v1.LeadService/ListLeads',
             crm_dot_leads_dot_v1_dot_lead__service__pb2.ListLeadsRequest.SerializeToString,
             crm_dot_leads_dot_v1_dot_lead__service__pb2.ListLeadsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConvertLead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.leads.v1.LeadService/ConvertLead',
+            crm_dot_leads_dot_v1_dot_lead__service__pb2.ConvertLeadRequest.SerializeToString,
+            crm_dot_leads_dot_v1_dot_lead__service__pb2.ConvertLeadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLeadConversion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.leads.v1.LeadService/GetLeadConversion',
+            crm_dot_leads_dot_v1_dot_lead__service__pb2.GetLeadConversionRequest.SerializeToString,
+            crm_dot_leads_dot_v1_dot_conversion__pb2.LeadConversion.FromString,
             options,
             channel_credentials,
             insecure,

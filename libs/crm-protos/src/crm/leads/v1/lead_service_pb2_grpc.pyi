@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from crm.leads.v1 import conversion_pb2 as _conversion_pb2
 from crm.leads.v1 import lead_pb2 as _lead_pb2
 from crm.leads.v1 import lead_service_pb2 as _lead_service_pb2
 from grpc import aio as _aio
@@ -42,6 +43,14 @@ class LeadServiceStub:
     """Up to 1,000 leads in one call, with one result per item."""
     GetLead: _grpc.UnaryUnaryMultiCallable[_lead_service_pb2.GetLeadRequest, _lead_pb2.Lead]
     ListLeads: _grpc.UnaryUnaryMultiCallable[_lead_service_pb2.ListLeadsRequest, _lead_service_pb2.ListLeadsResponse]
+    ConvertLead: _grpc.UnaryUnaryMultiCallable[_lead_service_pb2.ConvertLeadRequest, _lead_service_pb2.ConvertLeadResponse]
+    """Starts converting a lead into a customer, a contact and opportunities (a saga across
+    the customers and sales services) and returns the conversion at once, or once it
+    ends when `wait_seconds` is set. A second request for the same lead returns the same
+    conversion while it runs or after it completed.
+    """
+    GetLeadConversion: _grpc.UnaryUnaryMultiCallable[_lead_service_pb2.GetLeadConversionRequest, _conversion_pb2.LeadConversion]
+    """Reads a conversion; with `wait_seconds`, waits (long-poll) until it has ended."""
 
 @_typing.type_check_only
 class LeadServiceAsyncStub(LeadServiceStub):
@@ -56,6 +65,14 @@ class LeadServiceAsyncStub(LeadServiceStub):
     """Up to 1,000 leads in one call, with one result per item."""
     GetLead: _aio.UnaryUnaryMultiCallable[_lead_service_pb2.GetLeadRequest, _lead_pb2.Lead]  # type: ignore[assignment]
     ListLeads: _aio.UnaryUnaryMultiCallable[_lead_service_pb2.ListLeadsRequest, _lead_service_pb2.ListLeadsResponse]  # type: ignore[assignment]
+    ConvertLead: _aio.UnaryUnaryMultiCallable[_lead_service_pb2.ConvertLeadRequest, _lead_service_pb2.ConvertLeadResponse]  # type: ignore[assignment]
+    """Starts converting a lead into a customer, a contact and opportunities (a saga across
+    the customers and sales services) and returns the conversion at once, or once it
+    ends when `wait_seconds` is set. A second request for the same lead returns the same
+    conversion while it runs or after it completed.
+    """
+    GetLeadConversion: _aio.UnaryUnaryMultiCallable[_lead_service_pb2.GetLeadConversionRequest, _conversion_pb2.LeadConversion]  # type: ignore[assignment]
+    """Reads a conversion; with `wait_seconds`, waits (long-poll) until it has ended."""
 
 class LeadServiceServicer(metaclass=_abc_1.ABCMeta):
     """LeadService captures and serves leads."""
@@ -91,5 +108,25 @@ class LeadServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _lead_service_pb2.ListLeadsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_lead_service_pb2.ListLeadsResponse, _abc.Awaitable[_lead_service_pb2.ListLeadsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ConvertLead(
+        self,
+        request: _lead_service_pb2.ConvertLeadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lead_service_pb2.ConvertLeadResponse, _abc.Awaitable[_lead_service_pb2.ConvertLeadResponse]]:
+        """Starts converting a lead into a customer, a contact and opportunities (a saga across
+        the customers and sales services) and returns the conversion at once, or once it
+        ends when `wait_seconds` is set. A second request for the same lead returns the same
+        conversion while it runs or after it completed.
+        """
+
+    @_abc_1.abstractmethod
+    def GetLeadConversion(
+        self,
+        request: _lead_service_pb2.GetLeadConversionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_conversion_pb2.LeadConversion, _abc.Awaitable[_conversion_pb2.LeadConversion]]:
+        """Reads a conversion; with `wait_seconds`, waits (long-poll) until it has ended."""
 
 def add_LeadServiceServicer_to_server(servicer: LeadServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from crm.sales.v1 import opportunity_pb2 as crm_dot_sales_dot_v1_dot_opportunity__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63rm/sales/v1/events.proto\x12\x0c\x63rm.sales.v1\x1a\x1e\x63rm/sales/v1/opportunity.proto\"D\n\x12OpportunityCreated\x12.\n\x0bopportunity\x18\x01 \x01(\x0b\x32\x19.crm.sales.v1.Opportunityb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63rm/sales/v1/events.proto\x12\x0c\x63rm.sales.v1\x1a\x1e\x63rm/sales/v1/opportunity.proto\"D\n\x12OpportunityCreated\x12.\n\x0bopportunity\x18\x01 \x01(\x0b\x32\x19.crm.sales.v1.Opportunity\"V\n\x13\x43onversionCompleted\x12\x15\n\rconversion_id\x18\x01 \x01(\t\x12\x0f\n\x07lead_id\x18\x02 \x01(\t\x12\x17\n\x0fopportunity_ids\x18\x03 \x03(\t\"[\n\x10\x43onversionFailed\x12\x15\n\rconversion_id\x18\x01 \x01(\t\x12\x0f\n\x07lead_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\"Y\n\x10\x43onversionUndone\x12\x15\n\rconversion_id\x18\x01 \x01(\t\x12\x0f\n\x07lead_id\x18\x02 \x01(\t\x12\x1d\n\x15opportunities_removed\x18\x03 \x01(\x05\"<\n\x12OpportunityDeleted\x12\x16\n\x0eopportunity_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,4 +34,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_OPPORTUNITYCREATED']._serialized_start=75
   _globals['_OPPORTUNITYCREATED']._serialized_end=143
+  _globals['_CONVERSIONCOMPLETED']._serialized_start=145
+  _globals['_CONVERSIONCOMPLETED']._serialized_end=231
+  _globals['_CONVERSIONFAILED']._serialized_start=233
+  _globals['_CONVERSIONFAILED']._serialized_end=324
+  _globals['_CONVERSIONUNDONE']._serialized_start=326
+  _globals['_CONVERSIONUNDONE']._serialized_end=415
+  _globals['_OPPORTUNITYDELETED']._serialized_start=417
+  _globals['_OPPORTUNITYDELETED']._serialized_end=477
 # @@protoc_insertion_point(module_scope)

@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from crm.sales.v1 import opportunity_pb2 as _opportunity_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -38,3 +40,115 @@ class OpportunityCreated(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___OpportunityCreated: _TypeAlias = OpportunityCreated  # noqa: Y015
+
+@_typing.final
+class ConversionCompleted(_message.Message):
+    """Payload of crm.sales.conversion.completed.v1: the reply to CreateConversionOpportunities."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSION_ID_FIELD_NUMBER: _builtins.int
+    LEAD_ID_FIELD_NUMBER: _builtins.int
+    OPPORTUNITY_IDS_FIELD_NUMBER: _builtins.int
+    conversion_id: _builtins.str
+    lead_id: _builtins.str
+    @_builtins.property
+    def opportunity_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """In the order of the command's specs."""
+
+    def __init__(
+        self,
+        *,
+        conversion_id: _builtins.str = ...,
+        lead_id: _builtins.str = ...,
+        opportunity_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversion_id", b"conversion_id", "lead_id", b"lead_id", "opportunity_ids", b"opportunity_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConversionCompleted: _TypeAlias = ConversionCompleted  # noqa: Y015
+
+@_typing.final
+class ConversionFailed(_message.Message):
+    """Payload of crm.sales.conversion.failed.v1: the opportunities could not be opened."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSION_ID_FIELD_NUMBER: _builtins.int
+    LEAD_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    conversion_id: _builtins.str
+    lead_id: _builtins.str
+    reason: _builtins.str
+    """e.g. OPPORTUNITY_INVALID, CONVERSION_UNDONE."""
+    message: _builtins.str
+    def __init__(
+        self,
+        *,
+        conversion_id: _builtins.str = ...,
+        lead_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversion_id", b"conversion_id", "lead_id", b"lead_id", "message", b"message", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConversionFailed: _TypeAlias = ConversionFailed  # noqa: Y015
+
+@_typing.final
+class ConversionUndone(_message.Message):
+    """Payload of crm.sales.conversion.undone.v1: the reply to UndoConversion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSION_ID_FIELD_NUMBER: _builtins.int
+    LEAD_ID_FIELD_NUMBER: _builtins.int
+    OPPORTUNITIES_REMOVED_FIELD_NUMBER: _builtins.int
+    conversion_id: _builtins.str
+    lead_id: _builtins.str
+    opportunities_removed: _builtins.int
+    def __init__(
+        self,
+        *,
+        conversion_id: _builtins.str = ...,
+        lead_id: _builtins.str = ...,
+        opportunities_removed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversion_id", b"conversion_id", "lead_id", b"lead_id", "opportunities_removed", b"opportunities_removed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConversionUndone: _TypeAlias = ConversionUndone  # noqa: Y015
+
+@_typing.final
+class OpportunityDeleted(_message.Message):
+    """Payload of crm.sales.opportunity.deleted.v1."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPPORTUNITY_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    opportunity_id: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        opportunity_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["opportunity_id", b"opportunity_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OpportunityDeleted: _TypeAlias = OpportunityDeleted  # noqa: Y015

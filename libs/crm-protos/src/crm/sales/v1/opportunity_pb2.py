@@ -26,15 +26,15 @@ from crm.common.v1 import money_pb2 as crm_dot_common_dot_v1_dot_money__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63rm/sales/v1/opportunity.proto\x12\x0c\x63rm.sales.v1\x1a\x19\x63rm/common/v1/money.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfc\x02\n\x0bOpportunity\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x14\n\x0cowner_org_id\x18\x03 \x01(\t\x12\x16\n\x0eowner_org_path\x18\x04 \x01(\t\x12\r\n\x05title\x18\x05 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x06 \x01(\t\x12\x12\n\ncontact_id\x18\x07 \x01(\t\x12\x0f\n\x07lead_id\x18\x08 \x01(\t\x12$\n\x06\x61mount\x18\t \x01(\x0b\x32\x14.crm.common.v1.Money\x12-\n\x05stage\x18\n \x01(\x0e\x32\x1e.crm.sales.v1.OpportunityStage\x12\x12\n\nclose_date\x18\x0b \x01(\t\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0e \x01(\t*\xfa\x01\n\x10OpportunityStage\x12!\n\x1dOPPORTUNITY_STAGE_UNSPECIFIED\x10\x00\x12#\n\x1fOPPORTUNITY_STAGE_QUALIFICATION\x10\x01\x12$\n OPPORTUNITY_STAGE_NEEDS_ANALYSIS\x10\x02\x12\x1e\n\x1aOPPORTUNITY_STAGE_PROPOSAL\x10\x03\x12!\n\x1dOPPORTUNITY_STAGE_NEGOTIATION\x10\x04\x12\x19\n\x15OPPORTUNITY_STAGE_WON\x10\x05\x12\x1a\n\x16OPPORTUNITY_STAGE_LOST\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63rm/sales/v1/opportunity.proto\x12\x0c\x63rm.sales.v1\x1a\x19\x63rm/common/v1/money.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xce\x03\n\x0bOpportunity\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x14\n\x0cowner_org_id\x18\x03 \x01(\t\x12\x16\n\x0eowner_org_path\x18\x04 \x01(\t\x12\r\n\x05title\x18\x05 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x06 \x01(\t\x12\x12\n\ncontact_id\x18\x07 \x01(\t\x12\x0f\n\x07lead_id\x18\x08 \x01(\t\x12$\n\x06\x61mount\x18\t \x01(\x0b\x32\x14.crm.common.v1.Money\x12-\n\x05stage\x18\n \x01(\x0e\x32\x1e.crm.sales.v1.OpportunityStage\x12\x12\n\nclose_date\x18\x0b \x01(\t\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0e \x01(\t\x12\x0f\n\x07product\x18\x0f \x01(\t\x12\x10\n\x08\x63\x61mpaign\x18\x10 \x01(\t\x12\x16\n\x0elead_intent_id\x18\x11 \x01(\t\x12\x15\n\rconversion_id\x18\x12 \x01(\t*\xfa\x01\n\x10OpportunityStage\x12!\n\x1dOPPORTUNITY_STAGE_UNSPECIFIED\x10\x00\x12#\n\x1fOPPORTUNITY_STAGE_QUALIFICATION\x10\x01\x12$\n OPPORTUNITY_STAGE_NEEDS_ANALYSIS\x10\x02\x12\x1e\n\x1aOPPORTUNITY_STAGE_PROPOSAL\x10\x03\x12!\n\x1dOPPORTUNITY_STAGE_NEGOTIATION\x10\x04\x12\x19\n\x15OPPORTUNITY_STAGE_WON\x10\x05\x12\x1a\n\x16OPPORTUNITY_STAGE_LOST\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'crm.sales.v1.opportunity_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OPPORTUNITYSTAGE']._serialized_start=492
-  _globals['_OPPORTUNITYSTAGE']._serialized_end=742
+  _globals['_OPPORTUNITYSTAGE']._serialized_start=574
+  _globals['_OPPORTUNITYSTAGE']._serialized_end=824
   _globals['_OPPORTUNITY']._serialized_start=109
-  _globals['_OPPORTUNITY']._serialized_end=489
+  _globals['_OPPORTUNITY']._serialized_end=571
 # @@protoc_insertion_point(module_scope)

@@ -65,6 +65,10 @@ class Opportunity(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    PRODUCT_FIELD_NUMBER: _builtins.int
+    CAMPAIGN_FIELD_NUMBER: _builtins.int
+    LEAD_INTENT_ID_FIELD_NUMBER: _builtins.int
+    CONVERSION_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant_id: _builtins.str
     owner_org_id: _builtins.str
@@ -78,6 +82,13 @@ class Opportunity(_message.Message):
     close_date: _builtins.str
     """Expected close date, ISO 8601 (YYYY-MM-DD)."""
     etag: _builtins.str
+    product: _builtins.str
+    """Product of interest, e.g. from the lead intent it was converted from."""
+    campaign: _builtins.str
+    """Campaign the lead came through, for attribution."""
+    lead_intent_id: _builtins.str
+    """Lead intent (enquiry) and conversion it was opened by, if any."""
+    conversion_id: _builtins.str
     @_builtins.property
     def amount(self) -> _money_pb2.Money: ...
     @_builtins.property
@@ -101,10 +112,14 @@ class Opportunity(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        product: _builtins.str = ...,
+        campaign: _builtins.str = ...,
+        lead_intent_id: _builtins.str = ...,
+        conversion_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "close_date", b"close_date", "contact_id", b"contact_id", "create_time", b"create_time", "customer_id", b"customer_id", "etag", b"etag", "id", b"id", "lead_id", b"lead_id", "owner_org_id", b"owner_org_id", "owner_org_path", b"owner_org_path", "stage", b"stage", "tenant_id", b"tenant_id", "title", b"title", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "campaign", b"campaign", "close_date", b"close_date", "contact_id", b"contact_id", "conversion_id", b"conversion_id", "create_time", b"create_time", "customer_id", b"customer_id", "etag", b"etag", "id", b"id", "lead_id", b"lead_id", "lead_intent_id", b"lead_intent_id", "owner_org_id", b"owner_org_id", "owner_org_path", b"owner_org_path", "product", b"product", "stage", b"stage", "tenant_id", b"tenant_id", "title", b"title", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

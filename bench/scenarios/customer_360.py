@@ -1,0 +1,457 @@
+"""customer_360: ``GET /v1/customers/{id}:view360`` on the customers service — the profile,
+contacts and history (local) plus the customer's open opportunities (sales) and open tickets
+(service-desk), fetched concurrently over gRPC under ``CUSTOMER360_DEADLINE_SECONDS``
+each; a section that misses its deadline is left empty and named in ``partial``.
+
+Setup (not timed): directory, customers, sales and service-desk migrated and started as
+separate processes (customers pointed at the other two by ``SALES_GRPC_TARGET`` /
+``SERVICE_DESK_GRPC_TARGET``); a tenant and a dealer rep through the directory's REST API;
+then as that rep, 16 requests at a time: ``BENCH_C360_CUSTOMERS`` (2,000) customers with 3
+contacts each (``POST /v1/customers``), an opportunity for every 2nd customer (``POST
+/v1/opportunities``) and a ticket for every 3rd (``POST /v1/tickets``).
+
+Measured, each by an open-loop generator process at ``BENCH_C360_RATE`` (200/s), latency
+from each request's due instant, cycling over the customers in a shuffled order:
+
+1. limits: ``GET /healthz`` of the customers process (HTTP stack, no I/O) and ``GET
+   /v1/customers/{id}`` (the local part of the view: one read), ``BENCH_LIMIT_SECONDS``
+   each after 1 s warm-up;
+2. the 360 view, ``BENCH_WARMUP_SECONDS`` + ``BENCH_C360_SECONDS`` (20).
+
+The target (p99 ≤ 30 ms at 200 requests/s) is printed, never asserted. Problems: any
+non-2xx answer or socket error, and a sampled content check after the load (contacts, open
+opportunities and open tickets of 50 customers equal to what was seeded)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from bench.context import BenchContext, Scenario
+from bench.load import LoadOptions, LoadResult, LoadSpec, describe_generator, run_load
+from bench.paced import PacedResult, Request, Target, run_paced
+from bench.procstats import CpuWindow, ProcessMonitor
+from bench.report import Row, ScenarioResult, fmt_ms, fmt_ratio, progress
+from bench.stack import DealerUser, Stack, create_dealer_user
+
+TARGET_P99_MS = 30.0
+TARGET_RATE = 200.0
+SERVICES = ("directory", "customers", "sales", "service-desk")
+CONTACTS = 3
+CONCURRENT_SEED = 16
+CHECK_SAMPLE = 50
+
+
+def classify_360(status: int, body: bytes) -> str:
+    """full / partial <section>=<gRPC code> (module level: worker processes import it)."""
+    if status != 200:
+        return f"http {status}"
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return "unreadable"
+    partial = doc.get("partial") or []
+    if not partial:
+        return "full"
+    reasons = doc.get("partial_reasons") or {}
+    return "partial " + ",".join(
+        f"{name}={str(reasons.get(name, '')).split(':')[0]}" for name in sorted(partial)
+    )
+
+
+def classify_plain(status: int, body: bytes) -> str:
+    return "ok" if 200 <= status <= 299 else f"http {status}"
+
+
+def _has_opportunity(i: int) -> bool:
+    return i % 2 == 0
+
+
+def _has_ticket(i: int) -> bool:
+    return i % 3 == 0
+
+
+async def _seed(url: dict[str, str], user: DealerUser, count: int) -> list[str]:
+    """Customers (with contacts), opportunities, tickets; returns the customer ids."""
+    sem = asyncio.Semaphore(CONCURRENT_SEED)
+
+    async def post(c: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        async with sem:
+            r = await c.post(path, json=body)
+        if r.status_code != 201:
+            raise RuntimeError(f"POST {path} answered {r.status_code}: {r.text[:500]}")
+        found: dict[str, Any] = r.json()
+        return found
+
+    async def customer(c: httpx.AsyncClient, i: int) -> str:
+        body = {
+            "kind": "ORGANIZATION",
+            "display_name": f"全景客户{i:05d}有限公司",
+            "province": "浙江",
+            "city": "杭州",
+            "phone": f"+86137{i:08d}",
+            "contacts": [
+                {
+                    "full_name": f"联系人 {i}-{k}",
+                    "title": ("采购经理", "总经理", "车队主管")[k],
+                    "phone": f"+86136{i:06d}{k:02d}",
+                }
+                for k in range(CONTACTS)
+            ],
+        }
+        return str((await post(c, "/v1/customers", body))["id"])
+
+    async def opportunity(c: httpx.AsyncClient, i: int, cid: str) -> None:
+        await post(
+            c,
+            "/v1/opportunities",
+            {
+                "title": f"车队更新 {i}",
+                "customer_id": cid,
+                "amount": {"currency_code": "CNY", "amount": "180000.00"},
+                "product": "EV-X",
+                "close_date": "2031-06-30",
+            },
+        )
+
+    async def ticket(c: httpx.AsyncClient, i: int, cid: str) -> None:
+        await post(
+            c, "/v1/tickets", {"subject": f"保养预约 {i}", "customer_id": cid, "priority": "NORMAL"}
+        )
+
+    headers = user.auth
+    async with (
+        httpx.AsyncClient(base_url=url["customers"], headers=headers, timeout=60) as cc,
+        httpx.AsyncClient(base_url=url["sales"], headers=headers, timeout=60) as sc,
+        httpx.AsyncClient(base_url=url["service-desk"], headers=headers, timeout=60) as tc,
+    ):
+        ids = await asyncio.gather(*(customer(cc, i) for i in range(count)))
+        await asyncio.gather(
+            *(opportunity(sc, i, cid) for i, cid in enumerate(ids) if _has_opportunity(i)),
+            *(ticket(tc, i, cid) for i, cid in enumerate(ids) if _has_ticket(i)),
+        )
+    return list(ids)
+
+
+async def _content_check(url: str, user: DealerUser, ids: list[str]) -> list[str]:
+    """The view of a sample of customers against what was seeded (one at a time, idle)."""
+    wrong: list[str] = []
+    sample = sorted(random.Random(360).sample(range(len(ids)), min(CHECK_SAMPLE, len(ids))))
+    async with httpx.AsyncClient(base_url=url, headers=user.auth, timeout=10) as c:
+        for i in sample:
+            r = await c.get(f"/v1/customers/{ids[i]}:view360")
+            if r.status_code != 200:
+                wrong.append(f"customer {i}: {r.status_code} {r.text[:200]}")
+                continue
+            doc = r.json()
+            got = (
+                len(doc["customer"].get("contacts", [])),
+                len(doc.get("open_opportunities", [])),
+                len(doc.get("open_tickets", [])),
+                doc.get("partial", []),
+            )
+            want: tuple[int, int, int, list[str]] = (
+                CONTACTS,
+                int(_has_opportunity(i)),
+                int(_has_ticket(i)),
+                [],
+            )
+            if got != want:
+                wrong.append(f"customer {i}: (contacts, opps, tickets, partial) {got} != {want}")
+    return wrong
+
+
+@dataclass
+class _Config:
+    customers: int
+    rate: float
+    seconds: float
+    warmup: float
+
+    @classmethod
+    def from_env(cls, ctx: BenchContext) -> _Config:
+        return cls(
+            customers=int(os.environ.get("BENCH_C360_CUSTOMERS", "2000")),
+            rate=float(os.environ.get("BENCH_C360_RATE", str(TARGET_RATE))),
+            seconds=float(os.environ.get("BENCH_C360_SECONDS", "20")),
+            warmup=ctx.load.warmup,
+        )
+
+
+def run(ctx: BenchContext) -> ScenarioResult:
+    stack = Stack(ctx.servers)
+    try:
+        return _run(ctx, stack)
+    finally:
+        stack.close()
+
+
+def _run(ctx: BenchContext, stack: Stack) -> ScenarioResult:
+    cfg = _Config.from_env(ctx)
+
+    async def migrate() -> None:
+        for service in SERVICES:
+            await stack.migrate(service)
+
+    t0 = time.monotonic()
+    progress("  migrating, starting directory + sales + service-desk + customers processes")
+    asyncio.run(migrate())
+    stack.spawn("directory")
+    sales = stack.spawn("sales")
+    desk = stack.spawn("service-desk")
+    customers = stack.spawn(
+        "customers",
+        SALES_GRPC_TARGET=sales.grpc_target,
+        SERVICE_DESK_GRPC_TARGET=desk.grpc_target,
+    )
+    stack.wait_ready(*SERVICES)
+    startup = time.monotonic() - t0
+    user = asyncio.run(create_dealer_user(stack.processes["directory"].url, stack.bootstrap_token))
+    progress(f"  seeding {cfg.customers:,} customers x {CONTACTS} contacts, opportunities, tickets")
+    t1 = time.monotonic()
+    urls = {name: sp.url for name, sp in stack.processes.items()}
+    ids = asyncio.run(_seed(urls, user, cfg.customers))
+    seed_seconds = time.monotonic() - t1
+    order = list(ids)
+    random.Random(36).shuffle(order)
+    headers = dict(user.auth)
+    limit_warmup = min(1.0, cfg.warmup)
+    monitors = {name: ProcessMonitor(sp.pid) for name, sp in stack.processes.items()}
+    for m in monitors.values():
+        m.__enter__()
+    try:
+        progress(f"  limits: GET /healthz, GET /v1/customers/{{id}} ({ctx.limit_seconds:g} s each)")
+        plain = Target(customers.url, headers, classify_plain, timeout=10)
+        healthz = run_paced(
+            plain,
+            [Request("GET", "/healthz")],
+            rate=cfg.rate,
+            seconds=ctx.limit_seconds,
+            warmup=limit_warmup,
+        )
+        get_one = run_paced(
+            plain,
+            [Request("GET", f"/v1/customers/{cid}") for cid in order],
+            rate=cfg.rate,
+            seconds=ctx.limit_seconds,
+            warmup=limit_warmup,
+        )
+        closed = LoadOptions(
+            connections=ctx.load.connections,
+            seconds=ctx.limit_seconds,
+            warmup=limit_warmup,
+            generator=ctx.load.generator,
+            wrk_threads=ctx.load.wrk_threads,
+            python_procs=ctx.load.python_procs,
+        )
+        progress(f"  capacity: GET :view360 closed loop ({ctx.limit_seconds:g} s)")
+        capacity = run_load(
+            LoadSpec(url=f"{customers.url}/v1/customers/{order[0]}:view360", headers=headers),
+            closed,
+        )
+        progress(f"  GET :view360 at {cfg.rate:g}/s ({cfg.warmup:g} s warm-up + {cfg.seconds:g} s)")
+        cpus = {name: CpuWindow(sp.pid) for name, sp in stack.processes.items()}
+        for c in cpus.values():
+            c.__enter__()
+        view = run_paced(
+            Target(customers.url, headers, classify_360, timeout=10),
+            [Request("GET", f"/v1/customers/{cid}:view360") for cid in order],
+            rate=cfg.rate,
+            seconds=cfg.seconds,
+            warmup=cfg.warmup,
+        )
+        for c in cpus.values():
+            c.__exit__(None, None, None)
+        wrong = asyncio.run(_content_check(customers.url, user, ids))
+    finally:
+        for m in monitors.values():
+            m.__exit__(None, None, None)
+    return _result(
+        ctx=ctx,
+        stack=stack,
+        cfg=cfg,
+        startup=startup,
+        seed_seconds=seed_seconds,
+        healthz=healthz,
+        get_one=get_one,
+        capacity=capacity,
+        capacity_load=describe_generator(closed),
+        view=view,
+        wrong=wrong,
+        cpus={name: c.utilisation for name, c in cpus.items()},
+        peaks={name: m.peak() for name, m in monitors.items()},
+    )
+
+
+def _latency_row(name: str, load: PacedResult) -> Row:
+    return Row(
+        name,
+        f"p50 {fmt_ms(load.pct(50))}",
+        f"p99 {fmt_ms(load.pct(99))}, max {fmt_ms(load.max_ms)} ({load.rate:,.0f} req/s)",
+    )
+
+
+def _result(
+    *,
+    ctx: BenchContext,
+    stack: Stack,
+    cfg: _Config,
+    startup: float,
+    seed_seconds: float,
+    healthz: PacedResult,
+    get_one: PacedResult,
+    capacity: LoadResult,
+    capacity_load: str,
+    view: PacedResult,
+    wrong: list[str],
+    cpus: dict[str, float | None],
+    peaks: dict[str, dict[str, Any]],
+) -> ScenarioResult:
+    title = "customer 360 view (local read + sales and service-desk over gRPC)"
+    result = ScenarioResult(name="customer_360", title=title)
+    answered = max(1, view.sent - view.errors)
+    partial = sum(n for name, n in view.classes.items() if name.startswith("partial"))
+    p99 = view.pct(99)
+    opps = sum(1 for i in range(cfg.customers) if _has_opportunity(i))
+    tickets = sum(1 for i in range(cfg.customers) if _has_ticket(i))
+    load1, _, _ = os.getloadavg()
+    result.notes = [
+        f"load: one open-loop generator process, {cfg.rate:g} req/s, latency from each "
+        f"request's due instant; the view {cfg.seconds:g} s after {cfg.warmup:g} s warm-up, "
+        f"limits {ctx.limit_seconds:g} s each",
+        f"setup: {cfg.customers:,} customers x {CONTACTS} contacts, {opps:,} opportunities, "
+        f"{tickets:,} tickets through the REST APIs in {seed_seconds:.1f} s; services up in "
+        f"{startup:.1f} s",
+        f"servers: {ctx.servers.describe()['postgres']} | {ctx.servers.nats_url}; "
+        f"namespace {stack.namespace}",
+        f"machine: {os.cpu_count()} CPUs, load average now {load1:.2f} "
+        "(other work on the machine skews every figure)",
+    ]
+    rows = [
+        _latency_row(f"limit: GET /healthz (customers) at {cfg.rate:g}/s", healthz),
+        _latency_row(f"limit: GET /v1/customers/{{id}} at {cfg.rate:g}/s", get_one),
+        Row(
+            f"capacity: GET :view360 (one customer), closed loop, {capacity.connections} conns",
+            f"{capacity.rps:,.0f} req/s",
+            f"p50 {fmt_ms(capacity.p50_ms)}, p99 {fmt_ms(capacity.p99_ms)}; {capacity_load}",
+            f"{fmt_ratio(capacity.rps / cfg.rate)} of the paced rate",
+        ),
+        Row(
+            f"GET /v1/customers/{{id}}:view360 at {cfg.rate:g}/s",
+            f"{view.rate:,.1f} req/s sent",
+            f"{view.sent:,} counted, max send lateness {fmt_ms(view.max_lateness_ms)}",
+        ),
+        Row("  latency p50 / p90", f"{fmt_ms(view.pct(50))} / {fmt_ms(view.pct(90))}"),
+        Row(
+            "  latency p99",
+            fmt_ms(p99),
+            f"target ≤ {TARGET_P99_MS:g} ms at {TARGET_RATE:g}/s",
+            f"{fmt_ratio(p99 / TARGET_P99_MS)} of target "
+            f"({'meets' if p99 <= TARGET_P99_MS else 'above'})",
+        ),
+        Row("  latency max", fmt_ms(view.max_ms)),
+        Row(
+            "  p99 ÷ GET customer p99",
+            "",
+            "",
+            fmt_ratio(p99 / get_one.pct(99) if get_one.pct(99) else None),
+        ),
+        Row(
+            "  p50 ÷ GET customer p50",
+            "",
+            "",
+            fmt_ratio(view.pct(50) / get_one.pct(50) if get_one.pct(50) else None),
+        ),
+        Row(
+            "  partial answers (a section past its deadline)",
+            f"{partial:,} ({100 * partial / answered:.1f} %)",
+            ", ".join(f"{k}: {v}" for k, v in sorted(view.classes.items()) if k != "full")
+            or "none",
+        ),
+        Row("  non-2xx / socket errors", f"{view.non_2xx} / {view.errors}", "0 / 0"),
+    ]
+    for name in SERVICES:
+        cpu = cpus.get(name)
+        peak = peaks[name]["peak_rss_mb"]
+        rows.append(
+            Row(
+                f"{name} process: CPU during the view / peak RSS",
+                f"{'n/a' if cpu is None else f'{cpu:.2f}'} cores / "
+                f"{'n/a' if peak is None else f'{peak:.0f}'} MB",
+                f"peak from {peaks[name]['source']}",
+            )
+        )
+    rows.append(
+        Row(
+            f"check: view content of {min(CHECK_SAMPLE, cfg.customers)} customers (idle)",
+            "ok" if not wrong else f"{len(wrong)} wrong",
+            "contacts, open opportunities, open tickets as seeded; not partial",
+        )
+    )
+    result.rows = rows
+    for name, load in (("view360", view), ("GET customer", get_one), ("GET /healthz", healthz)):
+        if load.non_2xx or load.errors:
+            result.problems.append(
+                f"{name}: {load.non_2xx} non-2xx answers {load.statuses}, {load.errors} errors"
+            )
+            result.problems += [f"  {s}" for s in load.samples]
+    if capacity.non_2xx or capacity.socket_errors:
+        result.problems.append(
+            f"view360 capacity: {capacity.non_2xx} non-2xx answers {capacity.statuses}, "
+            f"{capacity.socket_errors} socket errors"
+        )
+        result.problems += [f"  {s}" for s in capacity.samples]
+    result.problems += wrong[:10]
+    result.data = {
+        "config": {
+            "customers": cfg.customers,
+            "contacts_per_customer": CONTACTS,
+            "opportunities": opps,
+            "tickets": tickets,
+            "rate": cfg.rate,
+            "seconds": cfg.seconds,
+            "warmup_seconds": cfg.warmup,
+            "limit_seconds": ctx.limit_seconds,
+        },
+        "servers": ctx.servers.describe(),
+        "namespace": stack.namespace,
+        "startup_seconds": round(startup, 2),
+        "seed_seconds": round(seed_seconds, 2),
+        "limits": {
+            "healthz": healthz.to_json(),
+            "get_customer": get_one.to_json(),
+            "view360_closed_loop_capacity": capacity.to_json(),
+        },
+        "view360": {
+            **view.to_json(),
+            "partial": partial,
+            "partial_share": partial / answered,
+        },
+        "targets": {
+            "p99_ms": {"target": TARGET_P99_MS, "measured": p99, "ratio": p99 / TARGET_P99_MS},
+            "rate": {"target": TARGET_RATE, "measured": view.rate},
+        },
+        "ratios": {
+            "p99_to_get_customer_p99": p99 / get_one.pct(99) if get_one.pct(99) else None,
+            "p50_to_get_customer_p50": view.pct(50) / get_one.pct(50) if get_one.pct(50) else None,
+        },
+        "processes": {
+            name: {"cpu_cores_during_view": cpus.get(name), **peaks[name]} for name in SERVICES
+        },
+        "content_check": {"sampled": min(CHECK_SAMPLE, cfg.customers), "wrong": wrong},
+    }
+    return result
+
+
+SCENARIO = Scenario(
+    name="customer_360",
+    title="customer 360 view (local read + sales and service-desk over gRPC)",
+    run=run,
+)
