@@ -329,3 +329,76 @@ async def test_reclaim_fires_exactly_once_with_two_replicas(
     assert payload.previous_assignee_id
     r = await client.get(f"/v1/leads/{ids[0]}", headers=t.auth("d1-rep"))
     assert r.status_code == 404
+
+
+async def test_assignment_starts_the_clock_of_a_lead_the_unit_collected(
+    client: httpx.AsyncClient, leads: Runtime, t: Tenant
+) -> None:
+    """No acceptance step for a dealer's own leads: the clock starts when a rep claims one
+    or a manager assigns one; its reclaim returns it to the dealer's own pool (it stays
+    with the unit that collected it), and the rep who lost it is in cool-down."""
+    tenant, d1 = uuid.UUID(t.id), unit(t, "d1")
+    r = await client.put("/v1/sla-policy", json={"protection_hours": 24}, headers=t.auth("admin"))
+    assert r.status_code == 200, r.text
+    own = []
+    for _ in range(2):
+        phone = "138" + "".join(random.choices("0123456789", k=8))
+        body = {"full_name": "Li Lei", "phone": phone}
+        r = await client.post("/v1/leads", json=body, headers=t.auth("d1-manager"))
+        assert r.status_code == 201 and r.json()["owner_org_id"] == str(d1), r.text
+        own.append(str(r.json()["id"]))
+    claimed, assigned = own
+    r = await client.get(f"/v1/leads/{claimed}/sla", headers=t.auth("d1-manager"))
+    assert r.status_code == 200 and r.json()["clock"] is None, r.text
+
+    r = await client.post(f"/v1/leads/{claimed}:claim", headers=t.auth("d1-rep"))
+    assert r.status_code == 200, r.text
+    rep = r.json()["assignee_id"]
+    body = {"lead_ids": [assigned], "assignee_id": rep}
+    r = await client.post("/v1/leads:assign", json=body, headers=t.auth("d1-manager"))
+    assert r.status_code == 200, r.text
+    for lead in own:
+        r = await client.get(f"/v1/leads/{lead}/sla", headers=t.auth("d1-manager"))
+        sla = r.json()
+        assert sla["clock"] is not None, sla
+        assert {x["kind"] for x in sla["timers"]} == {FIRST_CONTACT_DUE, REMINDER, RECLAIM}
+
+    # A distributed lead still waiting for d1 to accept it gets no clock from an assignment.
+    phone = "137" + "".join(random.choices("0123456789", k=8))
+    r = await client.post(
+        "/v1/leads", json={"full_name": "Wei", "phone": phone}, headers=t.auth("east-manager")
+    )
+    offered = str(r.json()["id"])
+    body = {"lead_ids": [offered], "target_org_unit_id": str(d1)}
+    r = await client.post("/v1/leads:distribute", json=body, headers=t.auth("east-manager"))
+    assert r.status_code == 200, r.text
+    body = {"lead_ids": [offered], "assignee_id": rep}
+    r = await client.post("/v1/leads:assign", json=body, headers=t.auth("d1-manager"))
+    assert r.status_code == 200, r.text
+    r = await client.get(f"/v1/leads/{offered}/sla", headers=t.auth("d1-manager"))
+    assert r.json()["clock"] is None, r.text
+
+    later = max([await start_of_clock(leads, x) for x in own]) + 24 * H
+    fired = await jobs.fire_due(leads.db, now=later, tenant_id=tenant)
+    assert fired[RECLAIM] == 2
+    for lead in own:
+        r = await client.get(f"/v1/leads/{lead}", headers=t.auth("d1-manager"))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert (body["owner_org_id"], body.get("assignee_id") or "") == (str(d1), ""), body
+        assert await events(leads, "crm.leads.lead.reclaimed.v1", lead) == 1
+    _, payload = await wait_for_event(
+        leads.settings.nats_url,
+        leads.settings.nats_namespace,
+        "crm.leads.lead.reclaimed.v1",
+        events_pb2.LeadReclaimed,
+        lambda p: p.lead_id == claimed,
+    )
+    assert (payload.from_org_id, payload.to_org_id, payload.previous_assignee_id) == (
+        str(d1),
+        str(d1),
+        rep,
+    )
+    r = await client.post(f"/v1/leads/{claimed}:claim", headers=t.auth("d1-rep"))
+    assert r.status_code == 409 and r.json()["reason"] == "COOLDOWN_ACTIVE", r.text
+    assert not await jobs.fire_due(leads.db, now=later, tenant_id=tenant)

@@ -17,6 +17,7 @@ from crm_leads.conversion.waiters import ConversionWaiters, listener_dsn
 from crm_leads.dedup import http as dedup_http
 from crm_leads.distribution import http as distribution_http
 from crm_leads.imports import http as imports_http
+from crm_leads.lead import hooks as lead_hooks
 from crm_leads.lead import review
 from crm_leads.lead.models import metadata
 from crm_leads.settings import Settings
@@ -31,6 +32,8 @@ from crm_platform.runtime import main as run_main
 
 # A logged follow-up re-arms the lead's SLA clock in the activity's transaction.
 activity_hooks.FOLLOW_UP_HOOKS.append(sla_service.on_follow_up)
+# A lead given to a rep without an acceptance step starts its SLA clock there.
+lead_hooks.ASSIGNED_HOOKS.append(sla_service.on_assigned)
 
 
 def _jobs(rt: Runtime) -> list[PeriodicJob]:

@@ -28,6 +28,7 @@ from crm_leads.lead.models import leads
 from crm_leads.lead.pools import OPEN_STATUSES
 from crm_leads.lead.service import PRODUCER
 from crm_leads.orgtree import service as orgtree
+from crm_leads.poolrules import service as poolrules
 from crm_leads.sla import service as sla
 from crm_platform import metrics
 from crm_platform.auth import Principal
@@ -207,7 +208,10 @@ async def reclaim(
     conn: AsyncConnection, *, lead: Any, protect_until: datetime, now: datetime
 ) -> bool:
     """The protection period of the locked ``lead`` ended (the timer job checked its clock):
-    reclaimed to the parent's pool, its holder losing it."""
+    reclaimed to the parent's pool, its holder losing it. A lead its unit collected itself
+    stays with the unit (only passing it up moves it): it goes back to the unit's own pool."""
+    if not await _arrived_from_above(conn, lead):
+        return await _reclaim_to_own_pool(conn, lead=lead, protect_until=protect_until)
     returned = await return_to_parent(conn, lead=lead, kind=RECLAIMED, actor=SYSTEM_ACTOR, now=now)
     if returned is None:
         return False
@@ -226,6 +230,55 @@ async def reclaim(
         tenant_id=lead.tenant_id,
         # The parent's path: the unit that lost the lead no longer sees it.
         org_path=returned.parent.path,
+        producer=PRODUCER,
+    )
+    return True
+
+
+async def _arrived_from_above(conn: AsyncConnection, lead: Any) -> bool:
+    """Whether distribution (or a return) brought the lead to its current unit, rather than
+    the unit capturing it."""
+    moved_here = sa.select(lead_owner_history.c.id).where(
+        lead_owner_history.c.lead_id == lead.id,
+        lead_owner_history.c.to_org_id == lead.owner_org_id,
+    )
+    return bool(await conn.scalar(sa.select(moved_here.exists())))
+
+
+async def _reclaim_to_own_pool(
+    conn: AsyncConnection, *, lead: Any, protect_until: datetime
+) -> bool:
+    await sla.clear(conn, [lead.id])
+    if lead.assignee_id is None:
+        return False  # already in the pool: the clock just ends
+    await conn.execute(
+        leads.update()
+        .where(leads.c.id == lead.id)
+        .values(
+            assignee_id=None,
+            assigned_time=None,
+            version=leads.c.version + 1,
+            update_time=sa.func.now(),
+        )
+    )
+    # The holder lost it: the cool-down keeps them from claiming it straight back.
+    await poolrules.record_releases(
+        conn=conn, tenant_id=lead.tenant_id, pairs=[(lead.id, lead.assignee_id)], reason=RECLAIMED
+    )
+    await add_event(
+        conn,
+        event_type="crm.leads.lead.reclaimed.v1",
+        payload=events_pb2.LeadReclaimed(
+            lead_id=str(lead.id),
+            from_org_id=str(lead.owner_org_id),
+            from_org_path=lead.owner_org_path,
+            to_org_id=str(lead.owner_org_id),
+            to_org_path=lead.owner_org_path,
+            previous_assignee_id=str(lead.assignee_id),
+            protect_until=timestamp(protect_until),
+        ),
+        tenant_id=lead.tenant_id,
+        org_path=lead.owner_org_path,
         producer=PRODUCER,
     )
     return True

@@ -28,6 +28,7 @@ from crm_leads.assignment.rules import (
     rep_states,
 )
 from crm_leads.distribution.store import visible_unit
+from crm_leads.lead import hooks
 from crm_leads.lead.mapping import lead_to_proto
 from crm_leads.lead.models import lead_intents, leads
 from crm_leads.lead.service import PRODUCER
@@ -147,6 +148,7 @@ async def _apply(
         )
     )
     previous = {m[0]: m[2] for m in moves}
+    await hooks.assigned(conn, rows)
     lost = [(r.id, p) for r in rows if (p := previous[r.id]) is not None]
     await poolrules.record_releases(conn=conn, tenant_id=tenant_id, pairs=lost, reason="reassigned")
     # One statement for the batch's events, not a round trip per lead.

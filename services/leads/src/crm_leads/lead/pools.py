@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crm.leads.v1 import events_pb2, lead_pb2
+from crm_leads.lead import hooks
 from crm_leads.lead.mapping import lead_to_proto
 from crm_leads.lead.models import leads
 from crm_leads.lead.service import PRODUCER
@@ -154,6 +155,7 @@ async def claim(*, conn: AsyncConnection, principal: Principal, lead_id: uuid.UU
             reason="LEAD_NOT_IN_POOL",
             metadata={"lead": str(lead_id)},
         )
+    await hooks.assigned(conn, [row])
     await _event(
         conn,
         row,

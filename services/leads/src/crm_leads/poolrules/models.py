@@ -9,7 +9,8 @@ from sqlalchemy.dialects.postgresql import UUID
 from crm_leads.lead.models import metadata
 
 # One row per (lead, user), overwritten by the latest release: the cool-down only needs the
-# last one. reason: 'released' (by the holder), 'taken_back' (by a manager), 'reassigned'.
+# last one. reason: 'released' (by the holder), 'taken_back' (by a manager), 'reassigned',
+# 'reclaimed' (its protection period ended).
 lead_releases = sa.Table(
     "lead_releases",
     metadata,

@@ -234,31 +234,73 @@ async def on_follow_up(conn: AsyncConnection, lead_id: uuid.UUID, at: datetime) 
     return clock
 
 
-async def on_assigned(conn: AsyncConnection, lead_id: uuid.UUID, at: datetime) -> Clock | None:
-    """A lead was assigned to a rep (assignment calls this): starts its clock unless it has
-    one at its unit already or is still waiting for its unit to accept it."""
-    lead = (
-        await conn.execute(sa.select(leads).where(leads.c.id == lead_id).with_for_update())
-    ).first()
-    if lead is None or lead.status not in OPEN_STATUSES:
-        return None
-    existing = (
-        await conn.execute(sa.select(lead_sla).where(lead_sla.c.lead_id == lead_id))
-    ).first()
-    if existing is not None and existing.org_unit_id == lead.owner_org_id:
-        return clock_of(existing)
-    pending = (
-        await conn.execute(
-            sa.select(lead_acceptances.c.lead_id).where(lead_acceptances.c.lead_id == lead_id)
-        )
-    ).first()
-    if pending is not None:
-        return None
-    return await arm(
-        conn,
-        tenant_id=lead.tenant_id,
-        lead_id=lead.id,
-        unit_id=lead.owner_org_id,
-        grade=lead.grade,
-        at=at,
+async def on_assigned(conn: AsyncConnection, rows: Sequence[Any]) -> int:
+    """Leads just given to a rep (claim, assignment; ``crm_leads.lead.hooks``): each gets a
+    clock at its unit unless it has one there already (an accepted lead's started at
+    acceptance) or still waits for its unit to accept it. A lead its unit collected itself
+    is supervised from here on. Set-based: an assignment run gives thousands at once.
+    Returns how many clocks started."""
+    ids = [r.id for r in rows]
+    waiting = set(
+        (
+            await conn.execute(
+                sa.select(lead_acceptances.c.lead_id).where(lead_acceptances.c.lead_id.in_(ids))
+            )
+        ).scalars()
     )
+    clocked = {
+        r.lead_id: r.org_unit_id
+        for r in await conn.execute(
+            sa.select(lead_sla.c.lead_id, lead_sla.c.org_unit_id).where(lead_sla.c.lead_id.in_(ids))
+        )
+    }
+    fresh = [
+        r
+        for r in rows
+        if r.status in OPEN_STATUSES and r.id not in waiting and clocked.get(r.id) != r.owner_org_id
+    ]
+    if not fresh:
+        return 0
+    by_tenant: dict[uuid.UUID, SlaPolicy] = {}
+    clocks: list[tuple[Any, SlaPolicy, Clock]] = []
+    for r in fresh:
+        if r.tenant_id not in by_tenant:
+            by_tenant[r.tenant_id] = await policy(conn, r.tenant_id)
+        rules = by_tenant[r.tenant_id]
+        clocks.append((r, rules, start_clock(rules, r.grade, r.assigned_time)))
+    stmt = pg_insert(lead_sla)
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[lead_sla.c.lead_id],
+            set_={
+                k: stmt.excluded[k] for k in ("org_unit_id", *_clock_values(clocks[0][2]).keys())
+            },
+        ),
+        [
+            {
+                "lead_id": r.id,
+                "tenant_id": r.tenant_id,
+                "org_unit_id": r.owner_org_id,
+                **_clock_values(clock),
+            }
+            for r, _, clock in clocks
+        ],
+    )
+    stale = [r.id for r in fresh if r.id in clocked]  # a clock left at another unit
+    if stale:
+        await drop_timers(conn, stale, CLOCK_KINDS)
+    armed = [
+        {
+            "id": new_id(),
+            "tenant_id": r.tenant_id,
+            "lead_id": r.id,
+            "kind": t.kind,
+            "due_time": t.due,
+            "payload": t.payload,
+        }
+        for r, rules, clock in clocks
+        for t in timers(rules, clock, str(r.owner_org_id))
+    ]
+    if armed:
+        await conn.execute(lead_timers.insert(), armed)
+    return len(fresh)
