@@ -18,7 +18,8 @@ import sqlalchemy as sa
 
 from conftest import Tenant, http_client, make_tenant
 from crm.leads.v1 import events_pb2
-from crm_leads.distribution.models import lead_owner_history
+from crm_leads.distribution import loads
+from crm_leads.distribution.models import distribution_load, lead_owner_history
 from crm_leads.lead.models import leads as leads_table
 from crm_leads.orgtree import service as orgtree
 from crm_platform.runtime import Runtime
@@ -299,3 +300,72 @@ async def test_concurrent_runs_over_one_pool_move_each_lead_once(
     # Exactly one move per lead: HQ → east, east → its dealer.
     assert set(hops.values()) == {2} and len(hops) == len(ids)
     assert all(r.rule_name == "spread" and r.reason == "distributed" for r in rows)
+
+
+async def test_least_loaded_balances_on_recounted_open_leads(
+    client: httpx.AsyncClient, leads: Runtime, t: Tenant
+) -> None:
+    """Leads leaving a dealer (here: rejected back up) stop counting toward its load once
+    the ``distribution-loads`` job recounts, and least-loaded then sends new leads there."""
+    east, d1, d2 = unit(t, "east"), unit(t, "d1"), unit(t, "d2")
+    await t.add_user("d1-manager", "d1", ["manager"])
+    admin = t.auth("admin")
+    for child in (d1, d2):
+        r = await client.put(f"/v1/distribution-profiles/{child}", json={}, headers=admin)
+        assert r.status_code == 200, r.text
+    rules = {"rules": [{"name": "balance", "strategy": "least_loaded"}]}
+    r = await client.put(f"/v1/distribution-rules/{east}", json=rules, headers=admin)
+    assert r.status_code == 200, r.text
+
+    first = [await capture(client, t, "east-manager") for _ in range(6)]
+
+    async def spread() -> dict[str, uuid.UUID]:
+        now = await owners(leads, first)
+        assert Counter(now.values()) == {d1: 3, d2: 3}, now
+        return now
+
+    now = await eventually(spread)
+    # d1 turns its three down: they go back to east and on to d2 (never back to d1).
+    for lead in (x for x in first if now[x] == d1):
+        r = await client.post(
+            f"/v1/leads/{lead}:reject",
+            json={"reason_code": "OTHER"},
+            headers=t.auth("d1-manager"),
+        )
+        assert r.status_code == 200, r.text
+    assert set((await owners(leads, first)).values()) == {d2}
+
+    async def open_loads() -> dict[uuid.UUID, int]:
+        async with leads.db.read() as conn:
+            rows = await conn.execute(
+                sa.select(distribution_load.c.org_unit_id, distribution_load.c.open_load).where(
+                    distribution_load.c.tenant_id == uuid.UUID(t.id)
+                )
+            )
+            return {r.org_unit_id: r.open_load for r in rows}
+
+    # The counters only ever went up: d1 still looks as loaded as it was (d2's is right:
+    # redistribution counted the three it got).
+    assert await open_loads() == {d1: 3, d2: 6}
+    assert await loads.refresh_tenant(leads.db, uuid.UUID(t.id)) == 1
+    assert await open_loads() == {d1: 0, d2: 6}
+    assert await loads.refresh_tenant(leads.db, uuid.UUID(t.id)) == 0  # nothing changed
+
+    second = [await capture(client, t, "east-manager") for _ in range(4)]
+
+    async def to_d1() -> None:
+        assert set((await owners(leads, second)).values()) == {d1}
+
+    await eventually(to_d1)
+    assert await open_loads() == {d1: 4, d2: 6}
+
+
+def test_subtree_counts_roll_up_to_every_ancestor() -> None:
+    per_path = {"/t/": 1, "/t/r1/": 2, "/t/r1/d1/": 3, "/t/r2/d9/": 4}
+    assert loads.subtree_counts(per_path) == {
+        "/t/": 10,
+        "/t/r1/": 5,
+        "/t/r1/d1/": 3,
+        "/t/r2/": 4,
+        "/t/r2/d9/": 4,
+    }

@@ -16,6 +16,7 @@ from crm_leads.conversion import jobs as conversion_jobs
 from crm_leads.conversion.waiters import ConversionWaiters, listener_dsn
 from crm_leads.dedup import http as dedup_http
 from crm_leads.distribution import http as distribution_http
+from crm_leads.distribution import loads as distribution_loads
 from crm_leads.imports import http as imports_http
 from crm_leads.lead import hooks as lead_hooks
 from crm_leads.lead import review
@@ -51,12 +52,20 @@ def _jobs(rt: Runtime) -> list[PeriodicJob]:
     async def expire_conversions() -> object:
         return await conversion_jobs.expire_due(rt.db)
 
+    async def refresh_loads() -> int:
+        return await distribution_loads.refresh(rt.db)
+
     return [
         PeriodicJob("close-stale-leads", rt.settings.stale_check_seconds, close_stale),
         PeriodicJob(
             "conversion-deadlines",
             rt.settings.conversion_deadline_poll_seconds,
             expire_conversions,
+        ),
+        PeriodicJob(
+            "distribution-loads",
+            rt.settings.distribution_load_refresh_seconds,
+            refresh_loads,
         ),
         PeriodicJob(
             "lead-imports",

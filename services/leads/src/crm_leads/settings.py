@@ -31,6 +31,12 @@ class Settings(BaseServiceSettings):
     stale_check_seconds: float = Field(
         default=3600.0, gt=0, description="How often each replica runs the stale-lead job."
     )
+    distribution_load_refresh_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often the open-lead load of distribution targets (what the "
+        "least-loaded strategy balances) is recounted from the leads they hold.",
+    )
     sla_timer_poll_seconds: float = Field(
         default=5.0,
         gt=0,
