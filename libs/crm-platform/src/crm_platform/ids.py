@@ -33,3 +33,24 @@ def parse_optional_id(
     except InvalidArgument as exc:
         violations.extend(exc.violations)
         return None
+
+
+def parse_ids(values: list[str], field_name: str) -> list[uuid.UUID]:
+    """A list of ids to act on: every malformed or repeated one is named (``field.N``) in one
+    error, so a caller fixes a batch in one round."""
+    ids: list[uuid.UUID] = []
+    violations: list[FieldViolation] = []
+    seen: set[uuid.UUID] = set()
+    for i, value in enumerate(values):
+        try:
+            one = parse_id(value, f"{field_name}.{i}")
+        except InvalidArgument as exc:
+            violations.extend(exc.violations)
+            continue
+        if one in seen:
+            violations.append(FieldViolation(f"{field_name}.{i}", "listed twice"))
+        seen.add(one)
+        ids.append(one)
+    if violations:
+        raise InvalidArgument.from_violations(violations)
+    return ids

@@ -9,6 +9,7 @@ from crm_leads.activities import hooks as activity_hooks
 from crm_leads.activities import http as activities_http
 from crm_leads.api import grpc as grpc_api
 from crm_leads.api import http as http_api
+from crm_leads.api import routing_grpc
 from crm_leads.assignment import http as assignment_http
 from crm_leads.consumers import consumers
 from crm_leads.conversion import http as conversion_http
@@ -98,7 +99,7 @@ DEFINITION = ServiceDefinition(
     settings_cls=Settings,
     migrations=Path(__file__).parent / "migrations",
     metadata=(metadata, platform_metadata),
-    grpc=grpc_api.bindings,
+    grpc=lambda rt: [*grpc_api.bindings(rt), *routing_grpc.bindings(rt)],
     http=lambda rt: [
         http_api.router(rt),
         http_api.pool_router(rt),

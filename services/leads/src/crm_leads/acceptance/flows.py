@@ -24,8 +24,7 @@ from crm_leads.acceptance.models import lead_acceptances, lead_rejections
 from crm_leads.acceptance.rules import EXPIRED, EXPIRED_KIND, RECLAIMED, REJECTED
 from crm_leads.distribution import service as distribution
 from crm_leads.distribution.models import distribution_unmatched, lead_owner_history
-from crm_leads.lead.models import leads
-from crm_leads.lead.pools import OPEN_STATUSES
+from crm_leads.lead.models import OPEN_STATUSES, leads
 from crm_leads.lead.service import PRODUCER
 from crm_leads.orgtree import service as orgtree
 from crm_leads.poolrules import service as poolrules

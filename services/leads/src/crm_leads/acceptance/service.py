@@ -17,8 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from crm.leads.v1 import events_pb2
 from crm_leads.acceptance.models import lead_acceptances
 from crm_leads.acceptance.rules import DECIDER_ROLES, deadline, decides_for
-from crm_leads.lead.models import leads
-from crm_leads.lead.pools import OPEN_STATUSES
+from crm_leads.lead.models import OPEN_STATUSES, leads
 from crm_leads.lead.service import PRODUCER
 from crm_leads.sla import service as sla
 from crm_leads.sla.rules import ACCEPTANCE_DEADLINE, Clock

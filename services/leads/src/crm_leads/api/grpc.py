@@ -11,7 +11,7 @@ from crm_leads.conversion import flows as conversion_flows
 from crm_leads.conversion import rules as conversion_rules
 from crm_leads.conversion import service as conversion_service
 from crm_leads.conversion.http import waiters
-from crm_leads.lead import flows, rules, service
+from crm_leads.lead import edit_rules, flows, rules, service
 from crm_leads.lead.mapping import lead_to_proto
 from crm_leads.settings import Settings
 from crm_leads.tenantsettings import service as tenant_settings
@@ -100,6 +100,25 @@ class LeadServicer(lead_service_pb2_grpc.LeadServiceServicer):
             rows = await service.list_visible(conn=conn, principal=require_principal(), page=page)
         items, token = page_of(rows, page)
         return pb.ListLeadsResponse(leads=[lead_to_proto(r) for r in items], next_page_token=token)
+
+    async def UpdateLead(
+        self, request: pb.UpdateLeadRequest, context: GrpcContext
+    ) -> lead_pb2.Lead:
+        """lead.etag, when set, must be current."""
+        principal = require_principal()
+        lead = request.lead
+        region = await self._region(principal)
+        async with self.rt.db.unit_of_work() as conn:
+            row = await service.update(
+                conn=conn,
+                principal=principal,
+                lead_id=parse_id(lead.id, "lead.id"),
+                patch={name: getattr(lead, name) for name in edit_rules.EDITABLE},
+                paths=list(request.update_mask.paths),
+                phone_region=region,
+                expected_etag=lead.etag,
+            )
+        return lead_to_proto(row)
 
     async def ConvertLead(
         self, request: pb.ConvertLeadRequest, context: GrpcContext

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Response
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from crm_leads.lead import flows, pools, review, rules, service
 from crm_leads.lead.mapping import lead_to_proto
@@ -20,6 +20,7 @@ from crm_platform.errors import InvalidArgument
 from crm_platform.http import ApiModel, CurrentPage, CurrentPrincipal, paged, proto_json
 from crm_platform.ids import parse_id
 from crm_platform.pagination import MAX_PAGE_SIZE, PageRequest, page_of, page_request
+from crm_platform.protos import etag
 from crm_platform.runtime import Runtime
 from crm_platform.validation import clean_text
 
@@ -43,6 +44,30 @@ class LeadIn(ApiModel):
     open_id: str = Field(default="", max_length=64)
     union_id: str = Field(default="", max_length=64)
     intent: IntentIn = IntentIn()
+
+
+class LeadPatchIn(ApiModel):
+    """JSON merge patch (RFC 7396) of a lead's profile: the keys present are the update mask;
+    `null` or "" clears a field."""
+
+    # Other keys are allowed here only to reach the update-mask check, which names each
+    # unknown or read-only field (status, owner ...) the same way as gRPC does.
+    model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
+
+    full_name: str | None = Field(default=None, max_length=200)
+    phone: str | None = Field(default=None, max_length=40)
+    email: str | None = Field(default=None, max_length=254)
+    company: str | None = Field(default=None, max_length=200)
+    province: str | None = Field(default=None, max_length=100)
+    city: str | None = Field(default=None, max_length=100)
+    open_id: str | None = Field(default=None, max_length=64)
+    union_id: str | None = Field(default=None, max_length=64)
+
+    def mask(self) -> set[str]:
+        return {*self.model_fields_set, *(self.model_extra or {})}
+
+    def patch(self) -> dict[str, str]:
+        return {name: getattr(self, name) or "" for name in self.model_fields_set}
 
 
 class DecisionIn(ApiModel):
@@ -212,7 +237,41 @@ def router(rt: Runtime) -> APIRouter:
             "rules_version": rescored.rules_version,
         }
 
+    _update_route(r, rt, default_region)
     return r
+
+
+def _update_route(r: APIRouter, rt: Runtime, default_region: str) -> None:
+    """PATCH /v1/leads/{lead_id}: a function of its own to keep ``router`` simple."""
+
+    @r.patch("/{lead_id}")
+    async def update_lead(
+        lead_id: str,
+        body: LeadPatchIn,
+        principal: CurrentPrincipal,
+        response: Response,
+        if_match: Annotated[str, Header(description="The etag read; a stale one gives 409.")] = "",
+    ) -> Json:
+        """Edit an open lead's profile: the body's keys (`full_name`, `phone`, `email`,
+        `company`, `province`, `city`, `open_id`, `union_id`) are the fields to change,
+        validated and normalised as on capture. Every change is recorded in the lead's
+        history and published as `crm.leads.lead.updated.v1`. A phone, email or open_id of
+        another lead is 409 `LEAD_DUPLICATE`, a stale `If-Match` 409
+        `LEAD_VERSION_MISMATCH`, a closed or converted lead 409 `LEAD_NOT_OPEN`."""
+        region = await tenant_settings.phone_region(rt.db, principal.tenant_id, default_region)
+        async with rt.db.unit_of_work() as conn:
+            row = await service.update(
+                conn=conn,
+                principal=principal,
+                lead_id=parse_id(lead_id, "lead_id"),
+                patch=body.patch(),
+                paths=body.mask(),
+                phone_region=region,
+                expected_etag=if_match,
+            )
+            intents = await service.intents_of(conn=conn, lead_id=row.id)
+        response.headers["ETag"] = f'"{etag(row.id, row.version)}"'
+        return proto_json(lead_to_proto(row, intents))
 
 
 async def _admin(principal: CurrentPrincipal) -> Principal:

@@ -3,7 +3,6 @@ unit's pool, and manual (re)assignment."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -15,9 +14,8 @@ from crm_leads.assignment.rules import document_json, parse_policy
 from crm_leads.distribution.store import visible_unit
 from crm_leads.lead.mapping import lead_to_proto
 from crm_platform.auth import Principal
-from crm_platform.errors import FieldViolation, InvalidArgument
 from crm_platform.http import ApiModel, CurrentPrincipal, proto_json
-from crm_platform.ids import parse_id
+from crm_platform.ids import parse_id, parse_ids
 from crm_platform.protos import timestamp
 from crm_platform.runtime import Runtime
 
@@ -38,26 +36,6 @@ async def _manager(principal: CurrentPrincipal) -> Principal:
 
 
 Manager = Annotated[Principal, Depends(_manager)]
-
-
-def _lead_ids(values: list[str]) -> list[uuid.UUID]:
-    """Every malformed or repeated id named in one error (``lead_ids.N``)."""
-    ids: list[uuid.UUID] = []
-    violations: list[FieldViolation] = []
-    seen: set[uuid.UUID] = set()
-    for i, value in enumerate(values):
-        try:
-            lead_id = uuid.UUID(value)
-        except ValueError:
-            violations.append(FieldViolation(f"lead_ids.{i}", "must be a UUID"))
-            continue
-        if lead_id in seen:
-            violations.append(FieldViolation(f"lead_ids.{i}", "listed twice"))
-        seen.add(lead_id)
-        ids.append(lead_id)
-    if violations:
-        raise InvalidArgument.from_violations(violations)
-    return ids
 
 
 def _time(value: datetime | None) -> str | None:
@@ -134,7 +112,7 @@ def router(rt: Runtime) -> APIRouter:
         their owner unit. One result per lead, in order: `ASSIGNED` with the lead, or
         `FAILED` with the reason (`LEAD_NOT_FOUND`, `LEAD_NOT_OPEN`, `ASSIGNEE_NOT_IN_UNIT`,
         `PRIVATE_POOL_FULL`); a failed lead never blocks the others."""
-        ids = _lead_ids(body.lead_ids)
+        ids = parse_ids(body.lead_ids, "lead_ids")
         assignee = parse_id(body.assignee_id, "assignee_id")
         async with rt.db.unit_of_work() as conn:
             results = await service.assign_manually(

@@ -30,7 +30,7 @@ from crm_leads.assignment.rules import (
 from crm_leads.distribution.store import visible_unit
 from crm_leads.lead import hooks
 from crm_leads.lead.mapping import lead_to_proto
-from crm_leads.lead.models import lead_intents, leads
+from crm_leads.lead.models import OPEN_STATUSES, lead_intents, leads
 from crm_leads.lead.service import PRODUCER
 from crm_leads.poolrules import service as poolrules
 from crm_leads.poolrules.rules import pool_full
@@ -49,7 +49,6 @@ from crm_platform.versioned import append_version
 MAX_MANUAL = 1000
 RUN_BATCH = 1000
 EDITOR_ROLES = frozenset({ROLE_ADMIN, ROLE_MANAGER})
-OPEN_STATUSES = poolrules.OPEN_STATUSES
 
 # Set-based (re)assignment: one UPDATE for the batch. The assignee_id guard makes a lead
 # claimed or reassigned since it was read match nothing (it is then not in the result).

@@ -13,9 +13,8 @@ from crm_leads.distribution import flows, service, store
 from crm_leads.distribution.rules import document_json, parse_profile, parse_rules
 from crm_leads.lead.mapping import lead_to_proto
 from crm_platform.auth import Principal
-from crm_platform.errors import FieldViolation, InvalidArgument
 from crm_platform.http import ApiModel, CurrentPage, CurrentPrincipal, paged, proto_json
-from crm_platform.ids import parse_id
+from crm_platform.ids import parse_id, parse_ids
 from crm_platform.protos import timestamp
 from crm_platform.runtime import Runtime
 
@@ -107,23 +106,6 @@ def unmatched_json(row: Any) -> Json:
     }
 
 
-def _lead_ids(values: list[str]) -> list[Any]:
-    ids, violations, seen = [], [], set()
-    for i, value in enumerate(values):
-        try:
-            lead_id = parse_id(value, f"lead_ids.{i}")
-        except InvalidArgument as exc:
-            violations.extend(exc.violations)
-            continue
-        if lead_id in seen:
-            violations.append(FieldViolation(f"lead_ids.{i}", "listed twice"))
-        seen.add(lead_id)
-        ids.append(lead_id)
-    if violations:
-        raise InvalidArgument.from_violations(violations)
-    return ids
-
-
 def router(rt: Runtime) -> APIRouter:
     r = APIRouter(tags=["distribution"])
     # Paths of their own, not under the directory's /v1/org-units: a gateway routes by
@@ -190,7 +172,7 @@ def router(rt: Runtime) -> APIRouter:
         """Manual distribution: up to 1,000 leads of the target's parent pool to the target
         (one level down). One result per lead, in order: ``DISTRIBUTED`` with the lead, or
         ``FAILED`` with the reason; a failed lead never blocks the others."""
-        ids = _lead_ids(body.lead_ids)
+        ids = parse_ids(body.lead_ids, "lead_ids")
         target = parse_id(body.target_org_unit_id, "target_org_unit_id")
         results = await flows.distribute_manually(rt.db, principal, ids, target)
         return {"results": [_manual_json(x) for x in results]}

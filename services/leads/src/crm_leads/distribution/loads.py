@@ -15,8 +15,7 @@ from collections import Counter
 import sqlalchemy as sa
 
 from crm_leads.distribution.models import distribution_load
-from crm_leads.lead.models import leads
-from crm_leads.lead.pools import OPEN_STATUSES
+from crm_leads.lead.models import OPEN_STATUSES, leads
 from crm_leads.orgtree.models import org_units
 from crm_platform.db import Database
 

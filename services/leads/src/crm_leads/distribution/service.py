@@ -44,8 +44,7 @@ from crm_leads.distribution.engine import (
 )
 from crm_leads.distribution.models import distribution_unmatched, lead_owner_history
 from crm_leads.distribution.rules import LeadFacts
-from crm_leads.lead.models import leads
-from crm_leads.lead.pools import OPEN_STATUSES
+from crm_leads.lead.models import OPEN_STATUSES, leads
 from crm_leads.lead.service import PRODUCER
 from crm_leads.orgtree import service as orgtree
 from crm_platform import metrics, records

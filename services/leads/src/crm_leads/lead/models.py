@@ -3,6 +3,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import UUID
 
+from crm.leads.v1 import lead_pb2
 from crm_platform.db import (
     id_column,
     new_metadata,
@@ -12,6 +13,10 @@ from crm_platform.db import (
 )
 
 metadata = new_metadata()
+
+# The statuses of a lead still being worked: pools, distribution, assignment, SLA clocks and
+# open loads consider only these.
+OPEN_STATUSES = (lead_pb2.LEAD_STATUS_NEW, lead_pb2.LEAD_STATUS_QUALIFIED)
 
 leads = sa.Table(
     "leads",

@@ -15,10 +15,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from crm.leads.v1 import events_pb2, lead_pb2
+from crm.leads.v1 import events_pb2
 from crm_leads.lead import hooks
 from crm_leads.lead.mapping import lead_to_proto
-from crm_leads.lead.models import leads
+from crm_leads.lead.models import OPEN_STATUSES, leads
 from crm_leads.lead.service import PRODUCER
 from crm_leads.poolrules import service as poolrules
 from crm_leads.poolrules.rules import pool_full
@@ -29,7 +29,6 @@ from crm_platform.outbox import add_event
 from crm_platform.pagination import PageRequest
 
 GRADES = ("A", "B", "C", "D")
-OPEN_STATUSES = (lead_pb2.LEAD_STATUS_NEW, lead_pb2.LEAD_STATUS_QUALIFIED)
 # Who works a pool; viewers and integrations (API keys) only read.
 POOL_ROLES = frozenset({ROLE_ADMIN, ROLE_MANAGER, ROLE_REP})
 # Pool administrators: may take back any lead of their subtree's pools.

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from crm.leads.v1 import events_pb2, lead_pb2
 from crm_leads.lead.cleansing import INVALID, UNVERIFIED, VERIFIED
 from crm_leads.lead.mapping import lead_to_proto
-from crm_leads.lead.models import leads
+from crm_leads.lead.models import OPEN_STATUSES, leads
 from crm_leads.lead.service import PRODUCER
 from crm_leads.tenantsettings.models import lead_settings
 from crm_platform import records
@@ -30,7 +30,6 @@ REVIEWER_ROLES = frozenset({ROLE_ADMIN, ROLE_MANAGER})
 DECISIONS = {"VERIFIED": VERIFIED, "INVALID": INVALID}
 REVIEW_FILTER = "review"  # page tokens of the queue are not valid for the lead list
 CLOSED = lead_pb2.LEAD_STATUS_CLOSED
-OPEN_STATUSES = (lead_pb2.LEAD_STATUS_NEW, lead_pb2.LEAD_STATUS_QUALIFIED)
 STALE_BATCH = 500
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -28,15 +28,15 @@ from crm.leads.v1 import events_pb2, lead_pb2, lead_service_pb2
 from crm_leads.dedup import history, matching
 from crm_leads.dedup import rules as dedup
 from crm_leads.dedup import service as dedup_service
-from crm_leads.lead import cleansing
+from crm_leads.lead import cleansing, edit_rules
 from crm_leads.lead.mapping import intent_to_proto, lead_to_proto
-from crm_leads.lead.models import lead_intents, lead_keys, leads
+from crm_leads.lead.models import OPEN_STATUSES, lead_intents, lead_keys, leads
 from crm_leads.lead.rules import NewIntent, NewLead
 from crm_leads.scoring import service as scoring
 from crm_leads.scoring.rules import LeadFacts, Scored, score
 from crm_platform import records
 from crm_platform.auth import WRITE_ROLES, Principal
-from crm_platform.errors import AlreadyExists, FieldViolation
+from crm_platform.errors import AlreadyExists, FailedPrecondition, FieldViolation, describe
 from crm_platform.ids import new_id
 from crm_platform.outbox import add_event
 from crm_platform.pagination import PageRequest
@@ -439,24 +439,8 @@ async def rescore(*, conn: AsyncConnection, principal: Principal, lead_id: uuid.
     current = (
         await conn.execute(sa.select(leads).where(leads.c.id == visible.id).with_for_update())
     ).one()
-    counts = (
-        await conn.execute(
-            sa.select(
-                sa.func.count().filter(lead_intents.c.campaign != ""),
-                sa.func.count().filter(lead_intents.c.product_interest != ""),
-            ).where(lead_intents.c.lead_id == current.id)
-        )
-    ).one()
     rules = await scoring.latest(conn=conn, tenant_id=current.tenant_id)
-    scored = score(
-        LeadFacts(
-            **{name: getattr(current, name) for name in _PROFILE},
-            intent_count=current.intent_count,
-            campaign_responses=counts[0],
-            product_interests=counts[1],
-        ),
-        rules.rules,
-    )
+    scored = score(await _facts(conn, current, current), rules.rules)
     row = current
     if (scored.score, scored.grade) != (current.score, current.grade):
         row = (
@@ -474,6 +458,187 @@ async def rescore(*, conn: AsyncConnection, principal: Principal, lead_id: uuid.
         ).one()
         await _scored_event(conn, current, row, scored, rules.version)
     return Rescored(row, scored.reasons, rules.version)
+
+
+async def _facts(conn: AsyncConnection, lead: Any, profile: Any) -> LeadFacts:
+    """Scoring facts of ``lead`` with the profile fields of ``profile`` (the lead itself, or
+    its edited profile), counting its intents."""
+    counts = (
+        await conn.execute(
+            sa.select(
+                sa.func.count().filter(lead_intents.c.campaign != ""),
+                sa.func.count().filter(lead_intents.c.product_interest != ""),
+            ).where(lead_intents.c.lead_id == lead.id)
+        )
+    ).one()
+    return LeadFacts(
+        **{name: getattr(profile, name) for name in _PROFILE},
+        intent_count=lead.intent_count,
+        campaign_responses=counts[0],
+        product_interests=counts[1],
+    )
+
+
+async def update(
+    *,
+    conn: AsyncConnection,
+    principal: Principal,
+    lead_id: uuid.UUID,
+    patch: Mapping[str, str],
+    paths: Collection[str],
+    phone_region: str,
+    expected_etag: str = "",
+) -> Any:
+    """Edit the masked profile fields (crm_leads.lead.edit_rules) of an open, visible lead:
+    one UPDATE, the field history (action "edit"), crm.leads.lead.updated.v1, and a new
+    score (lead.scored) when a scoring input changed. No change: nothing is written.
+
+    Optimistic, not locked up front: the new phone/email/open_id keys are claimed first
+    and the lead row written last, the order captures take these locks in, so an edit and
+    a capture cannot deadlock. The UPDATE only matches the version read, so a lead changed
+    in between (a merge, a claim) is LEAD_VERSION_MISMATCH rather than overwritten."""
+    principal.require_any(WRITE_ROLES)
+    edit_rules.check_mask(paths)
+    current = await records.get_visible(conn, leads, principal, lead_id, kind="lead")
+    edit_rules.check_version(
+        lead_id=current.id,
+        version=current.version,
+        expected_etag=expected_etag,
+    )
+    if current.status not in OPEN_STATUSES:
+        raise FailedPrecondition(
+            f"lead {lead_id} is not open", reason="LEAD_NOT_OPEN", metadata={"lead": str(lead_id)}
+        )
+    edit = edit_rules.plan_edit(
+        current=dict(current._mapping), patch=patch, paths=paths, phone_region=phone_region
+    )
+    if not edit.changes:
+        return current
+    await _move_keys(conn, principal, current, edit.key_changes())
+    values: dict[str, Any] = {name: new for name, (_, new) in edit.changes.items()}
+    rescored: tuple[Scored, int] | None = None
+    if not edit.changes.keys().isdisjoint(_PROFILE):
+        rules = await scoring.CACHE.current(conn, current.tenant_id)
+        scored = score(await _facts(conn, current, edit.lead), rules.rules)
+        values |= {"score": scored.score, "grade": scored.grade}
+        rescored = (scored, rules.version)
+    row = (
+        await conn.execute(
+            leads.update()
+            .where(
+                leads.c.id == current.id,
+                leads.c.version == current.version,
+                leads.c.status.in_(OPEN_STATUSES),
+            )
+            .values(**values, version=leads.c.version + 1, update_time=sa.func.now())
+            .returning(*leads.c)
+        )
+    ).first()
+    if row is None:
+        raise edit_rules.version_mismatch(current.id)
+    await _edited(conn, principal, current, row, edit.changes, rescored)
+    return row
+
+
+async def _move_keys(
+    conn: AsyncConnection,
+    principal: Principal,
+    lead: Any,
+    key_changes: Sequence[tuple[str, str, str]],
+) -> None:
+    """Claim the edited identity keys for ``lead`` (with the capture's statements, in its
+    order) and release the ones they replace. A key another lead holds is LEAD_DUPLICATE;
+    raising rolls the claims back."""
+    new = [(kind, value) for kind, _, value in key_changes if value]
+    if new:
+        tenant = {"tenant_id": lead.tenant_id}
+        claimed = {
+            (row.kind, row.value)
+            for row in await conn.execute(
+                _CLAIM_KEYS,
+                {
+                    **tenant,
+                    "lead_id": lead.id,
+                    "kinds": [kind for kind, _ in new],
+                    "key_values": [value for _, value in new],
+                },
+            )
+        }
+        clashes = []
+        for kind, value in new:
+            if (kind, value) not in claimed:
+                held = {**tenant, "kind": kind, "value": value}
+                owner = (await conn.execute(_KEY_OWNER, held)).scalar_one()
+                if owner != lead.id:  # already this lead's (from a merge, say): fine
+                    clashes.append((kind, owner))
+        if clashes:
+            await _duplicate(conn, principal, clashes)
+    # The replaced value no longer identifies this lead: later captures with it must not
+    # merge into it, and another lead may take it.
+    old = [(kind, value) for kind, value, _ in key_changes if value]
+    if old:
+        await conn.execute(
+            lead_keys.delete().where(
+                lead_keys.c.tenant_id == lead.tenant_id,
+                lead_keys.c.lead_id == lead.id,
+                sa.tuple_(lead_keys.c.kind, lead_keys.c.value).in_(old),
+            )
+        )
+
+
+async def _duplicate(
+    conn: AsyncConnection, principal: Principal, clashes: Sequence[tuple[str, uuid.UUID]]
+) -> NoReturn:
+    """409 LEAD_DUPLICATE, one violation per field; the other lead is named only to a caller
+    who can see it."""
+    owners = await conn.execute(
+        sa.select(leads.c.id, leads.c.tenant_id, leads.c.owner_org_path).where(
+            leads.c.id.in_([owner for _, owner in clashes])
+        )
+    )
+    visible = {r.id for r in owners if principal.can_see(r.tenant_id, r.owner_org_path)}
+    which = {owner: f"lead {owner}" if owner in visible else "another lead" for _, owner in clashes}
+    violations = [
+        FieldViolation(field, f"already the {field} of {which[owner]}") for field, owner in clashes
+    ]
+    shown = [str(owner) for _, owner in clashes if owner in visible]
+    raise AlreadyExists(
+        describe(violations),
+        reason="LEAD_DUPLICATE",
+        violations=violations,
+        metadata={"lead": shown[0]} if shown else {},
+    )
+
+
+async def _edited(
+    conn: AsyncConnection,
+    principal: Principal,
+    before: Any,
+    row: Any,
+    changes: Mapping[str, tuple[str, str]],
+    rescored: tuple[Scored, int] | None,
+) -> None:
+    """Field history and events of an edit, in its transaction."""
+    await history.record(
+        conn=conn,
+        lead=row,
+        changed=changes,
+        action="edit",
+        rule="",
+        intent_id=None,
+        request_id=None,
+        author=principal.subject,
+    )
+    await add_event(
+        conn,
+        event_type="crm.leads.lead.updated.v1",
+        payload=events_pb2.LeadUpdated(lead=lead_to_proto(row), changed_fields=sorted(changes)),
+        tenant_id=row.tenant_id,
+        org_path=row.owner_org_path,
+        producer=PRODUCER,
+    )
+    if rescored is not None:
+        await _scored_event(conn, before, row, *rescored)
 
 
 async def _add_intent(

@@ -13,12 +13,10 @@ from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from crm_leads.lead.models import leads
+from crm_leads.lead.models import OPEN_STATUSES, leads
 from crm_leads.poolrules.models import lead_releases
 from crm_leads.poolrules.rules import PoolLimits, cooldown_active, cooldown_end, limits_of
 from crm_leads.tenantsettings import service as tenantsettings
-
-OPEN_STATUSES = (1, 2)  # lead_pb2.LEAD_STATUS_NEW, LEAD_STATUS_QUALIFIED
 
 # Transaction-scoped advisory locks, one per holder, taken in id order (no deadlock between
 # two runs): a claim, an assignment and a run giving leads to the same rep serialise, so

@@ -19,8 +19,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crm_leads.acceptance.models import lead_acceptances
-from crm_leads.lead.models import leads
-from crm_leads.lead.pools import OPEN_STATUSES
+from crm_leads.lead.models import OPEN_STATUSES, leads
 from crm_leads.sla.models import lead_sla, lead_timers, sla_policies
 from crm_leads.sla.rules import (
     CLOCK_KINDS,

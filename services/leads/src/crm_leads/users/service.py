@@ -20,14 +20,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from crm.directory.v1 import directory_pb2, events_pb2
 from crm.leads.v1 import events_pb2 as leads_events
 from crm_leads.lead.mapping import lead_to_proto
-from crm_leads.lead.models import leads
+from crm_leads.lead.models import OPEN_STATUSES, leads
 from crm_leads.lead.service import PRODUCER
 from crm_leads.users.models import users
 from crm_platform.auth import ROLE_REP
 from crm_platform.events import ReceivedEvent
 from crm_platform.outbox import add_event
-
-OPEN_STATUSES = (1, 2)  # lead_pb2.LEAD_STATUS_NEW, LEAD_STATUS_QUALIFIED
 
 
 def _values(user: directory_pb2.User, event: ReceivedEvent, *, active: bool) -> dict[str, Any]:

@@ -156,8 +156,9 @@ Global___LeadScored: _TypeAlias = LeadScored  # noqa: Y015
 
 @_typing.final
 class LeadUpdated(_message.Message):
-    """Payload of crm.leads.lead.updated.v1: a duplicate capture replaced fields of `lead` under a
-    tenant de-duplication rule with action "overwrite" (old values: the lead's field history).
+    """Payload of crm.leads.lead.updated.v1: fields of `lead` changed, by a user's edit
+    (UpdateLead / PATCH; `rule` empty) or by a duplicate capture under a tenant
+    de-duplication rule with action "overwrite" (old values: the lead's field history).
     """
 
     DESCRIPTOR: _descriptor.Descriptor

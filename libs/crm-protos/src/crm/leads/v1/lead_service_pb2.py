@@ -25,37 +25,40 @@ _sym_db = _symbol_database.Default()
 from crm.common.v1 import problem_pb2 as crm_dot_common_dot_v1_dot_problem__pb2
 from crm.leads.v1 import conversion_pb2 as crm_dot_leads_dot_v1_dot_conversion__pb2
 from crm.leads.v1 import lead_pb2 as crm_dot_leads_dot_v1_dot_lead__pb2
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63rm/leads/v1/lead_service.proto\x12\x0c\x63rm.leads.v1\x1a\x1b\x63rm/common/v1/problem.proto\x1a\x1d\x63rm/leads/v1/conversion.proto\x1a\x17\x63rm/leads/v1/lead.proto\"\xfb\x01\n\x12\x43onvertLeadRequest\x12\x0f\n\x07lead_id\x18\x01 \x01(\t\x12\x32\n\x08\x63ustomer\x18\x02 \x01(\x0b\x32 .crm.leads.v1.ConversionCustomer\x12\x30\n\x07\x63ontact\x18\x03 \x01(\x0b\x32\x1f.crm.leads.v1.ConversionContact\x12\x38\n\x0bopportunity\x18\x04 \x01(\x0b\x32#.crm.leads.v1.ConversionOpportunity\x12\x1e\n\x16opportunity_per_intent\x18\x05 \x01(\x08\x12\x14\n\x0cwait_seconds\x18\x06 \x01(\x01\"X\n\x13\x43onvertLeadResponse\x12\x30\n\nconversion\x18\x01 \x01(\x0b\x32\x1c.crm.leads.v1.LeadConversion\x12\x0f\n\x07started\x18\x02 \x01(\x08\"<\n\x18GetLeadConversionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\x01\"s\n\x11\x43reateLeadRequest\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12(\n\x06intent\x18\x03 \x01(\x0b\x32\x18.crm.leads.v1.LeadIntent\"L\n\x17\x42\x61tchCreateLeadsRequest\x12\x31\n\x08requests\x18\x01 \x03(\x0b\x32\x1f.crm.leads.v1.CreateLeadRequest\"Q\n\x18\x42\x61tchCreateLeadsResponse\x12\x35\n\x07results\x18\x01 \x03(\x0b\x32$.crm.leads.v1.BatchCreateLeadsResult\"\xab\x01\n\x16\x42\x61tchCreateLeadsResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12-\n\x07outcome\x18\x02 \x01(\x0e\x32\x1c.crm.leads.v1.CaptureOutcome\x12 \n\x04lead\x18\x03 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12\x31\n\nviolations\x18\x04 \x03(\x0b\x32\x1d.crm.common.v1.FieldViolation\"\x1c\n\x0eGetLeadRequest\x12\n\n\x02id\x18\x01 \x01(\t\"9\n\x10ListLeadsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"O\n\x11ListLeadsResponse\x12!\n\x05leads\x18\x01 \x03(\x0b\x32\x12.crm.leads.v1.Lead\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x88\x01\n\x0e\x43\x61ptureOutcome\x12\x1f\n\x1b\x43\x41PTURE_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43\x41PTURE_OUTCOME_CREATED\x10\x01\x12\x1a\n\x16\x43\x41PTURE_OUTCOME_MERGED\x10\x02\x12\x1c\n\x18\x43\x41PTURE_OUTCOME_REJECTED\x10\x03\x32\xed\x03\n\x0bLeadService\x12\x41\n\nCreateLead\x12\x1f.crm.leads.v1.CreateLeadRequest\x1a\x12.crm.leads.v1.Lead\x12\x61\n\x10\x42\x61tchCreateLeads\x12%.crm.leads.v1.BatchCreateLeadsRequest\x1a&.crm.leads.v1.BatchCreateLeadsResponse\x12;\n\x07GetLead\x12\x1c.crm.leads.v1.GetLeadRequest\x1a\x12.crm.leads.v1.Lead\x12L\n\tListLeads\x12\x1e.crm.leads.v1.ListLeadsRequest\x1a\x1f.crm.leads.v1.ListLeadsResponse\x12R\n\x0b\x43onvertLead\x12 .crm.leads.v1.ConvertLeadRequest\x1a!.crm.leads.v1.ConvertLeadResponse\x12Y\n\x11GetLeadConversion\x12&.crm.leads.v1.GetLeadConversionRequest\x1a\x1c.crm.leads.v1.LeadConversionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63rm/leads/v1/lead_service.proto\x12\x0c\x63rm.leads.v1\x1a\x1b\x63rm/common/v1/problem.proto\x1a\x1d\x63rm/leads/v1/conversion.proto\x1a\x17\x63rm/leads/v1/lead.proto\x1a google/protobuf/field_mask.proto\"\xfb\x01\n\x12\x43onvertLeadRequest\x12\x0f\n\x07lead_id\x18\x01 \x01(\t\x12\x32\n\x08\x63ustomer\x18\x02 \x01(\x0b\x32 .crm.leads.v1.ConversionCustomer\x12\x30\n\x07\x63ontact\x18\x03 \x01(\x0b\x32\x1f.crm.leads.v1.ConversionContact\x12\x38\n\x0bopportunity\x18\x04 \x01(\x0b\x32#.crm.leads.v1.ConversionOpportunity\x12\x1e\n\x16opportunity_per_intent\x18\x05 \x01(\x08\x12\x14\n\x0cwait_seconds\x18\x06 \x01(\x01\"X\n\x13\x43onvertLeadResponse\x12\x30\n\nconversion\x18\x01 \x01(\x0b\x32\x1c.crm.leads.v1.LeadConversion\x12\x0f\n\x07started\x18\x02 \x01(\x08\"<\n\x18GetLeadConversionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\x01\"s\n\x11\x43reateLeadRequest\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12(\n\x06intent\x18\x03 \x01(\x0b\x32\x18.crm.leads.v1.LeadIntent\"L\n\x17\x42\x61tchCreateLeadsRequest\x12\x31\n\x08requests\x18\x01 \x03(\x0b\x32\x1f.crm.leads.v1.CreateLeadRequest\"Q\n\x18\x42\x61tchCreateLeadsResponse\x12\x35\n\x07results\x18\x01 \x03(\x0b\x32$.crm.leads.v1.BatchCreateLeadsResult\"\xab\x01\n\x16\x42\x61tchCreateLeadsResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12-\n\x07outcome\x18\x02 \x01(\x0e\x32\x1c.crm.leads.v1.CaptureOutcome\x12 \n\x04lead\x18\x03 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12\x31\n\nviolations\x18\x04 \x03(\x0b\x32\x1d.crm.common.v1.FieldViolation\"\x1c\n\x0eGetLeadRequest\x12\n\n\x02id\x18\x01 \x01(\t\"f\n\x11UpdateLeadRequest\x12 \n\x04lead\x18\x01 \x01(\x0b\x32\x12.crm.leads.v1.Lead\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"9\n\x10ListLeadsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"O\n\x11ListLeadsResponse\x12!\n\x05leads\x18\x01 \x03(\x0b\x32\x12.crm.leads.v1.Lead\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x88\x01\n\x0e\x43\x61ptureOutcome\x12\x1f\n\x1b\x43\x41PTURE_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43\x41PTURE_OUTCOME_CREATED\x10\x01\x12\x1a\n\x16\x43\x41PTURE_OUTCOME_MERGED\x10\x02\x12\x1c\n\x18\x43\x41PTURE_OUTCOME_REJECTED\x10\x03\x32\xb0\x04\n\x0bLeadService\x12\x41\n\nCreateLead\x12\x1f.crm.leads.v1.CreateLeadRequest\x1a\x12.crm.leads.v1.Lead\x12\x61\n\x10\x42\x61tchCreateLeads\x12%.crm.leads.v1.BatchCreateLeadsRequest\x1a&.crm.leads.v1.BatchCreateLeadsResponse\x12;\n\x07GetLead\x12\x1c.crm.leads.v1.GetLeadRequest\x1a\x12.crm.leads.v1.Lead\x12L\n\tListLeads\x12\x1e.crm.leads.v1.ListLeadsRequest\x1a\x1f.crm.leads.v1.ListLeadsResponse\x12\x41\n\nUpdateLead\x12\x1f.crm.leads.v1.UpdateLeadRequest\x1a\x12.crm.leads.v1.Lead\x12R\n\x0b\x43onvertLead\x12 .crm.leads.v1.ConvertLeadRequest\x1a!.crm.leads.v1.ConvertLeadResponse\x12Y\n\x11GetLeadConversion\x12&.crm.leads.v1.GetLeadConversionRequest\x1a\x1c.crm.leads.v1.LeadConversionb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'crm.leads.v1.lead_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CAPTUREOUTCOME']._serialized_start=1163
-  _globals['_CAPTUREOUTCOME']._serialized_end=1299
-  _globals['_CONVERTLEADREQUEST']._serialized_start=135
-  _globals['_CONVERTLEADREQUEST']._serialized_end=386
-  _globals['_CONVERTLEADRESPONSE']._serialized_start=388
-  _globals['_CONVERTLEADRESPONSE']._serialized_end=476
-  _globals['_GETLEADCONVERSIONREQUEST']._serialized_start=478
-  _globals['_GETLEADCONVERSIONREQUEST']._serialized_end=538
-  _globals['_CREATELEADREQUEST']._serialized_start=540
-  _globals['_CREATELEADREQUEST']._serialized_end=655
-  _globals['_BATCHCREATELEADSREQUEST']._serialized_start=657
-  _globals['_BATCHCREATELEADSREQUEST']._serialized_end=733
-  _globals['_BATCHCREATELEADSRESPONSE']._serialized_start=735
-  _globals['_BATCHCREATELEADSRESPONSE']._serialized_end=816
-  _globals['_BATCHCREATELEADSRESULT']._serialized_start=819
-  _globals['_BATCHCREATELEADSRESULT']._serialized_end=990
-  _globals['_GETLEADREQUEST']._serialized_start=992
-  _globals['_GETLEADREQUEST']._serialized_end=1020
-  _globals['_LISTLEADSREQUEST']._serialized_start=1022
-  _globals['_LISTLEADSREQUEST']._serialized_end=1079
-  _globals['_LISTLEADSRESPONSE']._serialized_start=1081
-  _globals['_LISTLEADSRESPONSE']._serialized_end=1160
-  _globals['_LEADSERVICE']._serialized_start=1302
-  _globals['_LEADSERVICE']._serialized_end=1795
+  _globals['_CAPTUREOUTCOME']._serialized_start=1301
+  _globals['_CAPTUREOUTCOME']._serialized_end=1437
+  _globals['_CONVERTLEADREQUEST']._serialized_start=169
+  _globals['_CONVERTLEADREQUEST']._serialized_end=420
+  _globals['_CONVERTLEADRESPONSE']._serialized_start=422
+  _globals['_CONVERTLEADRESPONSE']._serialized_end=510
+  _globals['_GETLEADCONVERSIONREQUEST']._serialized_start=512
+  _globals['_GETLEADCONVERSIONREQUEST']._serialized_end=572
+  _globals['_CREATELEADREQUEST']._serialized_start=574
+  _globals['_CREATELEADREQUEST']._serialized_end=689
+  _globals['_BATCHCREATELEADSREQUEST']._serialized_start=691
+  _globals['_BATCHCREATELEADSREQUEST']._serialized_end=767
+  _globals['_BATCHCREATELEADSRESPONSE']._serialized_start=769
+  _globals['_BATCHCREATELEADSRESPONSE']._serialized_end=850
+  _globals['_BATCHCREATELEADSRESULT']._serialized_start=853
+  _globals['_BATCHCREATELEADSRESULT']._serialized_end=1024
+  _globals['_GETLEADREQUEST']._serialized_start=1026
+  _globals['_GETLEADREQUEST']._serialized_end=1054
+  _globals['_UPDATELEADREQUEST']._serialized_start=1056
+  _globals['_UPDATELEADREQUEST']._serialized_end=1158
+  _globals['_LISTLEADSREQUEST']._serialized_start=1160
+  _globals['_LISTLEADSREQUEST']._serialized_end=1217
+  _globals['_LISTLEADSRESPONSE']._serialized_start=1219
+  _globals['_LISTLEADSRESPONSE']._serialized_end=1298
+  _globals['_LEADSERVICE']._serialized_start=1440
+  _globals['_LEADSERVICE']._serialized_end=2000
 # @@protoc_insertion_point(module_scope)

@@ -8,6 +8,7 @@ from crm.common.v1 import problem_pb2 as _problem_pb2
 from crm.leads.v1 import conversion_pb2 as _conversion_pb2
 from crm.leads.v1 import lead_pb2 as _lead_pb2
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -251,6 +252,34 @@ class GetLeadRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetLeadRequest: _TypeAlias = GetLeadRequest  # noqa: Y015
+
+@_typing.final
+class UpdateLeadRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAD_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def lead(self) -> _lead_pb2.Lead:
+        """lead.id names the lead; lead.etag, when set, must be current."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """Paths of Lead fields; required. A masked field left empty is cleared."""
+
+    def __init__(
+        self,
+        *,
+        lead: _lead_pb2.Lead | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lead", b"lead", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lead", b"lead", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateLeadRequest: _TypeAlias = UpdateLeadRequest  # noqa: Y015
 
 @_typing.final
 class ListLeadsRequest(_message.Message):

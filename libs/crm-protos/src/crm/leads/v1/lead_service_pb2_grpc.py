@@ -57,6 +57,11 @@ class LeadServiceStub:
                 request_serializer=crm_dot_leads_dot_v1_dot_lead__service__pb2.ListLeadsRequest.SerializeToString,
                 response_deserializer=crm_dot_leads_dot_v1_dot_lead__service__pb2.ListLeadsResponse.FromString,
                 _registered_method=True)
+        self.UpdateLead = channel.unary_unary(
+                '/crm.leads.v1.LeadService/UpdateLead',
+                request_serializer=crm_dot_leads_dot_v1_dot_lead__service__pb2.UpdateLeadRequest.SerializeToString,
+                response_deserializer=crm_dot_leads_dot_v1_dot_lead__pb2.Lead.FromString,
+                _registered_method=True)
         self.ConvertLead = channel.unary_unary(
                 '/crm.leads.v1.LeadService/ConvertLead',
                 request_serializer=crm_dot_leads_dot_v1_dot_lead__service__pb2.ConvertLeadRequest.SerializeToString,
@@ -100,6 +105,15 @@ class LeadServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateLead(self, request, context):
+        """Changes the profile fields named by update_mask (full_name, phone, email, company,
+        province, city, open_id, union_id) of an open lead; records each change in the lead's
+        history and publishes crm.leads.lead.updated.v1.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ConvertLead(self, request, context):
         """Starts converting a lead into a customer, a contact and opportunities (a saga across
         the customers and sales services) and returns the conversion at once, or once it
@@ -139,6 +153,11 @@ def add_LeadServiceServicer_to_server(servicer, server):
                     servicer.ListLeads,
                     request_deserializer=crm_dot_leads_dot_v1_dot_lead__service__pb2.ListLeadsRequest.FromString,
                     response_serializer=crm_dot_leads_dot_v1_dot_lead__service__pb2.ListLeadsResponse.SerializeToString,
+            ),
+            'UpdateLead': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateLead,
+                    request_deserializer=crm_dot_leads_dot_v1_dot_lead__service__pb2.UpdateLeadRequest.FromString,
+                    response_serializer=crm_dot_leads_dot_v1_dot_lead__pb2.Lead.SerializeToString,
             ),
             'ConvertLead': grpc.unary_unary_rpc_method_handler(
                     servicer.ConvertLead,
@@ -260,6 +279,33 @@ class LeadService:
             '/crm.leads.v1.LeadService/ListLeads',
             crm_dot_leads_dot_v1_dot_lead__service__pb2.ListLeadsRequest.SerializeToString,
             crm_dot_leads_dot_v1_dot_lead__service__pb2.ListLeadsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateLead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.leads.v1.LeadService/UpdateLead',
+            crm_dot_leads_dot_v1_dot_lead__service__pb2.UpdateLeadRequest.SerializeToString,
+            crm_dot_leads_dot_v1_dot_lead__pb2.Lead.FromString,
             options,
             channel_credentials,
             insecure,

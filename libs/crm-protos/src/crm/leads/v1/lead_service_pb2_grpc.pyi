@@ -43,6 +43,11 @@ class LeadServiceStub:
     """Up to 1,000 leads in one call, with one result per item."""
     GetLead: _grpc.UnaryUnaryMultiCallable[_lead_service_pb2.GetLeadRequest, _lead_pb2.Lead]
     ListLeads: _grpc.UnaryUnaryMultiCallable[_lead_service_pb2.ListLeadsRequest, _lead_service_pb2.ListLeadsResponse]
+    UpdateLead: _grpc.UnaryUnaryMultiCallable[_lead_service_pb2.UpdateLeadRequest, _lead_pb2.Lead]
+    """Changes the profile fields named by update_mask (full_name, phone, email, company,
+    province, city, open_id, union_id) of an open lead; records each change in the lead's
+    history and publishes crm.leads.lead.updated.v1.
+    """
     ConvertLead: _grpc.UnaryUnaryMultiCallable[_lead_service_pb2.ConvertLeadRequest, _lead_service_pb2.ConvertLeadResponse]
     """Starts converting a lead into a customer, a contact and opportunities (a saga across
     the customers and sales services) and returns the conversion at once, or once it
@@ -65,6 +70,11 @@ class LeadServiceAsyncStub(LeadServiceStub):
     """Up to 1,000 leads in one call, with one result per item."""
     GetLead: _aio.UnaryUnaryMultiCallable[_lead_service_pb2.GetLeadRequest, _lead_pb2.Lead]  # type: ignore[assignment]
     ListLeads: _aio.UnaryUnaryMultiCallable[_lead_service_pb2.ListLeadsRequest, _lead_service_pb2.ListLeadsResponse]  # type: ignore[assignment]
+    UpdateLead: _aio.UnaryUnaryMultiCallable[_lead_service_pb2.UpdateLeadRequest, _lead_pb2.Lead]  # type: ignore[assignment]
+    """Changes the profile fields named by update_mask (full_name, phone, email, company,
+    province, city, open_id, union_id) of an open lead; records each change in the lead's
+    history and publishes crm.leads.lead.updated.v1.
+    """
     ConvertLead: _aio.UnaryUnaryMultiCallable[_lead_service_pb2.ConvertLeadRequest, _lead_service_pb2.ConvertLeadResponse]  # type: ignore[assignment]
     """Starts converting a lead into a customer, a contact and opportunities (a saga across
     the customers and sales services) and returns the conversion at once, or once it
@@ -108,6 +118,17 @@ class LeadServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _lead_service_pb2.ListLeadsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_lead_service_pb2.ListLeadsResponse, _abc.Awaitable[_lead_service_pb2.ListLeadsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateLead(
+        self,
+        request: _lead_service_pb2.UpdateLeadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lead_pb2.Lead, _abc.Awaitable[_lead_pb2.Lead]]:
+        """Changes the profile fields named by update_mask (full_name, phone, email, company,
+        province, city, open_id, union_id) of an open lead; records each change in the lead's
+        history and publishes crm.leads.lead.updated.v1.
+        """
 
     @_abc_1.abstractmethod
     def ConvertLead(
