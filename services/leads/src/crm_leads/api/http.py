@@ -105,7 +105,7 @@ class PoolQuery:
     page: PageRequest
 
 
-async def _pool_query(
+async def pool_query(
     grade: Annotated[list[str] | None, Query(description="A, B, C or D; repeatable.")] = None,
     source: Annotated[str, Query(max_length=32)] = "",
     province: Annotated[str, Query(max_length=100)] = "",
@@ -291,7 +291,7 @@ def pool_router(rt: Runtime) -> APIRouter:
 
     @r.get(":pool")
     async def lead_pool(
-        principal: CurrentPrincipal, query: Annotated[PoolQuery, Depends(_pool_query)]
+        principal: CurrentPrincipal, query: Annotated[PoolQuery, Depends(pool_query)]
     ) -> Json:
         """Open leads of the caller's subtree that nobody holds, newest first, filtered by
         grade, source, province, city and age in whole days since capture."""

@@ -22,7 +22,7 @@ from crm_leads.acceptance.rules import RejectIn
 from crm_leads.activities import rules as activity_rules
 from crm_leads.activities import service as activities
 from crm_leads.activities.http import ActivityIn
-from crm_leads.api.http import PoolQuery, _pool_query
+from crm_leads.api.http import PoolQuery, pool_query
 from crm_leads.assignment import http as assignment_http
 from crm_leads.assignment import service as assignment
 from crm_leads.distribution import flows as distribution_flows
@@ -172,7 +172,7 @@ async def _pool(request: pb.ListPoolLeadsRequest) -> PoolQuery:
     if violations:
         raise InvalidArgument.from_violations(violations)
     try:
-        return await _pool_query(
+        return await pool_query(
             grade=list(request.grades),
             source=request.source,
             province=request.province,

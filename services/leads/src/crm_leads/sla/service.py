@@ -141,6 +141,52 @@ async def drop_timers(
     await conn.execute(lead_timers.delete().where(lead_timers.c.id.in_(pending)))
 
 
+@dataclass(frozen=True)
+class _Entry:
+    tenant_id: uuid.UUID
+    lead_id: uuid.UUID
+    unit_id: uuid.UUID
+    rules: SlaPolicy
+    clock: Clock
+
+
+async def _store(conn: AsyncConnection, entries: Sequence[_Entry]) -> None:
+    """Upsert the leads' clocks and re-arm their clock timers: one statement each for any
+    number of leads (assignment runs arm thousands, a follow-up one)."""
+    stmt = pg_insert(lead_sla)
+    columns = ("org_unit_id", *_clock_values(entries[0].clock))
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[lead_sla.c.lead_id],
+            set_={k: stmt.excluded[k] for k in columns},
+        ),
+        [
+            {
+                "lead_id": e.lead_id,
+                "tenant_id": e.tenant_id,
+                "org_unit_id": e.unit_id,
+                **_clock_values(e.clock),
+            }
+            for e in entries
+        ],
+    )
+    await drop_timers(conn, [e.lead_id for e in entries], CLOCK_KINDS)
+    armed = [
+        {
+            "id": new_id(),
+            "tenant_id": e.tenant_id,
+            "lead_id": e.lead_id,
+            "kind": t.kind,
+            "due_time": t.due,
+            "payload": t.payload,
+        }
+        for e in entries
+        for t in timers(e.rules, e.clock, str(e.unit_id))
+    ]
+    if armed:
+        await conn.execute(lead_timers.insert(), armed)
+
+
 async def _save(
     conn: AsyncConnection,
     tenant_id: uuid.UUID,
@@ -149,32 +195,7 @@ async def _save(
     rules: SlaPolicy,
     clock: Clock,
 ) -> None:
-    values = _clock_values(clock)
-    stmt = pg_insert(lead_sla).values(
-        lead_id=lead_id, tenant_id=tenant_id, org_unit_id=unit_id, **values
-    )
-    await conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[lead_sla.c.lead_id], set_={"org_unit_id": unit_id, **values}
-        )
-    )
-    await drop_timers(conn, [lead_id], CLOCK_KINDS)
-    armed = timers(rules, clock, str(unit_id))
-    if armed:
-        await conn.execute(
-            lead_timers.insert(),
-            [
-                {
-                    "id": new_id(),
-                    "tenant_id": tenant_id,
-                    "lead_id": lead_id,
-                    "kind": t.kind,
-                    "due_time": t.due,
-                    "payload": t.payload,
-                }
-                for t in armed
-            ],
-        )
+    await _store(conn, [_Entry(tenant_id, lead_id, unit_id, rules, clock)])
 
 
 async def arm(
@@ -261,45 +282,12 @@ async def on_assigned(conn: AsyncConnection, rows: Sequence[Any]) -> int:
     if not fresh:
         return 0
     by_tenant: dict[uuid.UUID, SlaPolicy] = {}
-    clocks: list[tuple[Any, SlaPolicy, Clock]] = []
+    entries: list[_Entry] = []
     for r in fresh:
         if r.tenant_id not in by_tenant:
             by_tenant[r.tenant_id] = await policy(conn, r.tenant_id)
         rules = by_tenant[r.tenant_id]
-        clocks.append((r, rules, start_clock(rules, r.grade, r.assigned_time)))
-    stmt = pg_insert(lead_sla)
-    await conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[lead_sla.c.lead_id],
-            set_={
-                k: stmt.excluded[k] for k in ("org_unit_id", *_clock_values(clocks[0][2]).keys())
-            },
-        ),
-        [
-            {
-                "lead_id": r.id,
-                "tenant_id": r.tenant_id,
-                "org_unit_id": r.owner_org_id,
-                **_clock_values(clock),
-            }
-            for r, _, clock in clocks
-        ],
-    )
-    stale = [r.id for r in fresh if r.id in clocked]  # a clock left at another unit
-    if stale:
-        await drop_timers(conn, stale, CLOCK_KINDS)
-    armed = [
-        {
-            "id": new_id(),
-            "tenant_id": r.tenant_id,
-            "lead_id": r.id,
-            "kind": t.kind,
-            "due_time": t.due,
-            "payload": t.payload,
-        }
-        for r, rules, clock in clocks
-        for t in timers(rules, clock, str(r.owner_org_id))
-    ]
-    if armed:
-        await conn.execute(lead_timers.insert(), armed)
+        clock = start_clock(rules, r.grade, r.assigned_time)
+        entries.append(_Entry(r.tenant_id, r.id, r.owner_org_id, rules, clock))
+    await _store(conn, entries)
     return len(fresh)
