@@ -113,3 +113,94 @@ class CpuWindow:
         wall = time.monotonic() - self._t0
         if self._cpu0 is not None and cpu1 is not None and wall > 0:
             self.utilisation = (cpu1 - self._cpu0) / wall
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError):
+                found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def split_cpu_seconds(pid: int) -> tuple[float, float] | None:
+    """(the process's own CPU, its descendants' CPU: reaped ones as the kernel added them to
+    ``cutime``/``cstime``, live ones read directly). Linux only; None elsewhere."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / tick
+    descendants = (int(fields[13]) + int(fields[14])) / tick
+    stack = _children(pid)
+    while stack:
+        child = stack.pop()
+        child_fields = _stat_fields(child)
+        if child_fields is not None:
+            descendants += (int(child_fields[11]) + int(child_fields[12])) / tick
+            stack += _children(child)
+    return own, descendants
+
+
+class BackendCpu:
+    """CPU the PostgreSQL backends serving one database use over a ``with`` block, sampled
+    from /proc by backend pid (the server must run on this machine). A backend that exits
+    between samples loses at most one sampling interval of its time."""
+
+    def __init__(self, pids: Any, interval: float = 0.25) -> None:
+        self._pids = pids  # () -> the database's current backend pids
+        self.interval = interval
+        self._first: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="pg-cpu", daemon=True)
+        self.seconds: float | None = None
+
+    def __enter__(self) -> BackendCpu:
+        self._read(initial=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._read(initial=False)
+        self.seconds = sum(self._last[p] - self._first.get(p, 0.0) for p in self._last)
+
+    def _read(self, *, initial: bool) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        for pid in self._pids():
+            fields = _stat_fields(pid)
+            if fields is None:
+                continue
+            cpu = (int(fields[11]) + int(fields[12])) / tick
+            if initial:
+                self._first[pid] = cpu
+            self._last[pid] = cpu
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._read(initial=False)
+
+
+def backends_of(database: str) -> list[int]:
+    """Pids of the local PostgreSQL backends connected to ``database``, found by the process
+    title PostgreSQL gives them ("postgres: <user> <database> <client> <state>")."""
+    found: list[int] = []
+    marker = f" {database} ".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            title = (entry / "cmdline").read_bytes()
+            if title.startswith(b"postgres: ") and marker in title:
+                found.append(int(entry.name))
+    return found

@@ -29,9 +29,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy.engine import make_url
 
 from bench.context import BenchContext, Scenario
-from bench.procstats import MB, ProcessMonitor, rss_bytes
+from bench.procstats import (
+    MB,
+    BackendCpu,
+    ProcessMonitor,
+    backends_of,
+    rss_bytes,
+    split_cpu_seconds,
+)
 from bench.report import Row, ScenarioResult, fmt_rate, fmt_ratio, progress
 from bench.stack import DealerUser, Stack, asyncpg_dsn, create_dealer_user
 
@@ -255,7 +263,12 @@ def _run(ctx: BenchContext, stack: Stack) -> ScenarioResult:
             progress(f"  seed import: {existing:,} leads")
             seeded = _import(leads.url, user, seed_stats)
             progress(f"  measured import: {rows:,} rows")
-            measured = _import(leads.url, user, file_stats)
+            database = make_url(stack.db_url("leads")).database or ""
+            before = split_cpu_seconds(leads.pid)
+            with BackendCpu(lambda: backends_of(database)) as pg_cpu:
+                measured = _import(leads.url, user, file_stats)
+            after = split_cpu_seconds(leads.pid)
+            cpu = _cpu_split(before, after, pg_cpu.seconds)
             peak = monitor.peak()
         progress("  raw COPY of the same rows")
         plain_s, shaped_s = asyncio.run(_raw_copy(asyncpg_dsn(raw_url), file_stats, user))
@@ -269,8 +282,34 @@ def _run(ctx: BenchContext, stack: Stack) -> ScenarioResult:
         for s in (seed_stats, file_stats):
             s.path.unlink(missing_ok=True)
     return _result(
-        stack, file_stats, seeded, measured, plain_s, shaped_s, counts, drain, rss_ready, peak
+        stack, file_stats, seeded, measured, plain_s, shaped_s, counts, drain, rss_ready, peak, cpu
     )
+
+
+def _cpu_rows(cpu: dict[str, float], rows: int) -> list[Row]:
+    if not cpu:
+        return []
+    per_row = {part: seconds / rows * 1e6 for part, seconds in cpu.items()}
+    total = sum(per_row.values())
+    cores = os.cpu_count() or 1
+    return [
+        Row(
+            "CPU per row: service / workers / PostgreSQL",
+            " / ".join(f"{per_row[k]:.1f}" for k in ("service", "workers", "postgres")) + " µs",
+            f"sum {total:.1f} µs",
+            f"{cores} cores ÷ sum: {fmt_rate(cores / total * 1e6, 'rows/s')} at best",
+        )
+    ]
+
+
+def _cpu_split(
+    before: tuple[float, float] | None, after: tuple[float, float] | None, pg: float | None
+) -> dict[str, float]:
+    """CPU seconds of the measured import by part: the leads process (upload, writer, relay,
+    consumers), its import workers (parse, validate, score) and PostgreSQL's backends."""
+    if before is None or after is None or pg is None:
+        return {}
+    return {"service": after[0] - before[0], "workers": after[1] - before[1], "postgres": pg}
 
 
 def _result(
@@ -284,6 +323,7 @@ def _result(
     drain: float,
     rss_ready: int | None,
     peak: dict[str, Any],
+    cpu: dict[str, float],
 ) -> ScenarioResult:
     rows = stats.rows
     job_rate = rows / measured.job_seconds
@@ -336,6 +376,7 @@ def _result(
             "  created / merged / invalid",
             f"{job['rows_created']:,} / {job['rows_merged']:,} / {job['rows_invalid']:,}",
         ),
+        *_cpu_rows(cpu, rows),
         Row(
             "leads process RSS: ready / peak",
             f"{(rss_ready or 0) / MB:.0f} / {peak_mb} MB",
@@ -384,6 +425,7 @@ def _result(
         "ratios": {"to_csv_copy": job_rate / plain_rate, "to_shaped_copy": job_rate / shaped_rate},
         "db": counts,
         "outbox_drain_seconds": drain,
+        "cpu_seconds": cpu,
         "leads_process": {"rss_ready_mb": round((rss_ready or 0) / MB, 1), **peak},
     }
     return result

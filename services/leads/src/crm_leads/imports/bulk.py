@@ -20,7 +20,7 @@ import uuid_utils
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crm.leads.v1 import events_pb2, lead_pb2
-from crm_leads.imports.prepare import FILLABLE, Person, Prepared, RowError
+from crm_leads.imports.prepare import FILLABLE, LEAD_INDEX, Key, Person, Prepared
 from crm_leads.lead.rules import NewIntent, NewLead
 from crm_leads.lead.service import Outcome, capture
 from crm_leads.scoring.rules import LeadFacts, Scorer
@@ -149,12 +149,12 @@ async def write(
     owners = await _owners(raw, job.tenant_id, prepared.groups)
     new: list[Person] = []
     merges: dict[uuid.UUID, list[Person]] = {}
-    for group in prepared.groups:
-        existing = {owners[key] for key in group.keys if key in owners}
+    for person in prepared.groups:
+        existing = {owners[key] for key in person[1] if key in owners}
         if existing:
-            merges.setdefault(min(existing), []).append(group)
+            merges.setdefault(min(existing), []).append(person)
         else:
-            new.append(group)
+            new.append(person)
     new_ids = [_new_id() for _ in new]
     if careful:
         new, new_ids = await _claim_keys(raw, job, new, new_ids, owners, merges)
@@ -175,12 +175,12 @@ async def write(
     if prepared.errors:
         await raw.copy_records_to_table(
             "lead_import_errors",
-            records=[(job.id, e.row_no, e.fields, e.messages, e.raw) for e in prepared.errors],
+            records=[(job.id, *error) for error in prepared.errors],
             columns=_ERROR_COLUMNS,
         )
     await _created_events(conn, job, new, new_ids)
     await _merged_events(conn, job, merged_rows)
-    valid = sum(len(g.intents) for g in prepared.groups)
+    valid = sum(len(person[2]) for person in prepared.groups)
     return Written(created=len(new), merged=valid - len(new), invalid=len(prepared.errors))
 
 
@@ -192,11 +192,11 @@ def _new_id() -> str:
 
 async def _owners(
     raw: asyncpg.Connection, tenant_id: uuid.UUID, groups: Sequence[Person]
-) -> dict[tuple[str, str], uuid.UUID]:
+) -> dict[Key, uuid.UUID]:
     kinds: list[str] = []
     values: list[str] = []
-    for group in groups:
-        for kind, value in group.keys:
+    for person in groups:
+        for kind, value in person[1]:
             kinds.append(kind)
             values.append(value)
     rows = await raw.fetch(_OWNERS, tenant_id, kinds, values)
@@ -208,8 +208,8 @@ async def _copy_keys(
 ) -> None:
     keys = sorted(
         (kind, value, lead_id)
-        for group, lead_id in zip(new, ids, strict=True)
-        for kind, value in group.keys
+        for person, lead_id in zip(new, ids, strict=True)
+        for kind, value in person[1]
     )
     await raw.copy_records_to_table(
         "lead_keys",
@@ -223,7 +223,7 @@ async def _claim_keys(
     job: Job,
     new: list[Person],
     ids: list[str],
-    owners: dict[tuple[str, str], uuid.UUID],
+    owners: dict[Key, uuid.UUID],
     merges: dict[uuid.UUID, list[Person]],
 ) -> tuple[list[Person], list[str]]:
     """The single-capture protocol, set-based: claim every key (ON CONFLICT waits for a
@@ -233,7 +233,7 @@ async def _claim_keys(
     rows = sorted(
         (kind, value, lead_id)
         for person, lead_id in zip(new, ids, strict=True)
-        for kind, value in person.keys
+        for kind, value in person[1]
     )
     claimed = {
         (r[0], r[1])
@@ -245,14 +245,14 @@ async def _claim_keys(
             [r[2] for r in rows],
         )
     }
-    lost = [n for n, person in enumerate(new) if any(k not in claimed for k in person.keys)]
+    lost = [n for n, person in enumerate(new) if any(k not in claimed for k in person[1])]
     if not lost:
         return new, ids
-    taken = [k for n in lost for k in new[n].keys if k not in claimed]
+    taken = [k for n in lost for k in new[n][1] if k not in claimed]
     owners.update(await _owners_of(raw, job.tenant_id, taken))
     moved: list[tuple[str, uuid.UUID]] = []
     for n in lost:
-        target = min(owners[k] for k in new[n].keys if k not in claimed)
+        target = min(owners[k] for k in new[n][1] if k not in claimed)
         merges.setdefault(target, []).append(new[n])
         moved.append((ids[n], target))
     await raw.execute(
@@ -263,36 +263,37 @@ async def _claim_keys(
 
 
 async def _owners_of(
-    raw: asyncpg.Connection, tenant_id: uuid.UUID, keys: Sequence[tuple[str, str]]
-) -> dict[tuple[str, str], uuid.UUID]:
+    raw: asyncpg.Connection, tenant_id: uuid.UUID, keys: Sequence[Key]
+) -> dict[Key, uuid.UUID]:
     rows = await raw.fetch(_OWNERS, tenant_id, [k for k, _ in keys], [v for _, v in keys])
     return {(row[0], row[1]): row[2] for row in rows}
 
 
 def _lead_records(job: Job, new: Sequence[Person], ids: Sequence[str]) -> Iterator[tuple[Any, ...]]:
     status = lead_pb2.LEAD_STATUS_NEW
-    for group, lead_id in zip(new, ids, strict=True):
-        lead = group.lead
+    head = (job.tenant_id, job.owner_org_id, job.owner_org_path)
+    for (lead, _, intents, score, grade, verification, note, _, _), lead_id in zip(
+        new, ids, strict=True
+    ):
+        full_name, phone, email, company, province, city, source, open_id, union_id = lead
         yield (
             lead_id,
-            job.tenant_id,
-            job.owner_org_id,
-            job.owner_org_path,
-            lead.full_name,
-            lead.phone,
-            lead.email,
-            lead.company,
-            lead.province,
-            lead.city,
-            lead.source,
+            *head,
+            full_name,
+            phone,
+            email,
+            company,
+            province,
+            city,
+            source,
             status,
-            lead.open_id,
-            lead.union_id,
-            len(group.intents),
-            group.score,
-            group.grade,
-            group.verification,
-            group.verification_note,
+            open_id,
+            union_id,
+            len(intents),
+            score,
+            grade,
+            verification,
+            note,
         )
 
 
@@ -303,29 +304,13 @@ def _intent_records(
     merges: dict[uuid.UUID, list[Person]],
 ) -> Iterator[tuple[Any, ...]]:
     tenant = job.tenant_id
-    for group, lead_id in zip(new, ids, strict=True):
-        for n, intent in enumerate(group.intents):
-            yield (
-                _new_id(),
-                tenant,
-                lead_id,
-                intent.source,
-                intent.campaign,
-                intent.product_interest,
-                n == 0,
-            )
-    for target, groups in merges.items():
-        for group in groups:
-            for intent in group.intents:
-                yield (
-                    _new_id(),
-                    tenant,
-                    target,
-                    intent.source,
-                    intent.campaign,
-                    intent.product_interest,
-                    False,
-                )
+    for person, lead_id in zip(new, ids, strict=True):
+        for n, (source, campaign, product) in enumerate(person[2]):
+            yield (_new_id(), tenant, lead_id, source, campaign, product, n == 0)
+    for target, people in merges.items():
+        for person in people:
+            for source, campaign, product in person[2]:
+                yield (_new_id(), tenant, target, source, campaign, product, False)
 
 
 @dataclass(frozen=True)
@@ -342,7 +327,7 @@ async def _merge(
     raw: asyncpg.Connection,
     job: Job,
     merges: dict[uuid.UUID, list[Person]],
-    owners: dict[tuple[str, str], uuid.UUID],
+    owners: dict[Key, uuid.UUID],
     scorer: Scorer,
 ) -> list[_Merged]:
     """Existing leads gain the slice's intents and fill the fields they lack; rescored."""
@@ -353,22 +338,22 @@ async def _merge(
     merged: list[_Merged] = []
     new_keys: list[tuple[str, str, uuid.UUID]] = []
     for row in rows:
-        groups = merges[row["id"]]
+        people = merges[row["id"]]
         profile = {name: row[name] for name in FILLABLE}
-        intents = [intent for group in groups for intent in group.intents]
-        for group in groups:
+        intents = [intent for person in people for intent in person[2]]
+        for lead, keys, *_ in people:
             for name in FILLABLE:
                 if not profile[name]:
-                    profile[name] = getattr(group.lead, name)
-            new_keys.extend((k, v, row["id"]) for k, v in group.keys if (k, v) not in owners)
+                    profile[name] = lead[LEAD_INDEX[name]]
+            new_keys.extend((k, v, row["id"]) for k, v in keys if (k, v) not in owners)
         count = row["intent_count"] + len(intents)
         scored = scorer.score(
             LeadFacts(
                 full_name=row["full_name"],
                 source=row["source"],
                 intent_count=count,
-                campaign_responses=row["campaigns"] + sum(1 for i in intents if i.campaign),
-                product_interests=row["products"] + sum(1 for i in intents if i.product_interest),
+                campaign_responses=row["campaigns"] + sum(1 for i in intents if i[1]),
+                product_interests=row["products"] + sum(1 for i in intents if i[2]),
                 **{name: profile[name] for name in FILLABLE if name != "union_id"},
             ),
             explain=False,
@@ -408,16 +393,19 @@ def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
 async def _created_events(
     conn: AsyncConnection, job: Job, new: Sequence[Person], ids: Sequence[str]
 ) -> None:
+    source = LEAD_INDEX["source"]
     leads = [
         events_pb2.BatchLead(
             id=lead_id,
-            source=group.lead.source,
-            score=group.score,
-            grade=group.grade,
-            verification=group.verification,  # type: ignore[arg-type]
-            intent_count=len(group.intents),
+            source=lead[source],
+            score=score,
+            grade=grade,
+            verification=verification,  # type: ignore[arg-type]
+            intent_count=len(intents),
         )
-        for group, lead_id in zip(new, ids, strict=True)
+        for (lead, _, intents, score, grade, verification, *_), lead_id in zip(
+            new, ids, strict=True
+        )
     ]
     for chunk in _chunks(leads):
         await add_event(
@@ -479,9 +467,9 @@ async def write_each(conn: AsyncConnection, job: Job, prepared: Prepared) -> Wri
     )
     created = merged = 0
     errors = list(prepared.errors)
-    for person in prepared.groups:
-        lead = NewLead(**person.lead._asdict())
-        for intent in person.intents:
+    for fields, _, intents, _, _, _, _, row_no, raw_row in prepared.groups:
+        lead = NewLead(*fields)
+        for intent in intents:
             try:
                 async with conn.begin_nested():
                     captured = await capture(
@@ -494,11 +482,11 @@ async def write_each(conn: AsyncConnection, job: Job, prepared: Prepared) -> Wri
             except DomainError as exc:
                 violations = exc.violations or [FieldViolation("row", exc.message)]
                 errors.append(
-                    RowError(
-                        person.row_no,
+                    (
+                        row_no,
                         [v.field for v in violations],
                         [v.description for v in violations],
-                        list(person.raw),
+                        list(raw_row),
                     )
                 )
                 continue
@@ -510,7 +498,7 @@ async def write_each(conn: AsyncConnection, job: Job, prepared: Prepared) -> Wri
         raw: asyncpg.Connection = (await conn.get_raw_connection()).driver_connection
         await raw.copy_records_to_table(
             "lead_import_errors",
-            records=[(job.id, e.row_no, e.fields, e.messages, e.raw) for e in errors],
+            records=[(job.id, *error) for error in errors],
             columns=_ERROR_COLUMNS,
         )
     return Written(created=created, merged=merged, invalid=len(errors))

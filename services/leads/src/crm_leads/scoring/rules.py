@@ -212,7 +212,14 @@ class Scorer:
     """``rules`` resolved into plain tuples once: bulk imports score a million leads with
     one document, and walking pydantic models per lead would cost more than the scoring."""
 
-    __slots__ = ("_completeness", "_grades", "_key_fields", "_product_interest", "_tiers")
+    __slots__ = (
+        "_behaviour_points",
+        "_completeness",
+        "_grades",
+        "_key_fields",
+        "_product_interest",
+        "_tiers",
+    )
 
     def __init__(self, rules: ScoringRules) -> None:
         self._completeness = tuple((name, p) for name, p in rules.completeness if p)
@@ -228,6 +235,9 @@ class Scorer:
         )
         self._product_interest = behaviours.product_interest
         self._grades = (("A", rules.grades.A), ("B", rules.grades.B), ("C", rules.grades.C))
+        # Behaviour points by (intents, campaign responses, any product interest): a handful
+        # of distinct counts across a whole import, so computed once each.
+        self._behaviour_points: dict[tuple[int, int, bool], int] = {}
 
     def score(self, facts: LeadFacts, *, explain: bool = True) -> Scored:
         """With the reason for every point unless ``explain`` is off (bulk paths need the
@@ -252,9 +262,17 @@ class Scorer:
         """``profile``: anything with LeadFacts' profile attributes (a NewLead, a row), so a
         bulk path scores without building a LeadFacts per lead."""
         reasons: list[str] | None = [] if explain else None
-        total = self._profile(profile, reasons) + self._behaviours(
-            intent_count, campaign_responses, product_interests, reasons
-        )
+        if reasons is None:
+            counts = (intent_count, campaign_responses, product_interests > 0)
+            behaviours = self._behaviour_points.get(counts)
+            if behaviours is None:
+                behaviours = self._behaviours(*counts, None)
+                self._behaviour_points[counts] = behaviours
+        else:
+            behaviours = self._behaviours(
+                intent_count, campaign_responses, product_interests, reasons
+            )
+        total = self._profile(profile, reasons) + behaviours
         clamped = min(MAX_SCORE, max(MIN_SCORE, total))
         if clamped != total and reasons is not None:
             reasons.append(f"total {total} clamped to {clamped}")
