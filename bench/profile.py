@@ -2,8 +2,8 @@
 
 py-spy is not a project dependency: install it anywhere (``pip install py-spy`` into any
 venv or ``pipx install py-spy``) and set ``BENCH_PYSPY`` to its path, or to ``1`` to take it
-from PATH. The flame graph lands next to the JSON results. Needs ptrace rights (root, or
-``kernel.yama.ptrace_scope=0``)."""
+from PATH. The flame graph (or, with ``BENCH_PYSPY_FORMAT=raw``, collapsed stacks for scripts)
+lands next to the JSON results. Needs ptrace rights (root, or ``kernel.yama.ptrace_scope=0``)."""
 
 from __future__ import annotations
 
@@ -32,9 +32,12 @@ def pyspy_record(pid: int, seconds: float, out_dir: Path, label: str) -> Iterato
         yield None
         return
     out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / f"{label}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.svg"
+    # BENCH_PYSPY_FORMAT=raw: collapsed stacks (one line per stack and count), for scripts.
+    raw = os.environ.get("BENCH_PYSPY_FORMAT", "") == "raw"
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out = out_dir / f"{label}-{stamp}.{'txt' if raw else 'svg'}"
     argv = [binary, "record", "-p", str(pid), "-d", str(max(1, round(seconds)))]
-    argv += ["-r", "200", "--nonblocking", "-o", str(out)]
+    argv += ["-r", "200", "--nonblocking", "-o", str(out), *(["-f", "raw"] if raw else [])]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         yield out

@@ -65,7 +65,8 @@ RETURNING *
 INTENT_INSERT = (
     "INSERT INTO lead_intents (id, tenant_id, lead_id, source, request_id, created_lead) "
     "VALUES ($1, $2, $3, $4, NULL, true) "
-    "ON CONFLICT (tenant_id, request_id) DO NOTHING RETURNING id, occur_time"
+    "ON CONFLICT (tenant_id, request_id) WHERE request_id IS NOT NULL DO NOTHING "
+    "RETURNING id, occur_time"
 )
 OUTBOX_INSERT = (
     "INSERT INTO crm_outbox (id, event_type, data, headers) VALUES ($1, $2, $3, $4::jsonb)"

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 
 import nats
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conftest import Tenant
 from crm.leads.v1 import events_pb2, lead_pb2
@@ -96,4 +98,127 @@ async def test_two_relay_replicas_publish_each_event_once(starter: ServiceStarte
             r.stop()
         await asyncio.gather(*tasks)
         await bus.close()
+        await db.dispose()
+
+
+async def test_batch_consumer_handles_each_event_once_and_isolates_a_failing_one(
+    starter: ServiceStarter,
+) -> None:
+    """A batched consumer (ConsumerSpec.batched) against real NATS: every event's effect
+    lands exactly once although some are delivered twice, a poison message and an event
+    whose handling fails are dead-lettered alone, and the rest are handled in batches."""
+    from crm_platform.consumers import ConsumerRunner, ConsumerSpec
+    from crm_platform.events import ReceivedEvent
+
+    db_url = starter.db_url("batchtest")
+    await ensure_database(db_url)
+    db = Database(db_url, pool_size=4)
+    seen = sa.Table("seen_events", sa.MetaData(), sa.Column("name", sa.Text, primary_key=True))
+    async with db.engine.begin() as conn:
+        await conn.run_sync(platform_metadata.create_all)
+        await conn.run_sync(seen.metadata.create_all)
+    n = 300
+    async with db.unit_of_work() as conn:
+        for i in range(n):
+            await add_event(
+                conn,
+                event_type="crm.leads.lead.created.v1",
+                payload=events_pb2.LeadCreated(
+                    lead=lead_pb2.Lead(full_name="fail" if i == 150 else f"b{i}")
+                ),
+                tenant_id=uuid.uuid4(),
+                org_path="/b/",
+                producer="test",
+            )
+    ns = Namespace(starter.namespace + "batch")
+    bus = EventBus(starter.nats_url, ns, name="batch-test")
+    await bus.connect()
+    await bus.ensure_streams()
+    relay = OutboxRelay(db, bus, batch_size=100, poll_seconds=0.05)
+    batches: list[int] = []
+
+    async def handler(conn: AsyncConnection, events: Sequence[ReceivedEvent]) -> None:
+        batches.append(len(events))
+        for event in events:
+            assert isinstance(event.payload, events_pb2.LeadCreated)
+            if event.payload.lead.full_name == "fail":
+                raise RuntimeError("this event cannot be handled")
+        # A primary key: an event handled twice would fail the batch, not pass silently.
+        names = [e.payload.lead.full_name for e in events]  # type: ignore[attr-defined]
+        await conn.execute(seen.insert(), [{"name": name} for name in names])
+
+    runner = ConsumerRunner(
+        ConsumerSpec.batched(
+            name="batch-test", event_type="crm.leads.lead.created.v1", handler=handler
+        ),
+        db=db,
+        bus=bus,
+        batch_size=50,
+        max_deliver=2,
+        ack_wait=5,
+        service="test",
+    )
+    await runner.subscribe()
+    dlq = await bus.js.subscribe(
+        ns.dlq_subject("crm.leads.lead.created.v1"), stream=ns.stream("CRM_DLQ")
+    )
+    task = asyncio.create_task(runner.run())
+    try:
+        relay_task = asyncio.create_task(relay.run())
+        # Ten events delivered a second time (a new message id, as after a relay crash
+        # between publish and marking the row), and one message that is not an event.
+        async with db.read() as conn:
+            again = (await conn.execute(sa.select(outbox).limit(10))).all()
+        for row in again:
+            await bus.publish(
+                "crm.leads.lead.created.v1", row.data, dict(row.headers), msg_id=f"again-{row.id}"
+            )
+        await bus.js.publish(ns.subject("crm.leads.lead.created.v1"), b"\xff not an event")
+        reasons = []
+        for _ in range(2):
+            msg = await dlq.next_msg(timeout=30)
+            reasons.append((msg.headers or {})[HEADER_DLQ_REASON])
+        assert any(r.startswith("poison") for r in reasons), reasons
+        assert any("cannot be handled" in r for r in reasons), reasons
+        for _ in range(100):
+            async with db.read() as conn:
+                count = (await conn.execute(sa.select(sa.func.count()).select_from(seen))).scalar()
+            if count == n - 1:
+                break
+            await asyncio.sleep(0.1)
+        assert count == n - 1
+        assert max(batches) > 1  # handled in batches, not one by one
+        relay.stop()
+        await relay_task
+    finally:
+        runner.stop()
+        await task
+        await bus.close()
+        await db.dispose()
+
+
+async def test_record_new_returns_only_events_not_seen_before(starter: ServiceStarter) -> None:
+    from crm.common.v1 import event_pb2
+    from crm_platform.consumers import record_new
+    from crm_platform.events import ReceivedEvent
+
+    db_url = starter.db_url("inboxtest")
+    await ensure_database(db_url)
+    db = Database(db_url, pool_size=2)
+    async with db.engine.begin() as conn:
+        await conn.run_sync(platform_metadata.create_all)
+
+    def event(n: int) -> ReceivedEvent:
+        return ReceivedEvent(event_pb2.Event(id=str(uuid.UUID(int=n))), events_pb2.LeadCreated())
+
+    try:
+        async with db.unit_of_work() as conn:
+            first = await record_new(conn, "c", [event(1), event(2), event(1)])
+        async with db.unit_of_work() as conn:
+            second = await record_new(conn, "c", [event(3), event(2), event(4), event(3)])
+            other = await record_new(conn, "d", [event(1)])  # inboxes are per consumer
+        assert [e.id.int for e in first] == [1, 2]
+        assert [e.id.int for e in second] == [3, 4]
+        assert [e.id.int for e in other] == [1]
+    finally:
         await db.dispose()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import nats.errors
@@ -38,6 +38,7 @@ inbox = sa.Table(
 )
 
 EventHandler = Callable[[AsyncConnection, ReceivedEvent], Awaitable[None]]
+BatchHandler = Callable[[AsyncConnection, Sequence[ReceivedEvent]], Awaitable[None]]
 # Delay before redelivery after a transient failure, by delivery attempt.
 REDELIVERY_BACKOFF_SECONDS = (1, 5, 30, 120, 600)
 
@@ -57,6 +58,18 @@ class ConsumerSpec:
     # directory data need it); handlers safe in any order (each locks what it changes,
     # e.g. saga steps) take more, so one slow transaction does not hold up the rest.
     concurrency: int = 1
+    # Set for handlers that do their work set-based across events: a fetch's new events are
+    # then handled in one transaction (one inbox statement, one handler call, in stream
+    # order) instead of one each. ``handler`` still takes an event alone when that
+    # transaction fails, so one bad event cannot hold the others back. See ``batched``.
+    batch_handler: BatchHandler | None = None
+
+    @classmethod
+    def batched(cls, *, name: str, event_type: str, handler: BatchHandler) -> ConsumerSpec:
+        async def one(conn: AsyncConnection, event: ReceivedEvent) -> None:
+            await handler(conn, [event])
+
+        return cls(name=name, event_type=event_type, handler=one, batch_handler=handler)
 
 
 async def record_once(conn: AsyncConnection, consumer: str, event: ReceivedEvent) -> bool:
@@ -68,6 +81,27 @@ async def record_once(conn: AsyncConnection, consumer: str, event: ReceivedEvent
         .returning(inbox.c.event_id)
     )
     return result.first() is not None
+
+
+_RECORD_MANY = sa.text(
+    "INSERT INTO crm_inbox (consumer, event_id) SELECT :consumer, unnest(:ids) "
+    "ON CONFLICT DO NOTHING RETURNING event_id"
+).bindparams(sa.bindparam("ids", type_=sa.ARRAY(UUID(as_uuid=True))))
+
+
+async def record_new(
+    conn: AsyncConnection, consumer: str, events: Sequence[ReceivedEvent]
+) -> list[ReceivedEvent]:
+    """Insert the inbox rows of ``events`` in one statement; returns, in order, the events
+    this consumer had not processed before (an event twice in ``events`` counts once)."""
+    ids = list(dict.fromkeys(event.id for event in events))
+    fresh = {row[0] for row in await conn.execute(_RECORD_MANY, {"consumer": consumer, "ids": ids})}
+    new: list[ReceivedEvent] = []
+    for event in events:
+        if event.id in fresh:
+            fresh.discard(event.id)
+            new.append(event)
+    return new
 
 
 class ConsumerRunner:
@@ -120,7 +154,9 @@ class ConsumerRunner:
                 # NATS is away; the client reconnects by itself.
                 await asyncio.sleep(0.5)
                 continue
-            if slots is None:
+            if self.spec.batch_handler is not None and len(msgs) > 1:
+                await self.handle_batch(msgs)
+            elif slots is None:
                 for msg in msgs:
                     await self.handle(msg)
             else:
@@ -151,6 +187,61 @@ class ConsumerRunner:
         metrics.EVENT_HANDLING.labels(subject, self.spec.name).observe(
             time.perf_counter() - started
         )
+
+    async def handle_batch(self, msgs: Sequence[Msg]) -> None:
+        """A fetch's messages in one transaction (``ConsumerSpec.batch_handler``); if it
+        fails, each message is handled alone, with the usual retry and dead-lettering."""
+        handler = self.spec.batch_handler
+        assert handler is not None
+        subject = self.spec.event_type
+        started = time.perf_counter()
+        parsed: list[tuple[Msg, ReceivedEvent]] = []
+        for msg in msgs:
+            try:
+                parsed.append((msg, parse_event(msg.data)))
+            except PoisonMessage as exc:
+                await self._dead_letter(msg, f"poison: {exc}")
+                metrics.EVENTS_CONSUMED.labels(subject, self.spec.name, "dlq").inc()
+        # One span for the batch, linked to every message's producer span.
+        links = [
+            trace.Link(context)
+            for msg, _ in parsed
+            if (
+                context := trace.get_current_span(extract_context(msg.headers)).get_span_context()
+            ).is_valid
+        ]
+        with tracer.start_as_current_span(
+            f"{subject} process",
+            links=links,
+            kind=trace.SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.destination.name": subject,
+                "messaging.consumer.group.name": self.spec.name,
+                "messaging.batch.message_count": len(parsed),
+                "crm.service": self._service,
+            },
+        ):
+            try:
+                async with self._db.unit_of_work() as conn:
+                    fresh = await record_new(conn, self.spec.name, [e for _, e in parsed])
+                    if fresh:
+                        await handler(conn, fresh)
+            except Exception:
+                log.info(
+                    "batch of %s failed; handling its events one by one", subject, exc_info=True
+                )
+                for msg, _ in parsed:
+                    await self.handle(msg)
+                return
+        elapsed = time.perf_counter() - started
+        fresh_ids = {event.id for event in fresh}
+        for msg, event in parsed:
+            await self._settle(msg.ack())
+            outcome = "ack" if event.id in fresh_ids else "duplicate"
+            metrics.EVENTS_CONSUMED.labels(subject, self.spec.name, outcome).inc()
+            # Each event waited for the whole batch: that is its handling latency.
+            metrics.EVENT_HANDLING.labels(subject, self.spec.name).observe(elapsed)
 
     async def _process(self, msg: Msg) -> str:
         try:

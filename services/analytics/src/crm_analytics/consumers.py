@@ -30,10 +30,10 @@ DEALER_PERFORMANCE = (
 
 def consumers(rt: Runtime) -> list[ConsumerSpec]:
     return [
-        ConsumerSpec(
+        ConsumerSpec.batched(
             name="analytics-lead-created",
             event_type="crm.leads.lead.created.v1",
-            handler=leadcounts.on_lead_created,
+            handler=leadcounts.on_leads_created,
         ),
         ConsumerSpec(
             name="analytics-lead-batch-created",

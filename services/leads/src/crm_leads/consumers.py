@@ -61,10 +61,10 @@ def consumers(rt: Runtime) -> list[ConsumerSpec]:
             handler=users.on_user_deactivated,
         ),
         # Automatic distribution of new leads at units with rules (crm_leads.distribution).
-        ConsumerSpec(
+        ConsumerSpec.batched(
             name="leads-distribute-created",
             event_type="crm.leads.lead.created.v1",
-            handler=distribution.on_lead_created,
+            handler=distribution.on_leads_created,
         ),
         ConsumerSpec(
             name="leads-distribute-batch-created",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
@@ -15,19 +17,21 @@ from crm_platform.auth import Principal, visible_to
 from crm_platform.events import ReceivedEvent
 
 
-async def on_lead_created(conn: AsyncConnection, event: ReceivedEvent) -> None:
-    """+1 for the owning org unit on the day the lead was created (set-based upsert; runs in
-    the consumer's transaction together with the inbox row, so it applies exactly once)."""
-    assert isinstance(event.payload, events_pb2.LeadCreated)
-    lead = event.payload.lead
-    await _add(
-        conn,
-        tenant_id=lead.tenant_id,
-        org_id=lead.owner_org_id,
-        org_path=lead.owner_org_path,
-        day=lead.create_time.ToDatetime().date(),
-        count=1,
-    )
+async def on_leads_created(conn: AsyncConnection, events: Sequence[ReceivedEvent]) -> None:
+    """+1 per lead for its owning org unit on the day it was created, for a whole fetch of
+    ``lead.created`` events (a batch consumer): one upsert per (unit, day), in the
+    consumer's transaction with the inbox rows, so each lead counts exactly once."""
+    counts: Counter[tuple[str, str, str, date]] = Counter()
+    for event in events:
+        assert isinstance(event.payload, events_pb2.LeadCreated)
+        lead = event.payload.lead
+        day = lead.create_time.ToDatetime().date()
+        counts[(lead.tenant_id, lead.owner_org_id, lead.owner_org_path, day)] += 1
+    # Sorted: concurrent consumers' upserts then lock the counter rows in one order.
+    for (tenant_id, org_id, org_path, day), count in sorted(counts.items()):
+        await _add(
+            conn, tenant_id=tenant_id, org_id=org_id, org_path=org_path, day=day, count=count
+        )
 
 
 async def on_lead_batch_created(conn: AsyncConnection, event: ReceivedEvent) -> None:

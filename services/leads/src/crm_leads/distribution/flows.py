@@ -10,6 +10,7 @@ inbox skips a seen event, and a lead already moved is no longer in the unit's po
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -46,17 +47,24 @@ async def distribute_manually(
         )
 
 
-async def on_lead_created(conn: AsyncConnection, event: ReceivedEvent) -> None:
-    assert isinstance(event.payload, events_pb2.LeadCreated)
-    lead = event.payload.lead
-    if lead.assignee_id or not lead.owner_org_id:
-        return  # held by its capturer: not in a pool
-    await service.distribute_new(
-        conn=conn,
-        tenant_id=event.tenant_id,
-        unit_id=uuid.UUID(lead.owner_org_id),
-        lead_ids=[uuid.UUID(lead.id)],
-    )
+async def on_leads_created(conn: AsyncConnection, events: Sequence[ReceivedEvent]) -> None:
+    """A fetch of ``lead.created`` events in one transaction (a batch consumer): the new
+    pooled leads, per capturing unit, go to ``distribute_new``; one probe finds which of
+    those units distribute at all, so units without rules (most) cost nothing more."""
+    pooled: dict[tuple[uuid.UUID, uuid.UUID], list[uuid.UUID]] = {}
+    for event in events:
+        assert isinstance(event.payload, events_pb2.LeadCreated)
+        lead = event.payload.lead
+        if lead.assignee_id or not lead.owner_org_id:
+            continue  # held by its capturer: not in a pool
+        unit = (event.tenant_id, uuid.UUID(lead.owner_org_id))
+        pooled.setdefault(unit, []).append(uuid.UUID(lead.id))
+    distributing = await store.units_with_rules(conn=conn, units=list(pooled))
+    for (tenant_id, unit_id), lead_ids in pooled.items():
+        if (tenant_id, unit_id) in distributing:
+            await service.distribute_new(
+                conn=conn, tenant_id=tenant_id, unit_id=unit_id, lead_ids=lead_ids
+            )
 
 
 async def on_lead_batch_created(conn: AsyncConnection, event: ReceivedEvent) -> None:

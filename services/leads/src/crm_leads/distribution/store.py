@@ -5,7 +5,7 @@ engine. Keyword-only functions taking the connection; they never commit."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -206,3 +206,27 @@ async def has_rules(*, conn: AsyncConnection, tenant_id: uuid.UUID, unit_id: uui
     )
     count = (await conn.execute(latest)).scalar_one_or_none()
     return bool(count)
+
+
+_UNITS_WITH_RULES = sa.text(
+    "SELECT u.tenant_id, u.unit_id FROM unnest(:tenants, :units) AS u (tenant_id, unit_id) "
+    "WHERE (SELECT jsonb_array_length(r.document -> 'rules') FROM distribution_rules r "
+    "WHERE r.tenant_id = u.tenant_id AND r.org_unit_id = u.unit_id "
+    "ORDER BY r.version DESC LIMIT 1) > 0"
+).bindparams(
+    sa.bindparam("tenants", type_=sa.ARRAY(sa.Uuid())),
+    sa.bindparam("units", type_=sa.ARRAY(sa.Uuid())),
+)
+
+
+async def units_with_rules(
+    *, conn: AsyncConnection, units: Sequence[tuple[uuid.UUID, uuid.UUID]]
+) -> set[tuple[uuid.UUID, uuid.UUID]]:
+    """Which of the (tenant, unit) pairs distribute automatically: ``has_rules`` for many
+    units in one statement (a batch consumer asks it once per fetch)."""
+    if not units:
+        return set()
+    rows = await conn.execute(
+        _UNITS_WITH_RULES, {"tenants": [t for t, _ in units], "units": [u for _, u in units]}
+    )
+    return {(row.tenant_id, row.unit_id) for row in rows}
