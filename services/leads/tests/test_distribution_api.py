@@ -256,6 +256,46 @@ async def test_captured_leads_are_distributed_by_territory_within_capacity(
     assert [(x.to_org_id, x.rule_name) for x in payload.leads] == [(str(d2), "by-territory")]
 
 
+async def test_imported_leads_are_distributed_by_the_units_rules(
+    client: httpx.AsyncClient, leads: Runtime, t: Tenant
+) -> None:
+    """An import's ``lead_batch.created`` event goes through the same automatic rules as
+    single captures; an importing unit without rules keeps its leads."""
+    from services.leads.tests.test_imports import csv_bytes, finished, upload
+
+    east, d1 = unit(t, "east"), unit(t, "d1")
+    admin = t.auth("admin")
+    r = await client.put(
+        f"/v1/distribution-profiles/{d1}", json={"territories": ["Zhejiang"]}, headers=admin
+    )
+    assert r.status_code == 200, r.text
+    rules = {"rules": [{"name": "by-territory", "strategy": "territory"}]}
+    r = await client.put(f"/v1/distribution-rules/{east}", json=rules, headers=admin)
+    assert r.status_code == 200, r.text
+    header = ["full_name", "phone", "province"]
+    for who in ("east-manager", "d1-rep"):  # d1 has no rules: its import stays at d1
+        rows = [[f"Imported {who} {i}", mobile(), "Zhejiang"] for i in range(5)]
+        r = await upload(client, t, csv_bytes(rows, header=header), who=who)
+        assert r.status_code == 202, r.text
+        job = await finished(client, t, r.json()["id"], who=who)
+        assert job["state"] == "SUCCEEDED", job
+
+    async def settled() -> None:
+        async with leads.db.read() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(leads_table.c.full_name, leads_table.c.owner_org_id).where(
+                        leads_table.c.full_name.like("Imported %"),
+                        leads_table.c.tenant_id == uuid.UUID(t.id),
+                    )
+                )
+            ).all()
+        assert len(rows) == 10
+        assert {row.owner_org_id for row in rows} == {d1}, rows
+
+    await eventually(settled)
+
+
 async def test_concurrent_runs_over_one_pool_move_each_lead_once(
     client: httpx.AsyncClient, leads: Runtime, t: Tenant
 ) -> None:

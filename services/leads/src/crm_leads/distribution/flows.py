@@ -70,9 +70,13 @@ async def on_leads_created(conn: AsyncConnection, events: Sequence[ReceivedEvent
 async def on_lead_batch_created(conn: AsyncConnection, event: ReceivedEvent) -> None:
     assert isinstance(event.payload, events_pb2.LeadBatchCreated)
     batch = event.payload
+    unit = (event.tenant_id, uuid.UUID(batch.owner_org_id))
+    # Asked before a thousand ids are parsed: most importing units do not distribute.
+    if unit not in await store.units_with_rules(conn=conn, units=[unit]):
+        return
     await service.distribute_new(
         conn=conn,
         tenant_id=event.tenant_id,
-        unit_id=uuid.UUID(batch.owner_org_id),
+        unit_id=unit[1],
         lead_ids=[uuid.UUID(x.id) for x in batch.leads],
     )
