@@ -1,14 +1,20 @@
 """customer_360: ``GET /v1/customers/{id}:view360`` on the customers service — the profile,
-contacts and history (local) plus the customer's open opportunities (sales) and open tickets
-(service-desk), fetched concurrently over gRPC under ``CUSTOMER360_DEADLINE_SECONDS``
-each; a section that misses its deadline is left empty and named in ``partial``.
+contacts and history (local) plus the customer's open opportunities (sales), open tickets
+(service-desk) and the campaign touches and score of the leads converted into it (leads),
+fetched concurrently over gRPC under ``CUSTOMER360_DEADLINE_SECONDS`` each; a section that
+misses its deadline is left empty and named in ``partial``.
 
-Setup (not timed): directory, customers, sales and service-desk migrated and started as
-separate processes (customers pointed at the other two by ``SALES_GRPC_TARGET`` /
-``SERVICE_DESK_GRPC_TARGET``); a tenant and a dealer rep through the directory's REST API;
-then as that rep, 16 requests at a time: ``BENCH_C360_CUSTOMERS`` (2,000) customers with 3
-contacts each (``POST /v1/customers``), an opportunity for every 2nd customer (``POST
-/v1/opportunities``) and a ticket for every 3rd (``POST /v1/tickets``).
+Setup (not timed): directory, leads, customers, sales and service-desk migrated and started
+as separate processes (customers pointed at the other three by ``SALES_GRPC_TARGET`` /
+``SERVICE_DESK_GRPC_TARGET`` / ``LEADS_GRPC_TARGET``); a tenant and a dealer rep through the
+directory's REST API; then as that rep, 16 requests at a time: ``BENCH_C360_CUSTOMERS``
+(2,000) customers with 3 contacts each (``POST /v1/customers``), an opportunity for every 2nd
+customer (``POST /v1/opportunities``) and a ticket for every 3rd (``POST /v1/tickets``); a
+lead with a campaign intent for every 2nd customer the other way round (``POST
+/v1/leads:batchCreate``), recorded as converted into that customer by one SQL statement in
+the leads database (a completed ``lead_conversions`` row and the lead CONVERTED). Running the
+saga itself is the lead_conversion scenario's job: here it would add contacts and
+opportunities to the seeded customers and minutes of setup.
 
 Measured, each by an open-loop generator process at ``BENCH_C360_RATE`` (200/s), latency
 from each request's due instant, cycling over the customers in a shuffled order:
@@ -20,7 +26,8 @@ from each request's due instant, cycling over the customers in a shuffled order:
 
 The target (p99 ≤ 30 ms at 200 requests/s) is printed, never asserted. Problems: any
 non-2xx answer or socket error, and a sampled content check after the load (contacts, open
-opportunities and open tickets of 50 customers equal to what was seeded)."""
+opportunities, open tickets, campaign touches and score of 50 customers equal to what was
+seeded)."""
 
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ import json
 import os
 import random
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,14 +47,31 @@ from bench.load import LoadOptions, LoadResult, LoadSpec, describe_generator, ru
 from bench.paced import PacedResult, Request, Target, run_paced
 from bench.procstats import CpuWindow, ProcessMonitor
 from bench.report import Row, ScenarioResult, fmt_ms, fmt_ratio, progress
-from bench.stack import DealerUser, Stack, create_dealer_user
+from bench.stack import DealerUser, Stack, asyncpg_dsn, create_dealer_user
 
 TARGET_P99_MS = 30.0
 TARGET_RATE = 200.0
-SERVICES = ("directory", "customers", "sales", "service-desk")
+SERVICES = ("directory", "leads", "customers", "sales", "service-desk")
 CONTACTS = 3
 CONCURRENT_SEED = 16
 CHECK_SAMPLE = 50
+LEAD_BATCH = 1000
+CONVERSION_COMPLETED = 3  # crm.leads.v1.ConversionState
+LEAD_CONVERTED = 3  # crm.leads.v1.LeadStatus
+# One statement: a completed conversion per (lead, customer) and the lead marked converted,
+# as the saga leaves them.
+RECORD_CONVERSIONS = """
+WITH done AS (
+    INSERT INTO lead_conversions (id, tenant_id, lead_id, state, prev_status, owner_org_id,
+        owner_org_path, actor, actor_org_path, options, customer_id, deadline)
+    SELECT x.id, l.tenant_id, l.id, $4, l.status, l.owner_org_id, l.owner_org_path, 'bench',
+        l.owner_org_path, '{}'::jsonb, x.customer_id, now()
+    FROM unnest($1::uuid[], $2::uuid[], $3::uuid[]) AS x (id, lead_id, customer_id)
+    JOIN leads l ON l.id = x.lead_id
+    RETURNING id, lead_id
+)
+UPDATE leads SET status = $5, conversion_id = done.id FROM done WHERE leads.id = done.lead_id
+"""
 
 
 def classify_360(status: int, body: bytes) -> str:
@@ -78,8 +103,19 @@ def _has_ticket(i: int) -> bool:
     return i % 3 == 0
 
 
-async def _seed(url: dict[str, str], user: DealerUser, count: int) -> list[str]:
-    """Customers (with contacts), opportunities, tickets; returns the customer ids."""
+def _has_lead(i: int) -> bool:
+    return i % 2 == 1
+
+
+def _campaign(i: int) -> str:
+    return f"车展-{i % 7}"
+
+
+async def _seed(
+    url: dict[str, str], user: DealerUser, count: int
+) -> tuple[list[str], dict[str, str]]:
+    """Customers (with contacts), opportunities, tickets, leads; returns the customer ids
+    (the leads' conversions are recorded by ``_record_conversions``)."""
     sem = asyncio.Semaphore(CONCURRENT_SEED)
 
     async def post(c: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -126,18 +162,73 @@ async def _seed(url: dict[str, str], user: DealerUser, count: int) -> list[str]:
             c, "/v1/tickets", {"subject": f"保养预约 {i}", "customer_id": cid, "priority": "NORMAL"}
         )
 
+    async def lead_batch(c: httpx.AsyncClient, indexes: list[int]) -> list[str]:
+        body = {
+            "leads": [
+                {
+                    "full_name": f"线索 {i}",
+                    "phone": f"+86135{i:08d}",
+                    "company": f"全景客户{i:05d}有限公司",
+                    "province": "浙江",
+                    "city": "杭州",
+                    "source": "bench",
+                    "intent": {"campaign": _campaign(i), "product_interest": "EV-X"},
+                }
+                for i in indexes
+            ]
+        }
+        async with sem:
+            r = await c.post("/v1/leads:batchCreate", json=body)
+        if r.status_code != 200:
+            raise RuntimeError(f"leads:batchCreate answered {r.status_code}: {r.text[:500]}")
+        results = r.json()["results"]
+        if any(res["outcome"] != "CREATED" for res in results):
+            raise RuntimeError(f"leads not all created: {json.dumps(results)[:500]}")
+        return [str(res["lead"]["id"]) for res in results]
+
     headers = user.auth
+    with_lead = [i for i in range(count) if _has_lead(i)]
     async with (
         httpx.AsyncClient(base_url=url["customers"], headers=headers, timeout=60) as cc,
         httpx.AsyncClient(base_url=url["sales"], headers=headers, timeout=60) as sc,
         httpx.AsyncClient(base_url=url["service-desk"], headers=headers, timeout=60) as tc,
+        httpx.AsyncClient(base_url=url["leads"], headers=headers, timeout=120) as lc,
     ):
-        ids = await asyncio.gather(*(customer(cc, i) for i in range(count)))
+        ids, lead_ids = await asyncio.gather(
+            asyncio.gather(*(customer(cc, i) for i in range(count))),
+            asyncio.gather(
+                *(
+                    lead_batch(lc, with_lead[k : k + LEAD_BATCH])
+                    for k in range(0, len(with_lead), LEAD_BATCH)
+                )
+            ),
+        )
         await asyncio.gather(
             *(opportunity(sc, i, cid) for i, cid in enumerate(ids) if _has_opportunity(i)),
             *(ticket(tc, i, cid) for i, cid in enumerate(ids) if _has_ticket(i)),
         )
-    return list(ids)
+    leads = [lead for batch in lead_ids for lead in batch]
+    return list(ids), dict(zip(leads, (ids[i] for i in with_lead), strict=True))
+
+
+async def _record_conversions(stack: Stack, converted: dict[str, str]) -> None:
+    """Each lead converted into its customer (lead id -> customer id), in one statement."""
+    import asyncpg
+
+    from crm_platform.ids import new_id
+
+    conn: Any = await asyncpg.connect(asyncpg_dsn(stack.db_url("leads")))
+    try:
+        await conn.execute(
+            RECORD_CONVERSIONS,
+            [new_id() for _ in converted],
+            [uuid.UUID(lead) for lead in converted],
+            [uuid.UUID(cid) for cid in converted.values()],
+            CONVERSION_COMPLETED,
+            LEAD_CONVERTED,
+        )
+    finally:
+        await conn.close()
 
 
 async def _content_check(url: str, user: DealerUser, ids: list[str]) -> list[str]:
@@ -155,16 +246,23 @@ async def _content_check(url: str, user: DealerUser, ids: list[str]) -> list[str
                 len(doc["customer"].get("contacts", [])),
                 len(doc.get("open_opportunities", [])),
                 len(doc.get("open_tickets", [])),
+                [t["campaign"] for t in doc.get("campaign_touches", [])],
+                doc.get("score") is not None,
                 doc.get("partial", []),
             )
-            want: tuple[int, int, int, list[str]] = (
+            want: tuple[int, int, int, list[str], bool, list[str]] = (
                 CONTACTS,
                 int(_has_opportunity(i)),
                 int(_has_ticket(i)),
+                [_campaign(i)] if _has_lead(i) else [],
+                _has_lead(i),
                 [],
             )
             if got != want:
-                wrong.append(f"customer {i}: (contacts, opps, tickets, partial) {got} != {want}")
+                wrong.append(
+                    f"customer {i}: (contacts, opps, tickets, touches, score, partial) "
+                    f"{got} != {want}"
+                )
     return wrong
 
 
@@ -201,23 +299,29 @@ def _run(ctx: BenchContext, stack: Stack) -> ScenarioResult:
             await stack.migrate(service)
 
     t0 = time.monotonic()
-    progress("  migrating, starting directory + sales + service-desk + customers processes")
+    progress("  migrating, starting directory + leads + sales + service-desk + customers")
     asyncio.run(migrate())
     stack.spawn("directory")
+    leads = stack.spawn("leads")
     sales = stack.spawn("sales")
     desk = stack.spawn("service-desk")
     customers = stack.spawn(
         "customers",
         SALES_GRPC_TARGET=sales.grpc_target,
         SERVICE_DESK_GRPC_TARGET=desk.grpc_target,
+        LEADS_GRPC_TARGET=leads.grpc_target,
     )
     stack.wait_ready(*SERVICES)
     startup = time.monotonic() - t0
     user = asyncio.run(create_dealer_user(stack.processes["directory"].url, stack.bootstrap_token))
-    progress(f"  seeding {cfg.customers:,} customers x {CONTACTS} contacts, opportunities, tickets")
+    progress(
+        f"  seeding {cfg.customers:,} customers x {CONTACTS} contacts, opportunities, tickets, "
+        "converted leads"
+    )
     t1 = time.monotonic()
     urls = {name: sp.url for name, sp in stack.processes.items()}
-    ids = asyncio.run(_seed(urls, user, cfg.customers))
+    ids, converted = asyncio.run(_seed(urls, user, cfg.customers))
+    asyncio.run(_record_conversions(stack, converted))
     seed_seconds = time.monotonic() - t1
     order = list(ids)
     random.Random(36).shuffle(order)
@@ -314,20 +418,22 @@ def _result(
     cpus: dict[str, float | None],
     peaks: dict[str, dict[str, Any]],
 ) -> ScenarioResult:
-    title = "customer 360 view (local read + sales and service-desk over gRPC)"
+    title = "customer 360 view (local read + sales, service-desk and leads over gRPC)"
     result = ScenarioResult(name="customer_360", title=title)
     answered = max(1, view.sent - view.errors)
     partial = sum(n for name, n in view.classes.items() if name.startswith("partial"))
     p99 = view.pct(99)
     opps = sum(1 for i in range(cfg.customers) if _has_opportunity(i))
     tickets = sum(1 for i in range(cfg.customers) if _has_ticket(i))
+    converted = sum(1 for i in range(cfg.customers) if _has_lead(i))
     load1, _, _ = os.getloadavg()
     result.notes = [
         f"load: one open-loop generator process, {cfg.rate:g} req/s, latency from each "
         f"request's due instant; the view {cfg.seconds:g} s after {cfg.warmup:g} s warm-up, "
         f"limits {ctx.limit_seconds:g} s each",
         f"setup: {cfg.customers:,} customers x {CONTACTS} contacts, {opps:,} opportunities, "
-        f"{tickets:,} tickets through the REST APIs in {seed_seconds:.1f} s; services up in "
+        f"{tickets:,} tickets, {converted:,} leads through the REST APIs (their conversions "
+        f"recorded in SQL) in {seed_seconds:.1f} s; services up in "
         f"{startup:.1f} s",
         f"servers: {ctx.servers.describe()['postgres']} | {ctx.servers.nats_url}; "
         f"namespace {stack.namespace}",
@@ -392,7 +498,8 @@ def _result(
         Row(
             f"check: view content of {min(CHECK_SAMPLE, cfg.customers)} customers (idle)",
             "ok" if not wrong else f"{len(wrong)} wrong",
-            "contacts, open opportunities, open tickets as seeded; not partial",
+            "contacts, open opportunities, open tickets, campaign touches, score as seeded; "
+            "not partial",
         )
     )
     result.rows = rows
@@ -415,6 +522,7 @@ def _result(
             "contacts_per_customer": CONTACTS,
             "opportunities": opps,
             "tickets": tickets,
+            "converted_leads": converted,
             "rate": cfg.rate,
             "seconds": cfg.seconds,
             "warmup_seconds": cfg.warmup,
@@ -452,6 +560,6 @@ def _result(
 
 SCENARIO = Scenario(
     name="customer_360",
-    title="customer 360 view (local read + sales and service-desk over gRPC)",
+    title="customer 360 view (local read + sales, service-desk and leads over gRPC)",
     run=run,
 )

@@ -19,6 +19,10 @@ class Settings(BaseServiceSettings):
     service_desk_grpc_target: str = Field(
         default="127.0.0.1:50055", description="gRPC address of service-desk (customer 360)."
     )
+    leads_grpc_target: str = Field(
+        default="127.0.0.1:50052",
+        description="gRPC address of leads (customer 360: campaign touches and score).",
+    )
     customer360_deadline_seconds: float = Field(
         default=0.15, gt=0, le=10, description="Deadline of each customer 360 remote call."
     )

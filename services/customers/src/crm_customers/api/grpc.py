@@ -295,7 +295,7 @@ class CustomerServicer(customer_service_pb2_grpc.CustomerServiceServicer):
     async def GetCustomer360(
         self, request: pb.GetCustomer360Request, context: Context
     ) -> pb.Customer360:
-        # The caller's credentials go on to sales and service-desk, as over REST.
+        # The caller's credentials go on to sales, service-desk and leads, as over REST.
         authorization = next(
             (str(v) for k, v in context.invocation_metadata() or () if k == "authorization"), ""
         )

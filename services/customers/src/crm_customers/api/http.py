@@ -182,9 +182,11 @@ def router(rt: Runtime) -> APIRouter:
         principal: CurrentPrincipal,
         authorization: Annotated[str, Header()] = "",
     ) -> Json:
-        """Profile and contacts, open opportunities (sales), open tickets (service-desk) and a
-        merged timeline, newest first. A dependency that is slow or down leaves its section
-        empty and is named in `partial` (with `partial_reasons`): still 200."""
+        """Profile and contacts, open opportunities and recent orders (sales), open tickets
+        (service-desk), campaign touches and the best score of the leads converted into the
+        customer (leads) and a merged timeline, newest first. A dependency that is slow or
+        down leaves its section empty and is named in `partial` (with `partial_reasons`):
+        still 200."""
         return await view360.assemble(
             rt=rt,
             principal=principal,

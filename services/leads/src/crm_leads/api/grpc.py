@@ -95,11 +95,21 @@ class LeadServicer(lead_service_pb2_grpc.LeadServiceServicer):
     async def ListLeads(
         self, request: pb.ListLeadsRequest, context: GrpcContext
     ) -> pb.ListLeadsResponse:
-        page = page_request(request.page_size, request.page_token)
+        """Each lead with its intents; ``customer_id`` narrows to the leads converted into
+        that customer (a page token is only valid for the same customer_id)."""
+        customer_id = parse_id(request.customer_id, "customer_id") if request.customer_id else None
+        # The filter is part of the token: a token of one customer's list cannot page another.
+        filter_key = f"customer_id={customer_id}" if customer_id is not None else ""
+        page = page_request(request.page_size, request.page_token, filter_key)
         async with self.rt.db.read() as conn:
-            rows = await service.list_visible(conn=conn, principal=require_principal(), page=page)
-        items, token = page_of(rows, page)
-        return pb.ListLeadsResponse(leads=[lead_to_proto(r) for r in items], next_page_token=token)
+            rows = await service.list_visible(
+                conn=conn, principal=require_principal(), page=page, customer_id=customer_id
+            )
+            items, token = page_of(rows, page, filter_key)
+            intents = await service.intents_by_lead(conn=conn, lead_ids=[r.id for r in items])
+        return pb.ListLeadsResponse(
+            leads=[lead_to_proto(r, intents[r.id]) for r in items], next_page_token=token
+        )
 
     async def UpdateLead(
         self, request: pb.UpdateLeadRequest, context: GrpcContext

@@ -50,4 +50,6 @@ lead_conversions = sa.Table(
     sa.Index(
         "ix_lead_conversions_deadline", "deadline", postgresql_where=sa.text("state IN (1, 2)")
     ),
+    # ListLeads(customer_id): the leads converted into one customer (customer 360).
+    sa.Index("ix_lead_conversions_customer", "tenant_id", "customer_id"),
 )

@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from crm.leads.v1 import events_pb2, lead_pb2, lead_service_pb2
+from crm.leads.v1 import conversion_pb2, events_pb2, lead_pb2, lead_service_pb2
+from crm_leads.conversion.models import lead_conversions
 from crm_leads.dedup import history, matching
 from crm_leads.dedup import rules as dedup
 from crm_leads.dedup import service as dedup_service
@@ -43,6 +45,7 @@ from crm_platform.pagination import PageRequest
 
 PRODUCER = "leads"
 INTENTS_SHOWN = 50
+CONVERSION_COMPLETED = conversion_pb2.CONVERSION_STATE_COMPLETED
 
 # Built once: SQLAlchemy does not cache PostgreSQL ON CONFLICT constructs.
 # Claims all of a lead's keys in one statement, in the order given (rows are inserted in
@@ -686,7 +689,58 @@ async def get(*, conn: AsyncConnection, principal: Principal, lead_id: uuid.UUID
 
 
 async def list_visible(
-    *, conn: AsyncConnection, principal: Principal, page: PageRequest
+    *,
+    conn: AsyncConnection,
+    principal: Principal,
+    page: PageRequest,
+    customer_id: uuid.UUID | None = None,
 ) -> list[Any]:
-    """Newest first (UUIDv7 ids are time-ordered), keyset-paged."""
-    return await records.visible_page(conn, leads, principal, page)
+    """Newest first (UUIDv7 ids are time-ordered), keyset-paged. ``customer_id``: only the
+    leads a completed conversion turned into that customer (any number of leads may convert
+    into one customer), still under the caller's visibility."""
+    where: list[sa.ColumnElement[bool]] = []
+    if customer_id is not None:
+        # A semi-join, so a lead converted once yields one row; the tenant comes first so
+        # ix_lead_conversions_customer finds the customer's few conversions directly.
+        where.append(
+            sa.exists().where(
+                lead_conversions.c.tenant_id == principal.tenant_id,
+                lead_conversions.c.customer_id == customer_id,
+                lead_conversions.c.state == CONVERSION_COMPLETED,
+                lead_conversions.c.lead_id == leads.c.id,
+            )
+        )
+    return await records.visible_page(conn, leads, principal, page, *where)
+
+
+_RANKED_INTENTS = (
+    sa.select(
+        lead_intents,
+        sa.func.row_number()
+        .over(partition_by=lead_intents.c.lead_id, order_by=lead_intents.c.id.desc())
+        .label("rank"),
+    )
+    .where(
+        lead_intents.c.lead_id
+        == sa.func.any(sa.bindparam("lead_ids", type_=ARRAY(UUID(as_uuid=True))))
+    )
+    .subquery("ranked")
+)
+_INTENTS_OF_MANY = (
+    sa.select(*(_RANKED_INTENTS.c[c.name] for c in lead_intents.c))
+    .where(_RANKED_INTENTS.c.rank <= INTENTS_SHOWN)
+    .order_by(_RANKED_INTENTS.c.lead_id, _RANKED_INTENTS.c.id.desc())
+)
+
+
+async def intents_by_lead(
+    *, conn: AsyncConnection, lead_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[Any]]:
+    """Each lead's intents as ``intents_of`` reads them (newest first, the latest
+    ``INTENTS_SHOWN``), for a whole page in one query rather than one per lead."""
+    found: dict[uuid.UUID, list[Any]] = {lead_id: [] for lead_id in lead_ids}
+    if lead_ids:
+        rows = await conn.execute(_INTENTS_OF_MANY, {"lead_ids": list(lead_ids)})
+        for row in rows:
+            found[row.lead_id].append(row)
+    return found

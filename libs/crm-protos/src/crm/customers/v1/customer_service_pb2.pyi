@@ -494,9 +494,11 @@ class Customer360(_message.Message):
         REF_FIELD_NUMBER: _builtins.int
         SUMMARY_FIELD_NUMBER: _builtins.int
         kind: _builtins.str
-        """"field_change", "opportunity_created", "order_won" or "ticket_created"."""
+        """"field_change", "opportunity_created", "order_won", "ticket_created" or
+        "campaign_touch".
+        """
         ref: _builtins.str
-        """Id of the field change, opportunity or ticket."""
+        """Id of the field change, opportunity, ticket or (campaign touch) lead intent."""
         summary: _builtins.str
         @_builtins.property
         def time(self) -> _timestamp_pb2.Timestamp: ...
@@ -511,6 +513,71 @@ class Customer360(_message.Message):
         _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
         def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
         _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "ref", b"ref", "summary", b"summary", "time", b"time"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class CampaignTouch(_message.Message):
+        """One enquiry with a campaign, of a lead converted into this customer."""
+
+        DESCRIPTOR: _descriptor.Descriptor
+
+        CAMPAIGN_FIELD_NUMBER: _builtins.int
+        SOURCE_FIELD_NUMBER: _builtins.int
+        PRODUCT_INTEREST_FIELD_NUMBER: _builtins.int
+        LEAD_ID_FIELD_NUMBER: _builtins.int
+        INTENT_ID_FIELD_NUMBER: _builtins.int
+        TIME_FIELD_NUMBER: _builtins.int
+        campaign: _builtins.str
+        source: _builtins.str
+        product_interest: _builtins.str
+        lead_id: _builtins.str
+        intent_id: _builtins.str
+        """Id of the lead's intent (crm.leads.v1.LeadIntent)."""
+        @_builtins.property
+        def time(self) -> _timestamp_pb2.Timestamp:
+            """When the enquiry was made."""
+
+        def __init__(
+            self,
+            *,
+            campaign: _builtins.str = ...,
+            source: _builtins.str = ...,
+            product_interest: _builtins.str = ...,
+            lead_id: _builtins.str = ...,
+            intent_id: _builtins.str = ...,
+            time: _timestamp_pb2.Timestamp | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign", "intent_id", b"intent_id", "lead_id", b"lead_id", "product_interest", b"product_interest", "source", b"source", "time", b"time"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class LeadScore(_message.Message):
+        """The best score among the leads converted into this customer."""
+
+        DESCRIPTOR: _descriptor.Descriptor
+
+        SCORE_FIELD_NUMBER: _builtins.int
+        GRADE_FIELD_NUMBER: _builtins.int
+        LEAD_ID_FIELD_NUMBER: _builtins.int
+        score: _builtins.int
+        """0..100."""
+        grade: _builtins.str
+        """"A" to "D"."""
+        lead_id: _builtins.str
+        def __init__(
+            self,
+            *,
+            score: _builtins.int = ...,
+            grade: _builtins.str = ...,
+            lead_id: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["grade", b"grade", "lead_id", b"lead_id", "score", b"score"]  # noqa: Y015
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -542,6 +609,8 @@ class Customer360(_message.Message):
     MISSING_PARTS_FIELD_NUMBER: _builtins.int
     PARTIAL_REASONS_FIELD_NUMBER: _builtins.int
     RECENT_ORDERS_FIELD_NUMBER: _builtins.int
+    CAMPAIGN_TOUCHES_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
     partial: _builtins.bool
     """True when a section could not be fetched (see missing_parts)."""
     @_builtins.property
@@ -562,7 +631,7 @@ class Customer360(_message.Message):
 
     @_builtins.property
     def missing_parts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Names of the sections left empty: "opportunities", "tickets"."""
+        """Names of the sections left empty: "opportunities", "tickets", "leads"."""
 
     @_builtins.property
     def partial_reasons(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
@@ -572,6 +641,18 @@ class Customer360(_message.Message):
     def recent_orders(self) -> _containers.RepeatedCompositeFieldContainer[_opportunity_pb2.Opportunity]:
         """Won opportunities (orders), most recently won first, at most 10; missing with
         "opportunities".
+        """
+
+    @_builtins.property
+    def campaign_touches(self) -> _containers.RepeatedCompositeFieldContainer[Global___Customer360.CampaignTouch]:
+        """Enquiries with a campaign of the leads converted into this customer that the caller
+        can see, newest first, at most 20; missing with "leads".
+        """
+
+    @_builtins.property
+    def score(self) -> Global___Customer360.LeadScore:
+        """The highest score among those leads (the newest lead on a tie); unset when there is
+        none or "leads" is missing.
         """
 
     def __init__(
@@ -585,10 +666,12 @@ class Customer360(_message.Message):
         missing_parts: _abc.Iterable[_builtins.str] | None = ...,
         partial_reasons: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         recent_orders: _abc.Iterable[_opportunity_pb2.Opportunity] | None = ...,
+        campaign_touches: _abc.Iterable[Global___Customer360.CampaignTouch] | None = ...,
+        score: Global___Customer360.LeadScore | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer", "score", b"score"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer", "missing_parts", b"missing_parts", "open_opportunities", b"open_opportunities", "open_tickets", b"open_tickets", "partial", b"partial", "partial_reasons", b"partial_reasons", "recent_orders", b"recent_orders", "timeline", b"timeline"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_touches", b"campaign_touches", "customer", b"customer", "missing_parts", b"missing_parts", "open_opportunities", b"open_opportunities", "open_tickets", b"open_tickets", "partial", b"partial", "partial_reasons", b"partial_reasons", "recent_orders", b"recent_orders", "score", b"score", "timeline", b"timeline"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

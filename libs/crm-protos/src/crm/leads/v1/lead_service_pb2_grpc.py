@@ -100,7 +100,8 @@ class LeadServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListLeads(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Newest first, each with its intents (newest first, at most 50).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

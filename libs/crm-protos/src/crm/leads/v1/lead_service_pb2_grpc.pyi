@@ -43,6 +43,7 @@ class LeadServiceStub:
     """Up to 1,000 leads in one call, with one result per item."""
     GetLead: _grpc.UnaryUnaryMultiCallable[_lead_service_pb2.GetLeadRequest, _lead_pb2.Lead]
     ListLeads: _grpc.UnaryUnaryMultiCallable[_lead_service_pb2.ListLeadsRequest, _lead_service_pb2.ListLeadsResponse]
+    """Newest first, each with its intents (newest first, at most 50)."""
     UpdateLead: _grpc.UnaryUnaryMultiCallable[_lead_service_pb2.UpdateLeadRequest, _lead_pb2.Lead]
     """Changes the profile fields named by update_mask (full_name, phone, email, company,
     province, city, open_id, union_id) of an open lead; records each change in the lead's
@@ -70,6 +71,7 @@ class LeadServiceAsyncStub(LeadServiceStub):
     """Up to 1,000 leads in one call, with one result per item."""
     GetLead: _aio.UnaryUnaryMultiCallable[_lead_service_pb2.GetLeadRequest, _lead_pb2.Lead]  # type: ignore[assignment]
     ListLeads: _aio.UnaryUnaryMultiCallable[_lead_service_pb2.ListLeadsRequest, _lead_service_pb2.ListLeadsResponse]  # type: ignore[assignment]
+    """Newest first, each with its intents (newest first, at most 50)."""
     UpdateLead: _aio.UnaryUnaryMultiCallable[_lead_service_pb2.UpdateLeadRequest, _lead_pb2.Lead]  # type: ignore[assignment]
     """Changes the profile fields named by update_mask (full_name, phone, email, company,
     province, city, open_id, union_id) of an open lead; records each change in the lead's
@@ -117,7 +119,8 @@ class LeadServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _lead_service_pb2.ListLeadsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_lead_service_pb2.ListLeadsResponse, _abc.Awaitable[_lead_service_pb2.ListLeadsResponse]]: ...
+    ) -> _typing.Union[_lead_service_pb2.ListLeadsResponse, _abc.Awaitable[_lead_service_pb2.ListLeadsResponse]]:
+        """Newest first, each with its intents (newest first, at most 50)."""
 
     @_abc_1.abstractmethod
     def UpdateLead(
