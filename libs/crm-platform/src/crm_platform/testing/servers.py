@@ -65,6 +65,14 @@ class NatsServer:
             self._proc.wait(timeout=10)
             self._proc = None
 
+    def kill(self) -> None:
+        """SIGKILL: no graceful shutdown, as a crash. What JetStream wrote is in the page
+        cache already, so only an operating-system crash could lose acknowledged messages."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait(timeout=10)
+            self._proc = None
+
     def restart(self) -> None:
         self.stop()
         self.start()
