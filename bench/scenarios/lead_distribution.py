@@ -13,7 +13,8 @@ rules, assignment policies and the private-pool cap go through the real REST end
 enquiry (product line), are COPYed in.
 
 Measured: ``POST /v1/distribution-rules/{hq}:run``, then ``POST
-/v1/assignment-policies/{dealer}:run`` for every dealer (``CONCURRENT_ASSIGN`` at a time);
+/v1/assignment-policies/{hq}:runSubtree`` (every dealer's pool, set-based across dealers; or
+one per region at once with ``BENCH_ASSIGN_MODE=regions``);
 the engine alone in this process on the same documents and leads; the physical floor of
 moving ownership (asyncpg ``UPDATE … FROM unnest`` of the same number of rows in 5,000-row
 transactions); the leads process's peak RSS and CPU. Issue 4's targets (≥ 20,000 leads/s end
@@ -59,7 +60,8 @@ CITIES_PER_PROVINCE = 10
 BINDING_REGIONS = frozenset({0, 3, 6})
 BINDING_FACTOR, LOOSE_FACTOR = 0.9, 1.5
 CONCURRENT_PUTS = 16
-CONCURRENT_ASSIGN = 8
+# Assignment: one subtree run from HQ ("hq"), or one per region at once ("regions").
+ASSIGN_MODE = os.environ.get("BENCH_ASSIGN_MODE", "hq")
 FLOOR_BATCH = 5000
 COPY_CHUNK = 100_000
 PRODUCT_LINES = ("ev", "ev", "ev", "suv", "suv", "suv", "sedan", "sedan", "sedan", "truck")
@@ -509,28 +511,39 @@ def engine_alone(tree: Tree, rows: list[LeadRow]) -> dict[str, Any]:
 # Measured
 
 
-async def assign_all(url: str, admin: Admin, dealers: list[Unit]) -> dict[str, Any]:
-    sem = asyncio.Semaphore(CONCURRENT_ASSIGN)
+async def assign_all(url: str, admin: Admin, tree: Tree, mode: str) -> dict[str, Any]:
+    """Every dealer's pool through subtree runs: ``hq`` one ``:runSubtree`` from HQ,
+    ``regions`` one per region, all at once."""
+    roots = [tree.hq] if mode == "hq" else tree.regions
     failures: list[str] = []
     assigned = 0
     left: Counter[str] = Counter()
+    units = 0
     async with httpx.AsyncClient(base_url=url, headers=admin.auth, timeout=None) as c:
 
-        async def one(dealer: Unit) -> None:
-            nonlocal assigned
-            async with sem:
-                r = await c.post(f"/v1/assignment-policies/{dealer.id}:run")
+        async def one(root: Unit) -> None:
+            nonlocal assigned, units
+            r = await c.post(f"/v1/assignment-policies/{root.id}:runSubtree")
             if r.status_code != 200:
-                failures.append(f"assign {dealer.code}: {r.status_code} {r.text[:300]}")
+                failures.append(f"assign {root.code}: {r.status_code} {r.text[:300]}")
                 return
             body = r.json()
             assigned += int(body["assigned"])
             left.update(body["left_in_pool"])
+            units += len(body["units"])
 
         t0 = time.monotonic()
-        await asyncio.gather(*(one(d) for d in dealers))
+        await asyncio.gather(*(one(root) for root in roots))
         seconds = time.monotonic() - t0
-    return {"assigned": assigned, "left": dict(left), "seconds": seconds, "failures": failures}
+    if units != len(tree.all_dealers):
+        failures.append(f"subtree runs assigned in {units} units, {len(tree.all_dealers)} dealers")
+    return {
+        "assigned": assigned,
+        "left": dict(left),
+        "seconds": seconds,
+        "failures": failures,
+        "runs": len(roots),
+    }
 
 
 def distribute(url: str, admin: Admin, hq: Unit) -> tuple[dict[str, Any], float, str | None]:
@@ -744,7 +757,7 @@ def _run(stack: Stack) -> ScenarioResult:
             asyncio.run(_login(directory.url, admin.slug)),
         )
         with CpuWindow(leads.pid) as cpu_assign:
-            assign = asyncio.run(assign_all(leads.url, admin, tree.all_dealers))
+            assign = asyncio.run(assign_all(leads.url, admin, tree, ASSIGN_MODE))
         problems += assign["failures"][:10]
         peak = monitor.peak()
     progress(f"    {assign['seconds']:.1f} s; waiting for the relay to drain the outbox")
@@ -839,10 +852,10 @@ def _result(
             _meets(dist_rate, TARGET_LEADS_PER_SECOND),
         ),
         Row(
-            "assignment: POST …/{dealer}:run × dealers",
+            f"assignment: POST …/{{{ASSIGN_MODE}}}:runSubtree × {assign['runs']}",
             fmt_rate(assign_rate, "leads/s"),
             f"{assign['assigned']:,} leads in {assign['seconds']:.1f} s "
-            f"({CONCURRENT_ASSIGN} concurrent)",
+            f"({assign['runs']} concurrent)",
             _meets(assign_rate, TARGET_LEADS_PER_SECOND),
         ),
         Row(
@@ -904,6 +917,8 @@ def _result(
             "left_in_pool": assign["left"],
             "leads_per_second": assign_rate,
             "cpu": cpu_a,
+            "mode": ASSIGN_MODE,
+            "runs": assign["runs"],
         },
         "end_to_end_leads_per_second": combined,
         "target_leads_per_second": TARGET_LEADS_PER_SECOND,

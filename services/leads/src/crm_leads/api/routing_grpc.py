@@ -283,6 +283,29 @@ class LeadRoutingServicer(routing_service_pb2_grpc.LeadRoutingServiceServicer):
             by_assignee=dict(result.by_assignee),
         )
 
+    async def RunSubtreeAssignment(
+        self, request: pb.RunSubtreeAssignmentRequest, context: GrpcContext
+    ) -> pb.RunSubtreeAssignmentResponse:
+        principal = require_principal()
+        principal.require_any(assignment.EDITOR_ROLES)
+        uid = parse_id(request.org_unit_id, "org_unit_id")
+        result = await assignment.run_subtree(self.rt.db, principal=principal, unit_id=uid)
+        total = result.total()
+        return pb.RunSubtreeAssignmentResponse(
+            assigned=total.assigned,
+            left_in_pool=dict(total.left),
+            units=[
+                pb.UnitAssignmentResult(
+                    org_unit_id=str(unit_id), assigned=r.assigned, left_in_pool=dict(r.left)
+                )
+                for unit_id, r in result.units.items()
+            ],
+            skipped_units=[
+                pb.SkippedAssignmentUnit(org_unit_id=str(s.org_unit_id), reason=s.reason)
+                for s in result.skipped
+            ],
+        )
+
     async def ClaimLead(self, request: pb.ClaimLeadRequest, context: GrpcContext) -> lead_pb2.Lead:
         principal = require_principal()
         lead_id = parse_id(request.lead_id, "lead_id")

@@ -1,5 +1,5 @@
 """Public REST adapter for assignment: the units' assignment policies, automatic runs over a
-unit's pool, and manual (re)assignment."""
+unit's pool or a whole subtree's pools, and manual (re)assignment."""
 
 from __future__ import annotations
 
@@ -105,6 +105,17 @@ def router(rt: Runtime) -> APIRouter:
         to each rep. A manual policy is 409 `ASSIGNMENT_POLICY_MANUAL`."""
         uid = parse_id(unit_id, "unit_id")
         return (await service.run(rt.db, principal=principal, unit_id=uid)).json()
+
+    @r.post(policies + ":runSubtree")
+    async def run_subtree_assignment(unit_id: str, principal: Manager) -> Json:
+        """`:run` for every unit of the subtree rooted at the unit (itself included) that
+        has an automatic policy, in one call and set-based across units (administrators,
+        managers of the unit). Totals, then per unit (by path) the leads assigned and left
+        by reason; `skipped_units` names each unit without an automatic policy
+        (`ASSIGNMENT_POLICY_MISSING`, `ASSIGNMENT_POLICY_MANUAL`), whose leads are never
+        touched."""
+        uid = parse_id(unit_id, "unit_id")
+        return (await service.run_subtree(rt.db, principal=principal, unit_id=uid)).json()
 
     @r.post("/v1/leads:assign", tags=["leads"])
     async def assign_leads(body: AssignIn, principal: Manager) -> Json:

@@ -228,3 +228,35 @@ def _skill(
         i = min(open_, key=lambda j: (load[j], j))
         load[i] += 1
         out.assignments.append((lead.lead_id, reps[i].user_id))
+
+
+@dataclass(frozen=True, slots=True)
+class UnitPool:
+    """One unit's share of a run's batch: its policy's strategy, its eligible reps as they
+    stand (open leads held now), its round-robin position and its pooled leads in order."""
+
+    unit_id: uuid.UUID
+    strategy: Strategy
+    reps: Sequence[RepState]
+    cursor: int
+    leads: Sequence[PoolLead]
+
+
+@dataclass(frozen=True, slots=True)
+class UnitPlan:
+    plan: Plan
+    # Every eligible rep at the cap afterwards (or none eligible): the rest of the unit's
+    # pool can wait for the next run instead of being read now.
+    full: bool
+
+
+def plan_units(pools: Sequence[UnitPool], *, cap: int) -> dict[uuid.UUID, UnitPlan]:
+    """``plan`` for each unit of a batch on its own (units never share reps or leads), so a
+    batch across many units decides exactly what per-unit runs over the same leads would."""
+    out: dict[uuid.UUID, UnitPlan] = {}
+    for pool in pools:
+        decided = plan(pool.strategy, pool.reps, pool.leads, cap=cap, cursor=pool.cursor)
+        given = Counter(rep for _, rep in decided.assignments)
+        full = all(r.held + given[r.user_id] >= cap for r in pool.reps)
+        out[pool.unit_id] = UnitPlan(decided, full)
+    return out

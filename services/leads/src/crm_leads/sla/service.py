@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -260,18 +261,23 @@ async def on_assigned(conn: AsyncConnection, rows: Sequence[Any]) -> int:
     acceptance) or still waits for its unit to accept it. A lead its unit collected itself
     is supervised from here on. Set-based: an assignment run gives thousands at once.
     Returns how many clocks started."""
-    ids = [r.id for r in rows]
+    # One array parameter, not thousands of IN parameters to render for each batch.
+    ids = sa.cast([r.id for r in rows], ARRAY(UUID(as_uuid=True)))
     waiting = set(
         (
             await conn.execute(
-                sa.select(lead_acceptances.c.lead_id).where(lead_acceptances.c.lead_id.in_(ids))
+                sa.select(lead_acceptances.c.lead_id).where(
+                    lead_acceptances.c.lead_id == sa.any_(ids)
+                )
             )
         ).scalars()
     )
     clocked = {
         r.lead_id: r.org_unit_id
         for r in await conn.execute(
-            sa.select(lead_sla.c.lead_id, lead_sla.c.org_unit_id).where(lead_sla.c.lead_id.in_(ids))
+            sa.select(lead_sla.c.lead_id, lead_sla.c.org_unit_id).where(
+                lead_sla.c.lead_id == sa.any_(ids)
+            )
         )
     }
     fresh = [

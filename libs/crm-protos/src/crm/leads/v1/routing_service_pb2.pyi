@@ -544,6 +544,157 @@ class RunAssignmentResponse(_message.Message):
 Global___RunAssignmentResponse: _TypeAlias = RunAssignmentResponse  # noqa: Y015
 
 @_typing.final
+class RunSubtreeAssignmentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORG_UNIT_ID_FIELD_NUMBER: _builtins.int
+    org_unit_id: _builtins.str
+    """The subtree's root: a unit the caller may assign in (administrators, its managers)."""
+    def __init__(
+        self,
+        *,
+        org_unit_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["org_unit_id", b"org_unit_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunSubtreeAssignmentRequest: _TypeAlias = RunSubtreeAssignmentRequest  # noqa: Y015
+
+@_typing.final
+class RunSubtreeAssignmentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LeftInPoolEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ASSIGNED_FIELD_NUMBER: _builtins.int
+    LEFT_IN_POOL_FIELD_NUMBER: _builtins.int
+    UNITS_FIELD_NUMBER: _builtins.int
+    SKIPPED_UNITS_FIELD_NUMBER: _builtins.int
+    assigned: _builtins.int
+    """Totals over the subtree."""
+    @_builtins.property
+    def left_in_pool(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
+    @_builtins.property
+    def units(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnitAssignmentResult]:
+        """Every unit with an automatic policy, by path (parents first)."""
+
+    @_builtins.property
+    def skipped_units(self) -> _containers.RepeatedCompositeFieldContainer[Global___SkippedAssignmentUnit]:
+        """Every unit without one; their leads are never touched."""
+
+    def __init__(
+        self,
+        *,
+        assigned: _builtins.int = ...,
+        left_in_pool: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        units: _abc.Iterable[Global___UnitAssignmentResult] | None = ...,
+        skipped_units: _abc.Iterable[Global___SkippedAssignmentUnit] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assigned", b"assigned", "left_in_pool", b"left_in_pool", "skipped_units", b"skipped_units", "units", b"units"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunSubtreeAssignmentResponse: _TypeAlias = RunSubtreeAssignmentResponse  # noqa: Y015
+
+@_typing.final
+class UnitAssignmentResult(_message.Message):
+    """UnitAssignmentResult is what a subtree run did in one unit's pool."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LeftInPoolEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ORG_UNIT_ID_FIELD_NUMBER: _builtins.int
+    ASSIGNED_FIELD_NUMBER: _builtins.int
+    LEFT_IN_POOL_FIELD_NUMBER: _builtins.int
+    org_unit_id: _builtins.str
+    assigned: _builtins.int
+    @_builtins.property
+    def left_in_pool(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Leads the run looked at and left in the unit's pool, by reason."""
+
+    def __init__(
+        self,
+        *,
+        org_unit_id: _builtins.str = ...,
+        assigned: _builtins.int = ...,
+        left_in_pool: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assigned", b"assigned", "left_in_pool", b"left_in_pool", "org_unit_id", b"org_unit_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnitAssignmentResult: _TypeAlias = UnitAssignmentResult  # noqa: Y015
+
+@_typing.final
+class SkippedAssignmentUnit(_message.Message):
+    """SkippedAssignmentUnit is a unit a subtree run did not assign in."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORG_UNIT_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    org_unit_id: _builtins.str
+    reason: _builtins.str
+    """ASSIGNMENT_POLICY_MISSING (none stored) or ASSIGNMENT_POLICY_MANUAL."""
+    def __init__(
+        self,
+        *,
+        org_unit_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["org_unit_id", b"org_unit_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SkippedAssignmentUnit: _TypeAlias = SkippedAssignmentUnit  # noqa: Y015
+
+@_typing.final
 class ClaimLeadRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

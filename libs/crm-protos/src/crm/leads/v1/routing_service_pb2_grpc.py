@@ -68,6 +68,11 @@ class LeadRoutingServiceStub:
                 request_serializer=crm_dot_leads_dot_v1_dot_routing__service__pb2.RunAssignmentRequest.SerializeToString,
                 response_deserializer=crm_dot_leads_dot_v1_dot_routing__service__pb2.RunAssignmentResponse.FromString,
                 _registered_method=True)
+        self.RunSubtreeAssignment = channel.unary_unary(
+                '/crm.leads.v1.LeadRoutingService/RunSubtreeAssignment',
+                request_serializer=crm_dot_leads_dot_v1_dot_routing__service__pb2.RunSubtreeAssignmentRequest.SerializeToString,
+                response_deserializer=crm_dot_leads_dot_v1_dot_routing__service__pb2.RunSubtreeAssignmentResponse.FromString,
+                _registered_method=True)
         self.ClaimLead = channel.unary_unary(
                 '/crm.leads.v1.LeadRoutingService/ClaimLead',
                 request_serializer=crm_dot_leads_dot_v1_dot_routing__service__pb2.ClaimLeadRequest.SerializeToString,
@@ -148,6 +153,14 @@ class LeadRoutingServiceServicer:
 
     def RunAssignment(self, request, context):
         """Assigns an org unit's pool by its assignment policy, never past a rep's private pool cap.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RunSubtreeAssignment(self, request, context):
+        """Assigns the pools of every unit of a subtree (the root included) with an automatic
+        policy in one call; units without one are skipped and reported.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -234,6 +247,11 @@ def add_LeadRoutingServiceServicer_to_server(servicer, server):
                     servicer.RunAssignment,
                     request_deserializer=crm_dot_leads_dot_v1_dot_routing__service__pb2.RunAssignmentRequest.FromString,
                     response_serializer=crm_dot_leads_dot_v1_dot_routing__service__pb2.RunAssignmentResponse.SerializeToString,
+            ),
+            'RunSubtreeAssignment': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunSubtreeAssignment,
+                    request_deserializer=crm_dot_leads_dot_v1_dot_routing__service__pb2.RunSubtreeAssignmentRequest.FromString,
+                    response_serializer=crm_dot_leads_dot_v1_dot_routing__service__pb2.RunSubtreeAssignmentResponse.SerializeToString,
             ),
             'ClaimLead': grpc.unary_unary_rpc_method_handler(
                     servicer.ClaimLead,
@@ -436,6 +454,33 @@ class LeadRoutingService:
             '/crm.leads.v1.LeadRoutingService/RunAssignment',
             crm_dot_leads_dot_v1_dot_routing__service__pb2.RunAssignmentRequest.SerializeToString,
             crm_dot_leads_dot_v1_dot_routing__service__pb2.RunAssignmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunSubtreeAssignment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.leads.v1.LeadRoutingService/RunSubtreeAssignment',
+            crm_dot_leads_dot_v1_dot_routing__service__pb2.RunSubtreeAssignmentRequest.SerializeToString,
+            crm_dot_leads_dot_v1_dot_routing__service__pb2.RunSubtreeAssignmentResponse.FromString,
             options,
             channel_credentials,
             insecure,

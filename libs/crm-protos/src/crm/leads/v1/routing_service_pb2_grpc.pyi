@@ -49,6 +49,10 @@ class LeadRoutingServiceStub:
     """Assigns up to 1,000 visible leads to one active rep of their owner unit, one result per lead."""
     RunAssignment: _grpc.UnaryUnaryMultiCallable[_routing_service_pb2.RunAssignmentRequest, _routing_service_pb2.RunAssignmentResponse]
     """Assigns an org unit's pool by its assignment policy, never past a rep's private pool cap."""
+    RunSubtreeAssignment: _grpc.UnaryUnaryMultiCallable[_routing_service_pb2.RunSubtreeAssignmentRequest, _routing_service_pb2.RunSubtreeAssignmentResponse]
+    """Assigns the pools of every unit of a subtree (the root included) with an automatic
+    policy in one call; units without one are skipped and reported.
+    """
     ClaimLead: _grpc.UnaryUnaryMultiCallable[_routing_service_pb2.ClaimLeadRequest, _lead_pb2.Lead]
     """Takes a lead from the caller's pool into the caller's private pool (users only)."""
     ReleaseLead: _grpc.UnaryUnaryMultiCallable[_routing_service_pb2.ReleaseLeadRequest, _lead_pb2.Lead]
@@ -84,6 +88,10 @@ class LeadRoutingServiceAsyncStub(LeadRoutingServiceStub):
     """Assigns up to 1,000 visible leads to one active rep of their owner unit, one result per lead."""
     RunAssignment: _aio.UnaryUnaryMultiCallable[_routing_service_pb2.RunAssignmentRequest, _routing_service_pb2.RunAssignmentResponse]  # type: ignore[assignment]
     """Assigns an org unit's pool by its assignment policy, never past a rep's private pool cap."""
+    RunSubtreeAssignment: _aio.UnaryUnaryMultiCallable[_routing_service_pb2.RunSubtreeAssignmentRequest, _routing_service_pb2.RunSubtreeAssignmentResponse]  # type: ignore[assignment]
+    """Assigns the pools of every unit of a subtree (the root included) with an automatic
+    policy in one call; units without one are skipped and reported.
+    """
     ClaimLead: _aio.UnaryUnaryMultiCallable[_routing_service_pb2.ClaimLeadRequest, _lead_pb2.Lead]  # type: ignore[assignment]
     """Takes a lead from the caller's pool into the caller's private pool (users only)."""
     ReleaseLead: _aio.UnaryUnaryMultiCallable[_routing_service_pb2.ReleaseLeadRequest, _lead_pb2.Lead]  # type: ignore[assignment]
@@ -152,6 +160,16 @@ class LeadRoutingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_routing_service_pb2.RunAssignmentResponse, _abc.Awaitable[_routing_service_pb2.RunAssignmentResponse]]:
         """Assigns an org unit's pool by its assignment policy, never past a rep's private pool cap."""
+
+    @_abc_1.abstractmethod
+    def RunSubtreeAssignment(
+        self,
+        request: _routing_service_pb2.RunSubtreeAssignmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_service_pb2.RunSubtreeAssignmentResponse, _abc.Awaitable[_routing_service_pb2.RunSubtreeAssignmentResponse]]:
+        """Assigns the pools of every unit of a subtree (the root included) with an automatic
+        policy in one call; units without one are skipped and reported.
+        """
 
     @_abc_1.abstractmethod
     def ClaimLead(
