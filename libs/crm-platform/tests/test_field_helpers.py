@@ -4,9 +4,11 @@ names, optional ids."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from crm.common.v1 import money_pb2
 from crm.marketing.v1 import campaign_pb2
@@ -15,7 +17,7 @@ from crm_platform.errors import FieldViolation, InvalidArgument, invalid
 from crm_platform.http import proto_json
 from crm_platform.ids import parse_optional_id
 from crm_platform.money import decimal_to_money, money_json, money_to_decimal, parse_amount
-from crm_platform.protos import enum_by_short_name, parse_enum
+from crm_platform.protos import enum_by_short_name, parse_enum, timestamp
 
 
 def cny(units: int, nanos: int) -> money_pb2.Money:
@@ -169,3 +171,18 @@ def test_optional_id() -> None:
     assert violations == []
     assert parse_optional_id("cust-1", "customer_id", violations) is None
     assert violations == [FieldViolation("customer_id", "must be a UUID")]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime(2026, 11, 24, 3, 4, 5, 678901, tzinfo=UTC),
+        datetime(2026, 11, 24, 11, 4, 5, 1, tzinfo=timezone(timedelta(hours=8))),
+        datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),  # before the epoch
+        datetime(2099, 1, 1, 0, 0, 0),  # naive: UTC, as FromDatetime reads it
+    ],
+)
+def test_timestamp_equals_protobufs_own_conversion(value: datetime) -> None:
+    expected = Timestamp()
+    expected.FromDatetime(value)
+    assert timestamp(value) == expected
