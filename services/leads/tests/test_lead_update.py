@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+import sqlalchemy as sa
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -310,3 +311,37 @@ async def test_grpc_update_lead_with_a_mask(leads: Runtime, tenant: Tenant) -> N
         ]
         got = await stub.GetLead(lead_service_pb2.GetLeadRequest(id=lead.id), metadata=md)
         assert (got.company, got.etag) == ("", updated.etag)
+
+
+async def test_a_key_an_edit_just_freed_is_claimed_by_the_capture_that_missed_it(
+    client: httpx.AsyncClient, leads: Runtime, tenant: Tenant
+) -> None:
+    """The capture race with an edit: the capture's claim of a phone fails (another lead
+    holds it), the edit then moves that lead to a new phone and commits, and the capture's
+    owner lookup finds no holder. The capture must take the key, not fail."""
+    import uuid
+
+    from crm_leads.lead.service import key_owner
+
+    phone = mobile()
+    first = await capture(client, tenant, phone=phone)
+    e164 = first["phone"]
+    tenant_id, newcomer = uuid.UUID(tenant.id), uuid.uuid4()
+    async with leads.db.unit_of_work() as conn:
+        # Before the edit: the lookup names the holder; nothing is claimed.
+        assert await key_owner(conn, tenant_id, newcomer, "phone", e164) == uuid.UUID(first["id"])
+        await conn.rollback()
+    r = await patch(client, tenant, first["id"], {"phone": mobile()})
+    assert r.status_code == 200, r.text
+    async with leads.db.unit_of_work() as conn:
+        # After it: no holder any more, so the capture claims the key itself.
+        assert await key_owner(conn, tenant_id, newcomer, "phone", e164) is None
+        holder = await conn.execute(
+            sa.text("SELECT lead_id FROM lead_keys WHERE tenant_id = :t AND value = :v"),
+            {"t": tenant_id, "v": e164},
+        )
+        assert holder.scalar_one() == newcomer
+        await conn.rollback()
+    # End to end: a capture with the freed phone makes a new lead.
+    second = await capture(client, tenant, phone=phone)
+    assert second["id"] != first["id"]

@@ -38,7 +38,13 @@ from crm_leads.scoring import service as scoring
 from crm_leads.scoring.rules import LeadFacts, Scored, score
 from crm_platform import records
 from crm_platform.auth import WRITE_ROLES, Principal
-from crm_platform.errors import AlreadyExists, FailedPrecondition, FieldViolation, describe
+from crm_platform.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    Unavailable,
+    describe,
+)
 from crm_platform.ids import new_id
 from crm_platform.outbox import add_event
 from crm_platform.pagination import PageRequest
@@ -137,9 +143,9 @@ async def capture(
         for kind, value in keys:
             if (kind, value) in claimed:
                 continue
-            # A fresh statement: it sees the row a concurrent capture just committed.
-            key = {"tenant_id": principal.tenant_id, "kind": kind, "value": value}
-            held[kind] = (await conn.execute(_KEY_OWNER, key)).scalar_one()
+            owner = await key_owner(conn, principal.tenant_id, lead_id, kind, value)
+            if owner is not None:
+                held[kind] = owner
     rules = await scoring.CACHE.current(conn, principal.tenant_id)
     dedup_current = await dedup_service.CACHE.current(conn, principal.tenant_id)
     duplicate = await matching.find_duplicate(
@@ -166,6 +172,31 @@ async def capture(
         lead_keys.update().where(lead_keys.c.lead_id == lead_id).values(lead_id=duplicate.lead_id)
     )
     return await _merge(conn, principal, duplicate, lead, intent, request_id, rules)
+
+
+# Claim, look up, claim again: a key changes hands only when an edit removes it.
+KEY_ATTEMPTS = 3
+
+
+async def key_owner(
+    conn: AsyncConnection, tenant_id: uuid.UUID, lead_id: uuid.UUID, kind: str, value: str
+) -> uuid.UUID | None:
+    """The lead holding a key this capture could not claim, or None once the capture has
+    claimed it after all: between the claim and the lookup a concurrent edit may have
+    removed the key from its lead (and committed), and then it is free to take."""
+    key = {"tenant_id": tenant_id, "kind": kind, "value": value}
+    for _ in range(KEY_ATTEMPTS):
+        # A fresh statement: it sees the row a concurrent capture or edit just committed.
+        owner: uuid.UUID | None = (await conn.execute(_KEY_OWNER, key)).scalar_one_or_none()
+        if owner is not None:
+            return owner
+        claim = {"tenant_id": tenant_id, "lead_id": lead_id, "kinds": [kind], "key_values": [value]}
+        if (await conn.execute(_CLAIM_KEYS, claim)).first() is not None:
+            return None
+    raise Unavailable(
+        f"the {kind} is being moved between leads by concurrent edits; retry the request",
+        reason="LEAD_KEY_CONTENDED",
+    )
 
 
 def _probe(lead: NewLead, intent: NewIntent) -> dedup.Probe:
