@@ -21,8 +21,9 @@ transactions); the leads process's peak RSS and CPU. Issue 4's targets (≥ 20,0
 to end, ≥ 200,000 decisions/s for the rules alone) are printed, never asserted.
 
 Checks (problems, not asserts): one known owner per lead, no dealer past its daily capacity
-(counters and lead counts), owner history rows = hops, outbox rows for the moves and one
-``lead.assigned`` per assignment, no rep past the private-pool cap or outside its unit."""
+(counters and lead counts), owner history rows = hops, outbox rows for the moves, each
+assigned lead in exactly one ``lead_batch.assigned`` event, no rep past the private-pool cap
+or outside its unit."""
 
 from __future__ import annotations
 
@@ -43,9 +44,11 @@ from bench.context import BenchContext, Scenario
 from bench.procstats import MB, CpuWindow, ProcessMonitor, rss_bytes
 from bench.report import Row, ScenarioResult, fmt_rate, fmt_ratio, progress
 from bench.stack import Stack, asyncpg_dsn
+from crm.leads.v1 import events_pb2
 from crm_leads.distribution.engine import DistributionState, Distributor, cascade, moment_at
 from crm_leads.distribution.rules import LeadFacts, Profile, parse_profile, parse_rules
 from crm_leads.distribution.service import TIMEZONE
+from crm_platform.events import parse_event
 from crm_platform.ids import new_id
 
 TARGET_LEADS_PER_SECOND = 20_000.0
@@ -597,6 +600,14 @@ async def check(dsn: str, tree: Tree, leads: int, cap: int) -> tuple[dict[str, A
                 "SELECT event_type, count(*) AS n FROM crm_outbox GROUP BY event_type"
             )
         }
+        # The runs' batch events, opened: each assigned lead must be in exactly one.
+        in_batches: Counter[str] = Counter()
+        for r in await conn.fetch(
+            "SELECT data FROM crm_outbox WHERE event_type = 'crm.leads.lead_batch.assigned.v1'"
+        ):
+            payload = parse_event(r["data"]).payload
+            assert isinstance(payload, events_pb2.LeadBatchAssigned)
+            in_batches.update(x.lead_id for x in payload.leads)
         pending = int(
             await conn.fetchval("SELECT count(*) FROM crm_outbox WHERE published_at IS NULL")
         )
@@ -630,7 +641,7 @@ async def check(dsn: str, tree: Tree, leads: int, cap: int) -> tuple[dict[str, A
     full = sum(1 for d in dealer_ids if per_owner.get(d, 0) == tree.capacity[d])
     hops = 2 * at_dealers + at_regions
     batch_events = outbox.get("crm.leads.lead_batch.distributed.v1", 0)
-    assigned_events = outbox.get("crm.leads.lead.assigned.v1", 0)
+    assigned_in_events = len(in_batches)
     owners = len([u for u in per_owner if u != tree.hq.id])
     verdicts: list[tuple[bool, str]] = [
         (total != leads, f"{total:,} leads in the table, {leads:,} seeded"),
@@ -645,8 +656,9 @@ async def check(dsn: str, tree: Tree, leads: int, cap: int) -> tuple[dict[str, A
         (history != hops, f"{history:,} owner-history rows, {hops:,} hops expected"),
         (batch_events < owners, f"{batch_events} lead_batch.distributed events, {owners} owners"),
         (
-            assigned_events != assigned,
-            f"{assigned_events:,} lead.assigned events for {assigned:,} assigned leads",
+            assigned_in_events != assigned or any(n != 1 for n in in_batches.values()),
+            f"{assigned_in_events:,} leads in lead_batch.assigned events (some more than once: "
+            f"{sum(1 for n in in_batches.values() if n != 1)}) for {assigned:,} assigned leads",
         ),
         (max_held > cap, f"a rep holds {max_held} leads, past the private-pool cap {cap}"),
         (bool(wrong_unit), f"{wrong_unit} leads held by a rep of another unit"),
@@ -893,7 +905,8 @@ def _result(
             f"waited {drain[0]:.1f} s; "
             f"{counts['outbox'].get('crm.leads.lead_batch.distributed.v1', 0):,} "
             f"lead_batch.distributed + "
-            f"{counts['outbox'].get('crm.leads.lead.assigned.v1', 0):,} lead.assigned events",
+            f"{counts['outbox'].get('crm.leads.lead_batch.assigned.v1', 0):,} "
+            "lead_batch.assigned events",
         ),
     ]
     result.problems = problems

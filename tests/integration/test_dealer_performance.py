@@ -98,11 +98,25 @@ async def test_distribution_acceptance_and_follow_up_reach_the_report(
             headers=t.auth("d1-manager"),
         )
         assert r.status_code == 201, r.text
+        # d1's assignment run gives the accepted lead to its rep: a batch event, counted once.
+        rep = await t.add_user("d1-seller", "d1", ["rep"])
+        policy = {"strategy": "round_robin", "reps": [{"user_id": rep}]}
+
+        async def policy_set() -> None:  # once the rep has reached the leads replica
+            r = await c.put(
+                f"/v1/assignment-policies/{d1}", json=policy, headers=t.auth("d1-manager")
+            )
+            assert r.status_code == 200, r.text
+
+        await eventually(policy_set)
+        r = await c.post(f"/v1/assignment-policies/{d1}:run", headers=t.auth("d1-manager"))
+        assert r.status_code == 200 and r.json()["assigned"] == 1, r.text
 
     async def settled() -> dict[str, Any]:
         body = await report(analytics, t, "d1-rep")
         totals = body["totals"]
         assert (totals["accepted"], totals["rejected"], totals["first_contacts"]) == (1, 1, 1)
+        assert totals["assigned"] == 1
         return body
 
     mine = await eventually(settled)

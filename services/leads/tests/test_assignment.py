@@ -160,15 +160,19 @@ async def test_round_robin_then_load_based_spread_the_pool(
     assert [await holder(client, t, x) for x in lead_ids] == [
         uid(t, f"r{i}") for i in (1, 2, 3)
     ] * 2
-    _, payload = await wait_for_event(
+    # A run publishes its assignments as one batch event per unit.
+    envelope, batch = await wait_for_event(
         leads.settings.nats_url,
         leads.settings.nats_namespace,
-        "crm.leads.lead.assigned.v1",
-        events_pb2.LeadAssigned,
-        lambda p: p.lead.id == lead_ids[0],
+        "crm.leads.lead_batch.assigned.v1",
+        events_pb2.LeadBatchAssigned,
+        lambda p: any(x.lead_id == lead_ids[0] for x in p.leads),
     )
-    assert (payload.assignee_id, payload.strategy) == (uid(t, "r1"), "round_robin")
-    assert payload.by == uid(t, "d1-manager")
+    assert [x.lead_id for x in batch.leads] == lead_ids
+    assert [x.assignee_id for x in batch.leads] == [uid(t, f"r{i}") for i in (1, 2, 3)] * 2
+    assert (batch.strategy, batch.by) == ("round_robin", uid(t, "d1-manager"))
+    assert batch.org_unit_id == t.units["d1"]["id"]
+    assert envelope.org_path == batch.org_unit_path == t.units["d1"]["path"]
 
     # r1 gets two more by hand: 4, 2, 2 held; three new leads go to the least loaded.
     extra = [await capture(client, t) for _ in range(2)]

@@ -172,16 +172,22 @@ async def test_subtree_run_equals_per_unit_runs(
     assert await holders(leads, b, lead_b["d2"]) == ["s1"] * 3 + ["", "s2", "s2", ""]
     assert await holders(leads, b, lead_b["east"] + lead_b["hq"]) == ["", ""]
 
-    # The events carry each unit's own strategy; the clocks start as with :run.
-    for lead, strategy in ((lead_b["d1"][0], "round_robin"), (lead_b["d2"][0], "skill")):
-        _, payload = await wait_for_event(
+    # One batch event per unit, each with the unit's own strategy and path (no sibling
+    # sees another's); the clocks start as with :run.
+    for at, strategy in (("d1", "round_robin"), ("d2", "skill")):
+        envelope, batch = await wait_for_event(
             leads.settings.nats_url,
             leads.settings.nats_namespace,
-            "crm.leads.lead.assigned.v1",
-            events_pb2.LeadAssigned,
-            lambda p, lead=lead: p.lead.id == lead,
+            "crm.leads.lead_batch.assigned.v1",
+            events_pb2.LeadBatchAssigned,
+            lambda p, at=at: p.org_unit_id == unit(b, at),
         )
-        assert (payload.strategy, payload.by) == (strategy, b.units["ids"]["east-manager"])
+        assert (batch.strategy, batch.by) == (strategy, b.units["ids"]["east-manager"])
+        assert envelope.org_path == batch.org_unit_path == b.units[at]["path"]
+        held = await holders(leads, b, lead_b[at])
+        assert {x.lead_id: x.assignee_id for x in batch.leads} == {
+            lead: b.units["ids"][who] for lead, who in zip(lead_b[at], held, strict=True) if who
+        }
     given = [x for at in ("d1", "d2") for x in lead_b[at]]
     async with leads.db.read() as conn:
         clocks = {

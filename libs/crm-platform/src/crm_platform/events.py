@@ -45,6 +45,7 @@ SUBJECTS: dict[str, type[Message]] = {
     "crm.leads.lead_batch.merged.v1": leads_events.LeadBatchMerged,
     "crm.leads.lead.distributed.v1": leads_events.LeadDistributed,
     "crm.leads.lead_batch.distributed.v1": leads_events.LeadBatchDistributed,
+    "crm.leads.lead_batch.assigned.v1": leads_events.LeadBatchAssigned,
     "crm.leads.lead.accepted.v1": leads_events.LeadAccepted,
     "crm.leads.lead.rejected.v1": leads_events.LeadRejected,
     "crm.leads.lead.sla_warning.v1": leads_events.LeadSlaWarning,

@@ -25,6 +25,11 @@ DEALER_PERFORMANCE = (
     ),
     ("crm.leads.lead.reclaimed.v1", "analytics-lead-reclaimed", dealerperf.on_lead_reclaimed),
     ("crm.leads.lead.assigned.v1", "analytics-lead-assigned", dealerperf.on_lead_assigned),
+    (
+        "crm.leads.lead_batch.assigned.v1",
+        "analytics-lead-batch-assigned",
+        dealerperf.on_lead_batch_assigned,
+    ),
 )
 
 

@@ -85,6 +85,14 @@ async def on_lead_assigned(conn: AsyncConnection, event: ReceivedEvent) -> None:
     await _apply(conn, [rules.delta(unit, _occurred(event), "assigned")])
 
 
+async def on_lead_batch_assigned(conn: AsyncConnection, event: ReceivedEvent) -> None:
+    """An assignment run's leads at one unit: one ``assigned`` delta for all of them."""
+    assert isinstance(event.payload, events_pb2.LeadBatchAssigned)
+    p = event.payload
+    unit = _unit(event, p.org_unit_id, p.org_unit_path)
+    await _apply(conn, [rules.delta(unit, _occurred(event), "assigned", len(p.leads))])
+
+
 async def on_lead_followed_up(conn: AsyncConnection, event: ReceivedEvent) -> None:
     """The earliest activity logged while the receiving unit owns the lead is its first
     contact; time to first contact counts from the lead's arrival there. Leads a unit

@@ -49,9 +49,11 @@ from crm_platform.errors import (
     PermissionDenied,
 )
 from crm_platform.outbox import NewEvent, add_events
+from crm_platform.protos import timestamp
 from crm_platform.versioned import append_version
 
 MAX_MANUAL = 1000
+EVENT_LEADS = 1000  # leads per batch event: well under NATS's 1 MB message limit
 # Pooled leads per run transaction, across however many units they belong to.
 RUN_BATCH = 4000
 # Side-by-side batch loops of one subtree run, over disjoint ranges of its units.
@@ -143,10 +145,17 @@ class Move:
 
 
 async def _apply(
-    conn: AsyncConnection, *, tenant_id: uuid.UUID, moves: Sequence[Move], by: str
+    conn: AsyncConnection,
+    *,
+    tenant_id: uuid.UUID,
+    moves: Sequence[Move],
+    by: str,
+    batched: bool = False,
 ) -> list[Any]:
     """Give each lead to its assignee in one UPDATE, whatever units the leads are in;
-    previous holders start their cool-down; ``crm.leads.lead.assigned.v1`` per lead."""
+    previous holders start their cool-down. Events: ``crm.leads.lead.assigned.v1`` per lead,
+    or with ``batched`` (assignment runs) ``crm.leads.lead_batch.assigned.v1`` per unit and
+    up to ``EVENT_LEADS`` leads."""
     if not moves:
         return []
     rows = list(
@@ -165,9 +174,10 @@ async def _apply(
     lost = [(r.id, p) for r in rows if (p := by_lead[r.id].previous) is not None]
     await poolrules.record_releases(conn=conn, tenant_id=tenant_id, pairs=lost, reason="reassigned")
     # One statement for the batch's events, not a round trip per lead.
-    await add_events(
-        conn,
-        [
+    events = (
+        _batch_events(rows, by_lead, by)
+        if batched
+        else [
             NewEvent(
                 event_type="crm.leads.lead.assigned.v1",
                 payload=events_pb2.LeadAssigned(
@@ -183,10 +193,44 @@ async def _apply(
                 org_path=row.owner_org_path,
             )
             for row in rows
-        ],
-        producer=PRODUCER,
+        ]
     )
+    await add_events(conn, events, producer=PRODUCER)
     return rows
+
+
+def _batch_events(
+    rows: Sequence[Any], by_lead: Mapping[uuid.UUID, Move], by: str
+) -> list[NewEvent]:
+    """A run's assignments as LeadBatchAssigned events: one per unit (its path on the
+    envelope, so no sibling sees another's) and strategy, up to EVENT_LEADS leads each."""
+    groups: dict[tuple[uuid.UUID, uuid.UUID, str, str], list[events_pb2.AssignedLead]] = {}
+    for row in rows:
+        key = (row.tenant_id, row.owner_org_id, row.owner_org_path, by_lead[row.id].strategy)
+        groups.setdefault(key, []).append(
+            events_pb2.AssignedLead(
+                lead_id=str(row.id),
+                assignee_id=str(row.assignee_id),
+                assign_time=timestamp(row.assigned_time),
+            )
+        )
+    return [
+        NewEvent(
+            event_type="crm.leads.lead_batch.assigned.v1",
+            payload=events_pb2.LeadBatchAssigned(
+                tenant_id=str(tenant),
+                org_unit_id=str(unit),
+                org_unit_path=path,
+                by=by,
+                strategy=strategy,
+                leads=assigned[start : start + EVENT_LEADS],
+            ),
+            tenant_id=tenant,
+            org_path=path,
+        )
+        for (tenant, unit, path, strategy), assigned in groups.items()
+        for start in range(0, len(assigned), EVENT_LEADS)
+    ]
 
 
 @dataclass
@@ -446,6 +490,7 @@ async def _run_batch(
                 for lead, rep in plans[t.id].plan.assignments
             ],
             by=principal.subject,
+            batched=True,
         )
         moved = [
             (t.id, cursor) for t in units if (cursor := plans[t.id].plan.cursor) != cursors[t.id]

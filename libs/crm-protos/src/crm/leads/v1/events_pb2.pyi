@@ -562,6 +562,77 @@ class LeadAssigned(_message.Message):
 Global___LeadAssigned: _TypeAlias = LeadAssigned  # noqa: Y015
 
 @_typing.final
+class LeadBatchAssigned(_message.Message):
+    """Payload of crm.leads.lead_batch.assigned.v1: an assignment run (:run, :runSubtree) gave up
+    to 1,000 leads of one org unit to its reps under the unit's policy. Runs assign thousands
+    of leads at once and one acked publish per lead cannot keep up; single assignments by hand
+    still publish LeadAssigned. The envelope carries the unit's path (siblings never see it).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    ORG_UNIT_ID_FIELD_NUMBER: _builtins.int
+    ORG_UNIT_PATH_FIELD_NUMBER: _builtins.int
+    BY_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    LEADS_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    org_unit_id: _builtins.str
+    org_unit_path: _builtins.str
+    by: _builtins.str
+    """The user who ran it (principal subject)."""
+    strategy: _builtins.str
+    """The unit's policy strategy: round_robin, load_based or skill."""
+    @_builtins.property
+    def leads(self) -> _containers.RepeatedCompositeFieldContainer[Global___AssignedLead]: ...
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        org_unit_id: _builtins.str = ...,
+        org_unit_path: _builtins.str = ...,
+        by: _builtins.str = ...,
+        strategy: _builtins.str = ...,
+        leads: _abc.Iterable[Global___AssignedLead] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by", b"by", "leads", b"leads", "org_unit_id", b"org_unit_id", "org_unit_path", b"org_unit_path", "strategy", b"strategy", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeadBatchAssigned: _TypeAlias = LeadBatchAssigned  # noqa: Y015
+
+@_typing.final
+class AssignedLead(_message.Message):
+    """One lead of a LeadBatchAssigned event."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAD_ID_FIELD_NUMBER: _builtins.int
+    ASSIGNEE_ID_FIELD_NUMBER: _builtins.int
+    ASSIGN_TIME_FIELD_NUMBER: _builtins.int
+    lead_id: _builtins.str
+    assignee_id: _builtins.str
+    @_builtins.property
+    def assign_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        lead_id: _builtins.str = ...,
+        assignee_id: _builtins.str = ...,
+        assign_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assign_time", b"assign_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assign_time", b"assign_time", "assignee_id", b"assignee_id", "lead_id", b"lead_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AssignedLead: _TypeAlias = AssignedLead  # noqa: Y015
+
+@_typing.final
 class LeadFollowedUp(_message.Message):
     """Payload of crm.leads.lead.followed_up.v1: an activity was logged against the lead."""
 
