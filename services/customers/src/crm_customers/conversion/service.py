@@ -121,29 +121,26 @@ async def put_rules(
 async def _claim(
     conn: AsyncConnection, ctx: Context, conversion_id: uuid.UUID, lead_id: str, state: str
 ) -> tuple[Any, bool]:
-    """The conversion's record, locked; inserted with ``state`` if it was missing."""
-    inserted = (
-        await conn.execute(
-            insert(conversion_records)
-            .values(
-                conversion_id=conversion_id,
-                tenant_id=ctx.tenant_id,
-                lead_id=lead_id,
-                state=state,
-                org_path=ctx.org_path,
-            )
-            .on_conflict_do_nothing()
-            .returning(conversion_records.c.conversion_id)
-        )
-    ).first()
+    """The conversion's record, locked; inserted with ``state`` if it was missing. One
+    statement, not an insert and a locking read: a no-op ON CONFLICT DO UPDATE locks the row
+    as FOR UPDATE would (waiting for a concurrent holder, then taking the latest version), and
+    ``xmax = 0`` on the returned row tells a fresh insert from it."""
+    stmt = insert(conversion_records).values(
+        conversion_id=conversion_id,
+        tenant_id=ctx.tenant_id,
+        lead_id=lead_id,
+        state=state,
+        org_path=ctx.org_path,
+    )
     row = (
         await conn.execute(
-            sa.select(conversion_records)
-            .where(conversion_records.c.conversion_id == conversion_id)
-            .with_for_update()
+            stmt.on_conflict_do_update(
+                index_elements=[conversion_records.c.conversion_id],
+                set_={"conversion_id": stmt.excluded.conversion_id},
+            ).returning(*conversion_records.c, sa.literal_column("(xmax = 0)").label("inserted"))
         )
     ).one()
-    return row, inserted is not None
+    return row, bool(row.inserted)
 
 
 async def _set_record(conn: AsyncConnection, conversion_id: uuid.UUID, **values: Any) -> Any:
@@ -256,11 +253,16 @@ def _phone_key(raw: str, region: str) -> str:
     return contact_rules.phone(raw, "phone", region, violations)
 
 
+# Taken in the array's order (a function scan returns unnest's rows in order): one
+# statement for all of a conversion's match keys.
+_ADVISORY_LOCKS = sa.text(
+    "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(CAST(:keys AS text[])) AS k"
+)
+
+
 async def _advisory_locks(conn: AsyncConnection, keys: list[str]) -> None:
-    for key in keys:  # sorted by the caller: one lock order for everybody
-        await conn.execute(
-            sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(key, 0)))
-        )
+    if keys:  # sorted by the caller: one lock order for everybody
+        await conn.execute(_ADVISORY_LOCKS, {"keys": keys})
 
 
 def _visible_from(path: str) -> sa.ColumnElement[bool]:
