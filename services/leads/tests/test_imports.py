@@ -16,6 +16,7 @@ import httpx
 import openpyxl
 import pytest
 import sqlalchemy as sa
+from prometheus_client import REGISTRY
 
 from conftest import Tenant, http_client, make_tenant
 from crm.leads.v1 import events_pb2
@@ -129,6 +130,11 @@ async def test_import_dedups_in_file_and_against_existing_and_reports_bad_rows(
         ["Bad Phone", "12345", "", "", "", "", ""],
         ["", "", "not-an-email", "", "", "", ""],
     ]
+
+    def slices_written() -> float:
+        return REGISTRY.get_sample_value("crm_import_slice_seconds_count", {"phase": "write"}) or 0
+
+    written_before = slices_written()
     response = await upload(client, tenant, csv_bytes(rows), source="fair_2026")
     assert response.status_code == 202, response.text
     job = response.json()
@@ -136,6 +142,8 @@ async def test_import_dedups_in_file_and_against_existing_and_reports_bad_rows(
     assert job["rows_total"] == 8
     job = await finished(client, tenant, job["id"])
     assert job["state"] == "SUCCEEDED", job
+    # The slice timings SREs watch (crm_import_slice_seconds) saw this import's one slice.
+    assert slices_written() >= written_before + 1
     assert (job["rows_done"], job["rows_total"]) == (8, 8)
     assert (job["rows_created"], job["rows_merged"], job["rows_invalid"]) == (4, 2, 2)
 

@@ -93,6 +93,18 @@ LEADS_CAPTURED = Counter(
 )
 for _outcome in LEAD_CAPTURE_OUTCOMES:
     LEADS_CAPTURED.labels(_outcome)
+# A slow import shows here which side holds it up: "prepare" is the writer waiting for the
+# worker processes (parse, validate, score), "write" one slice's transaction (COPY, merges,
+# events). Slices are import_slice_rows rows (20,000 by default).
+IMPORT_SLICE_PHASES = ("prepare", "write")
+IMPORT_SLICE = Histogram(
+    "crm_import_slice_seconds",
+    "Bulk import slices by phase (prepare: waiting for the workers; write: its transaction).",
+    ["phase"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+for _phase in IMPORT_SLICE_PHASES:
+    IMPORT_SLICE.labels(_phase)
 LEADS_DISTRIBUTED = Counter(
     "crm_leads_distributed_total", "Leads assigned to an org unit or user by distribution."
 )

@@ -112,10 +112,12 @@ class ImportRunner:
         )
         with SliceProducer(source, self.workers) as slices:
             while True:
-                prepared = await slices.next()
+                with metrics.IMPORT_SLICE.labels("prepare").time():
+                    prepared = await slices.next()
                 if not prepared.rows:
                     return
-                await self._write(target, prepared, scorer, done, set_based=set_based)
+                with metrics.IMPORT_SLICE.labels("write").time():
+                    await self._write(target, prepared, scorer, done, set_based=set_based)
                 done += prepared.rows
 
     async def _write(
