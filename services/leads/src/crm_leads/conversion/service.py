@@ -227,20 +227,43 @@ async def _update(conn: AsyncConnection, row: Any, **values: Any) -> Any:
     return updated
 
 
+async def _advance(
+    conn: AsyncConnection, conversion_id: str, expected: int, **values: Any
+) -> Any | None:
+    """``_lock`` + a state check + ``_update`` in one statement: the UPDATE locks the row and
+    re-checks ``state`` on its latest version, so a reply that arrives twice, late or after a
+    compensation changes nothing (None). For steps that only move the state forward."""
+    try:
+        cid = uuid.UUID(conversion_id)
+    except ValueError:
+        return None
+    row = (
+        await conn.execute(
+            lead_conversions.update()
+            .where(lead_conversions.c.id == cid, lead_conversions.c.state == expected)
+            .values(update_time=sa.func.now(), **values)
+            .returning(*lead_conversions.c)
+        )
+    ).first()
+    if row is not None and values.get("state") in rules.ENDED:
+        await conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, str(row.id))))
+    return row
+
+
 async def on_customer_prepared(conn: AsyncConnection, event: ReceivedEvent) -> None:
     msg: Any = event.payload
-    row = await _lock(conn, msg.conversion_id)
-    if row is None or row.state != rules.CUSTOMER_PENDING:
-        return
-    row = await _update(
+    row = await _advance(
         conn,
-        row,
+        msg.conversion_id,
+        rules.CUSTOMER_PENDING,
         state=rules.OPPORTUNITY_PENDING,
         customer_id=uuid.UUID(msg.customer_id),
         contact_id=uuid.UUID(msg.contact_id) if msg.contact_id else None,
         customer_created=msg.customer_created,
         contact_created=msg.contact_created,
     )
+    if row is None:
+        return
     the_plan = Plan.from_json(row.options)
     await _send(
         conn,
@@ -268,15 +291,15 @@ async def on_customer_failed(conn: AsyncConnection, event: ReceivedEvent) -> Non
 
 async def on_sales_completed(conn: AsyncConnection, event: ReceivedEvent) -> None:
     msg: Any = event.payload
-    row = await _lock(conn, msg.conversion_id)
-    if row is None or row.state != rules.OPPORTUNITY_PENDING:
-        return
-    row = await _update(
+    row = await _advance(
         conn,
-        row,
+        msg.conversion_id,
+        rules.OPPORTUNITY_PENDING,
         state=rules.COMPLETED,
         opportunity_ids=[uuid.UUID(i) for i in msg.opportunity_ids],
     )
+    if row is None:
+        return
     lead = (
         await conn.execute(
             leads.update()
