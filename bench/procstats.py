@@ -54,11 +54,10 @@ def cpu_seconds(pid: int) -> float | None:
         with contextlib.suppress(Exception):
             t = ps.Process(pid).cpu_times()
             return float(t.user + t.system)
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = int(fields[11]) + int(fields[12])  # utime, stime
-        return ticks / os.sysconf("SC_CLK_TCK")
-    return None
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 class ProcessMonitor:

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from opentelemetry import trace
-from sqlalchemy.dialects.postgresql import UUID, insert
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crm_platform import metrics
@@ -72,17 +72,6 @@ class ConsumerSpec:
         return cls(name=name, event_type=event_type, handler=one, batch_handler=handler)
 
 
-async def record_once(conn: AsyncConnection, consumer: str, event: ReceivedEvent) -> bool:
-    """Insert the inbox row; False if this consumer already processed the event."""
-    result = await conn.execute(
-        insert(inbox)
-        .values(consumer=consumer, event_id=event.id)
-        .on_conflict_do_nothing()
-        .returning(inbox.c.event_id)
-    )
-    return result.first() is not None
-
-
 _RECORD_MANY = sa.text(
     "INSERT INTO crm_inbox (consumer, event_id) SELECT :consumer, unnest(:ids) "
     "ON CONFLICT DO NOTHING RETURNING event_id"
@@ -102,6 +91,11 @@ async def record_new(
             fresh.discard(event.id)
             new.append(event)
     return new
+
+
+async def record_once(conn: AsyncConnection, consumer: str, event: ReceivedEvent) -> bool:
+    """Insert the inbox row; False if this consumer already processed the event."""
+    return bool(await record_new(conn, consumer, [event]))
 
 
 class ConsumerRunner:

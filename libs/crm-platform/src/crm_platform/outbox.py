@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -41,6 +41,17 @@ outbox = sa.Table(
 )
 
 _INSERT_EVENT = outbox.insert()  # built once: its cache key is computed once
+
+
+# Items per batch event (a thousand leads is ~60 kB, well under NATS's 1 MB message limit):
+# bulk paths publish one event naming many records, never one acked publish per record.
+BATCH_EVENT_ITEMS = 1000
+
+
+def batches(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    """``items`` in runs of at most BATCH_EVENT_ITEMS, one batch event each."""
+    for start in range(0, len(items), BATCH_EVENT_ITEMS):
+        yield items[start : start + BATCH_EVENT_ITEMS]
 
 
 @dataclass(frozen=True)

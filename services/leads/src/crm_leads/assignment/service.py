@@ -48,12 +48,11 @@ from crm_platform.errors import (
     NotFound,
     PermissionDenied,
 )
-from crm_platform.outbox import NewEvent, add_events
+from crm_platform.outbox import NewEvent, add_events, batches
 from crm_platform.protos import timestamp
 from crm_platform.versioned import append_version
 
 MAX_MANUAL = 1000
-EVENT_LEADS = 1000  # leads per batch event: well under NATS's 1 MB message limit
 # Pooled leads per run transaction, across however many units they belong to.
 RUN_BATCH = 4000
 # Side-by-side batch loops of one subtree run, over disjoint ranges of its units.
@@ -155,7 +154,7 @@ async def _apply(
     """Give each lead to its assignee in one UPDATE, whatever units the leads are in;
     previous holders start their cool-down. Events: ``crm.leads.lead.assigned.v1`` per lead,
     or with ``batched`` (assignment runs) ``crm.leads.lead_batch.assigned.v1`` per unit and
-    up to ``EVENT_LEADS`` leads."""
+    up to ``BATCH_EVENT_ITEMS`` leads."""
     if not moves:
         return []
     rows = list(
@@ -203,7 +202,7 @@ def _batch_events(
     rows: Sequence[Any], by_lead: Mapping[uuid.UUID, Move], by: str
 ) -> list[NewEvent]:
     """A run's assignments as LeadBatchAssigned events: one per unit (its path on the
-    envelope, so no sibling sees another's) and strategy, up to EVENT_LEADS leads each."""
+    envelope, so no sibling sees another's) and strategy, up to BATCH_EVENT_ITEMS leads each."""
     groups: dict[tuple[uuid.UUID, uuid.UUID, str, str], list[events_pb2.AssignedLead]] = {}
     for row in rows:
         key = (row.tenant_id, row.owner_org_id, row.owner_org_path, by_lead[row.id].strategy)
@@ -223,13 +222,13 @@ def _batch_events(
                 org_unit_path=path,
                 by=by,
                 strategy=strategy,
-                leads=assigned[start : start + EVENT_LEADS],
+                leads=chunk,
             ),
             tenant_id=tenant,
             org_path=path,
         )
         for (tenant, unit, path, strategy), assigned in groups.items()
-        for start in range(0, len(assigned), EVENT_LEADS)
+        for chunk in batches(assigned)
     ]
 
 

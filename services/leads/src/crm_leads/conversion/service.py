@@ -222,9 +222,14 @@ async def _update(conn: AsyncConnection, row: Any, **values: Any) -> Any:
             .returning(*lead_conversions.c)
         )
     ).one()
+    await _notify_if_ended(conn, updated, values)
+    return updated
+
+
+async def _notify_if_ended(conn: AsyncConnection, row: Any, values: dict[str, Any]) -> None:
+    """Wakes the requests waiting on this conversion (crm_leads.conversion.waiters)."""
     if values.get("state") in rules.ENDED:
         await conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, str(row.id))))
-    return updated
 
 
 async def _advance(
@@ -245,8 +250,8 @@ async def _advance(
             .returning(*lead_conversions.c)
         )
     ).first()
-    if row is not None and values.get("state") in rules.ENDED:
-        await conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, str(row.id))))
+    if row is not None:
+        await _notify_if_ended(conn, row, values)
     return row
 
 

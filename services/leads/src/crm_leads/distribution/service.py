@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -52,7 +52,7 @@ from crm_platform.auth import ROLE_ADMIN, ROLE_MANAGER, Principal, visible_to
 from crm_platform.db import Database
 from crm_platform.errors import DomainError, FailedPrecondition, NotFound, PermissionDenied
 from crm_platform.ids import new_id
-from crm_platform.outbox import NewEvent, add_event, add_events
+from crm_platform.outbox import NewEvent, add_event, add_events, batches
 from crm_platform.pagination import PageRequest
 
 # Leads decided and written per transaction by a pool run. Large, because a batch's events go
@@ -60,7 +60,6 @@ from crm_platform.pagination import PageRequest
 # 20,000 ~10 (100k-lead bench: 37,655 -> 9,732 events, 10,871 -> 14,710 leads/s); a batch
 # then holds its leads' locks ~1.5 s.
 BATCH_LEADS = 20000
-EVENT_LEADS = 1000  # leads per batch event, as imports' batch events
 MAX_MANUAL = 1000
 # Days and weeks of the capacity counters, and active hours, are in this timezone until lead
 # settings carry a tenant timezone.
@@ -416,11 +415,6 @@ async def _flag(
         )
 
 
-def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(items), EVENT_LEADS):
-        yield items[i : i + EVENT_LEADS]
-
-
 async def _batch_events(conn: AsyncConnection, plan: Plan, moves: list[_Move]) -> None:
     """One event per new owner and 1,000 leads, carrying that owner's path: a dealer's
     consumers see the leads it received, never a sibling's."""
@@ -451,7 +445,7 @@ async def _batch_events(conn: AsyncConnection, plan: Plan, moves: list[_Move]) -
                 org_path=plan.units[owner].path,
             )
             for owner, entries in sorted(by_owner.items())
-            for chunk in _chunks(entries)
+            for chunk in batches(entries)
         ],
         producer=PRODUCER,
     )
@@ -494,10 +488,10 @@ async def run(
 async def distribute_new(
     *, conn: AsyncConnection, tenant_id: uuid.UUID, unit_id: uuid.UUID, lead_ids: list[uuid.UUID]
 ) -> RunResult:
-    """New leads captured at ``unit_id``: distributed by its automatic rules if it has any
-    (else they stay, the unit's own). Idempotent: a lead already moved is no longer in the
-    unit's pool and is not looked at again."""
-    if not lead_ids or not await store.has_rules(conn=conn, tenant_id=tenant_id, unit_id=unit_id):
+    """New leads captured at ``unit_id``, a unit the caller found distributing
+    (``store.units_with_rules``): distributed by its automatic rules. Idempotent: a lead
+    already moved is no longer in the unit's pool and is not looked at again."""
+    if not lead_ids:
         return RunResult()
     plan = await load_plan(conn=conn, tenant_id=tenant_id, unit_id=unit_id)
     result, _ = await distribute_batch(conn=conn, plan=plan, lead_ids=sorted(lead_ids))

@@ -194,20 +194,6 @@ async def profiles(
     return {row.org_unit_id: Profile.model_validate(row.document) for row in rows}
 
 
-async def has_rules(*, conn: AsyncConnection, tenant_id: uuid.UUID, unit_id: uuid.UUID) -> bool:
-    """Whether the unit distributes automatically: one backward primary-key probe, no
-    document parsed (the consumer asks this for every new lead)."""
-    table = distribution_rules
-    latest = (
-        sa.select(sa.func.jsonb_array_length(table.c.document["rules"]))
-        .where(table.c.tenant_id == tenant_id, table.c.org_unit_id == unit_id)
-        .order_by(table.c.version.desc())
-        .limit(1)
-    )
-    count = (await conn.execute(latest)).scalar_one_or_none()
-    return bool(count)
-
-
 _UNITS_WITH_RULES = sa.text(
     "SELECT u.tenant_id, u.unit_id FROM unnest(:tenants, :units) AS u (tenant_id, unit_id) "
     "WHERE (SELECT jsonb_array_length(r.document -> 'rules') FROM distribution_rules r "
@@ -222,8 +208,9 @@ _UNITS_WITH_RULES = sa.text(
 async def units_with_rules(
     *, conn: AsyncConnection, units: Sequence[tuple[uuid.UUID, uuid.UUID]]
 ) -> set[tuple[uuid.UUID, uuid.UUID]]:
-    """Which of the (tenant, unit) pairs distribute automatically: ``has_rules`` for many
-    units in one statement (a batch consumer asks it once per fetch)."""
+    """Which of the (tenant, unit) pairs distribute automatically (their latest rules
+    document has rules): one backward primary-key probe per unit, no document parsed, in one
+    statement (the capture consumers ask it once per fetch)."""
     if not units:
         return set()
     rows = await conn.execute(

@@ -26,10 +26,9 @@ from crm_leads.lead.service import Outcome, capture
 from crm_leads.scoring.rules import LeadFacts, Scorer
 from crm_platform.auth import ROLE_INTEGRATION, Principal
 from crm_platform.errors import DomainError, FieldViolation
-from crm_platform.outbox import add_event
+from crm_platform.outbox import add_event, batches
 
 PRODUCER = "leads"
-EVENT_LEADS = 1000  # leads per batch event: ~60 kB, well under NATS's 1 MB message limit
 
 _LEAD_COLUMNS = (
     "id",
@@ -385,11 +384,6 @@ async def _merge(
     return merged
 
 
-def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), EVENT_LEADS):
-        yield items[start : start + EVENT_LEADS]
-
-
 async def _created_events(
     conn: AsyncConnection, job: Job, new: Sequence[Person], ids: Sequence[str]
 ) -> None:
@@ -407,7 +401,7 @@ async def _created_events(
             new, ids, strict=True
         )
     ]
-    for chunk in _chunks(leads):
+    for chunk in batches(leads):
         await add_event(
             conn,
             event_type="crm.leads.lead_batch.created.v1",
@@ -437,7 +431,7 @@ async def _merged_events(conn: AsyncConnection, job: Job, merged: Sequence[_Merg
             )
         )
     for path, leads in by_owner.items():
-        for chunk in _chunks(leads):
+        for chunk in batches(leads):
             await add_event(
                 conn,
                 event_type="crm.leads.lead_batch.merged.v1",
