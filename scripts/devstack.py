@@ -50,7 +50,7 @@ LOCAL_NATS_PORT = 4222
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 # Seven services share one PostgreSQL (pgserver keeps max_connections at 100).
-DB_POOL_SIZE = "5"
+DB_POOL_SIZE = "10"
 
 
 class StackError(Exception):

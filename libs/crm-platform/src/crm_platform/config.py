@@ -17,7 +17,7 @@ class BaseServiceSettings(BaseSettings):
         description="SQLAlchemy async URL of the service's own database "
         "(postgresql+asyncpg://user@host:port/crm_leads)."
     )
-    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_pool_size: int = Field(default=20, ge=1, le=200)
     nats_url: str = Field(default="nats://127.0.0.1:4222")
     nats_namespace: str = Field(
         default="",

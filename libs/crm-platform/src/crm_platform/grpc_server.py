@@ -3,6 +3,7 @@ authentication, error mapping to rich status, and RED metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -101,6 +102,12 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             token = None
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:
+                # The caller has given up already (the call waited in our queue): work
+                # done now would be thrown away, so an overloaded server sheds it.
+                metrics.GRPC_HANDLED.labels(service, name, "DEADLINE_EXCEEDED").inc()
+                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed in queue")
             try:
                 if needs_auth:
                     md = dict(context.invocation_metadata() or ())
@@ -109,7 +116,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                     trace.get_current_span().set_attribute(
                         "crm.tenant_id", str(principal.tenant_id)
                     )
-                return await inner(request, context)
+                return await _uncancelled(inner(request, context))
             except DomainError as exc:
                 code = exc.grpc_code
                 await context.abort_with_status(  # type: ignore[attr-defined]
@@ -141,6 +148,23 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+async def _uncancelled(work: Awaitable[Any]) -> Any:
+    """``work`` to its end even if the call is cancelled (its deadline passes, the client
+    goes): cancelling a statement in flight makes asyncpg open a connection to send the
+    cancel request and drops the pooled connection, so under load cancellations cost far
+    more than letting short statements finish. A cancelled call's result is dropped."""
+    task = asyncio.ensure_future(work)
+    task.add_done_callback(_drop_result)
+    return await asyncio.shield(task)
+
+
+def _drop_result(task: asyncio.Future[Any]) -> None:
+    # Retrieved so that an abandoned task's error is not logged as never retrieved; the
+    # call's own path has reported it when the call was still waiting.
+    if not task.cancelled():
+        task.exception()
 
 
 def build_server(

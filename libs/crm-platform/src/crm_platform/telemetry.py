@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
 
 from opentelemetry import context, propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import (
+    Decision,
+    Sampler,
+    SamplingResult,
+    _get_from_env_or_default,
+)
+from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace.span import TraceState
+from opentelemetry.util.types import Attributes
 from pythonjsonlogger.json import JsonFormatter
 
 from crm_platform.config import BaseServiceSettings
@@ -45,13 +55,47 @@ def configure_logging(settings: BaseServiceSettings) -> None:
     root.setLevel(settings.log_level.upper())
 
 
+class RecordWhenConsumed(Sampler):
+    """The configured sampler (``OTEL_TRACES_SAMPLER``, default parent-based always-on), but
+    only while a span processor is installed (an OTLP exporter, a test's collector): with
+    none, recording a span costs ~170 µs of Python per SQL statement for nothing. Unrecorded
+    spans still carry trace ids, so logs and event headers stay correlated."""
+
+    def __init__(self, inner: Sampler) -> None:
+        self._inner = inner
+        self.consumed = False
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        if not self.consumed:
+            return SamplingResult(Decision.DROP)
+        return self._inner.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+
+    def get_description(self) -> str:
+        return f"RecordWhenConsumed{{{self._inner.get_description()}}}"
+
+
+_sampler: RecordWhenConsumed | None = None
+
+
 def init_tracing(
     settings: BaseServiceSettings, extra_processors: tuple[SpanProcessor, ...] = ()
 ) -> trace.Tracer:
     """Install one global tracer provider per process (several in-process services in tests
     share it; consumer spans name their service in the ``crm.service`` attribute)."""
-    global _provider, _instrumented
+    global _provider, _instrumented, _sampler
     if _provider is None:
+        _sampler = RecordWhenConsumed(_get_from_env_or_default())
         resource = Resource.create(
             {
                 "service.name": settings.service_name,
@@ -60,8 +104,9 @@ def init_tracing(
                 "deployment.environment.name": settings.deployment_environment,
             }
         )
-        _provider = TracerProvider(resource=resource)
+        _provider = TracerProvider(resource=resource, sampler=_sampler)
         if settings.otel_exporter_otlp_endpoint:
+            _sampler.consumed = True
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
             _provider.add_span_processor(
@@ -70,6 +115,8 @@ def init_tracing(
         trace.set_tracer_provider(_provider)
     for processor in extra_processors:
         _provider.add_span_processor(processor)
+        assert _sampler is not None
+        _sampler.consumed = True
     if not _instrumented:
         from opentelemetry.instrumentation.grpc import (
             GrpcAioInstrumentorClient,

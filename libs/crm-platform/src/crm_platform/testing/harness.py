@@ -41,7 +41,7 @@ class ServiceStarter:
         values: dict[str, Any] = {
             "service_name": definition.name,
             "db_url": db_url,
-            "db_pool_size": 5,
+            "db_pool_size": 10,
             "nats_url": self.nats_url,
             "nats_namespace": self.namespace,
             "grpc_port": 0,
