@@ -91,6 +91,39 @@ def test_reasons() -> None:
     assert rules.reason(won_order=False) == rules.REASON_ACTIVITY
 
 
+def _report(won: bool, days_ago: float) -> rules.Reported:
+    return rules.Reported(won_order=won, occurred_at=NOW - timedelta(days=days_ago))
+
+
+def test_fold_makes_each_change_one_report_at_a_time_would() -> None:
+    reports = [_report(False, 3), _report(True, 2), _report(True, 1), _report(False, 0)]
+    tally, moves = rules.fold(rules.PROSPECT, rules.Tally(), reports, now=NOW, thresholds=T)
+    assert tally == rules.Tally(2, NOW - timedelta(days=1), NOW)
+    assert moves == [
+        rules.Move(rules.PROSPECT, rules.CUSTOMER, rules.REASON_ORDER, 1),
+        rules.Move(rules.CUSTOMER, rules.REPEAT, rules.REASON_ORDER, 2),
+    ]
+    # The same reports one fold each, carrying the stage and facts along: the same result.
+    stage_now, step_tally, steps = rules.PROSPECT, rules.Tally(), []
+    for i, report in enumerate(reports):
+        step_tally, made = rules.fold(stage_now, step_tally, [report], now=NOW, thresholds=T)
+        steps += [rules.Move(m.from_stage, m.to_stage, m.reason, i) for m in made]
+        stage_now = made[-1].to_stage if made else stage_now
+    assert (step_tally, steps) == (tally, moves)
+
+
+def test_fold_never_moves_times_back_and_old_activity_keeps_a_customer_at_risk() -> None:
+    at_risk = rules.Tally(1, NOW - timedelta(days=120), NOW - timedelta(days=100))
+    # A late event from before the last activity: nothing moves.
+    tally, moves = rules.fold(rules.AT_RISK, at_risk, [_report(False, 200)], now=NOW, thresholds=T)
+    assert tally == at_risk
+    assert moves == []
+    # Fresh activity brings the customer back.
+    tally, moves = rules.fold(rules.AT_RISK, at_risk, [_report(False, 0)], now=NOW, thresholds=T)
+    assert tally.last_activity_time == NOW
+    assert moves == [rules.Move(rules.AT_RISK, rules.CUSTOMER, rules.REASON_ACTIVITY, 0)]
+
+
 # -- over the running services ---------------------------------------------------------------
 
 

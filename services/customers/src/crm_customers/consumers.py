@@ -26,11 +26,10 @@ def consumers(rt: Runtime) -> list[ConsumerSpec]:
             concurrency=ORDER_FREE_CONCURRENCY,
         ),
         *(
-            ConsumerSpec(
+            ConsumerSpec.batched(
                 name=f"customers-lifecycle-{purpose}",
                 event_type=event_type,
                 handler=lifecycle_handlers.handler(event_type, rt.settings.lifecycle_thresholds),
-                concurrency=ORDER_FREE_CONCURRENCY,
             )
             for purpose, event_type in (
                 ("opportunities", lifecycle_handlers.OPPORTUNITY_CREATED),

@@ -106,6 +106,25 @@ async def get(
     return row, await _contacts_of(conn, row)
 
 
+async def visible(*, conn: AsyncConnection, principal: Principal, customer_id: uuid.UUID) -> Any:
+    """The customer if the caller can see it (NotFound otherwise), without its contacts."""
+    return await _visible_customer(conn, principal, customer_id)
+
+
+async def contacts_and_history(
+    *, conn: AsyncConnection, customer: Any, history_size: int
+) -> tuple[list[Any], Sequence[Any]]:
+    """A visible customer's contacts and its newest field changes (the 360's local part)."""
+    contact_rows = await _contacts_of(conn, customer)
+    changes = await history.page_of(
+        conn=conn,
+        customer_id=customer.id,
+        contact_id=None,
+        page=PageRequest(size=history_size, after=None),
+    )
+    return contact_rows, changes
+
+
 async def list_visible(
     *, conn: AsyncConnection, principal: Principal, page: PageRequest
 ) -> list[Any]:

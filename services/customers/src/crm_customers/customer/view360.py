@@ -25,7 +25,6 @@ from crm_customers.settings import Settings
 from crm_platform.auth import Principal
 from crm_platform.grpc_client import auth_metadata
 from crm_platform.http import proto_json
-from crm_platform.pagination import PageRequest
 from crm_platform.runtime import Runtime
 
 TIMELINE_LIMIT = 50
@@ -58,16 +57,6 @@ async def assemble_proto(
     """The view as its proto, for both transports (REST renders it with ``to_json``)."""
     settings = rt.settings
     assert isinstance(settings, Settings)
-    # Local first: a customer the caller cannot see is a 404 before any fan-out.
-    async with rt.db.read() as conn:
-        row, contacts = await service.get(conn=conn, principal=principal, customer_id=customer_id)
-        history = await service.history_page(
-            conn=conn,
-            principal=principal,
-            customer_id=customer_id,
-            contact_id=None,
-            page=PageRequest(size=TIMELINE_LIMIT, after=None),
-        )
     md = auth_metadata(authorization)
     deadline = settings.customer360_deadline_seconds
     cid = str(customer_id)
@@ -104,11 +93,23 @@ async def assemble_proto(
         )
         return list(resp.leads)
 
-    results = await asyncio.gather(
-        _section("opportunities", opportunities),
-        _section("tickets", tickets),
-        _section("leads", converted_leads),
-    )
+    async with rt.db.read() as conn:
+        # A customer the caller cannot see is a 404 before any fan-out; once it is known
+        # visible, the remote sections run while the contacts and history are read.
+        row = await service.visible(conn=conn, principal=principal, customer_id=customer_id)
+        remote = asyncio.gather(
+            _section("opportunities", opportunities),
+            _section("tickets", tickets),
+            _section("leads", converted_leads),
+        )
+        try:
+            contacts, history = await service.contacts_and_history(
+                conn=conn, customer=row, history_size=TIMELINE_LIMIT
+            )
+        except BaseException:
+            remote.cancel()
+            raise
+    results = await remote
     view = customer_service_pb2.Customer360(customer=customer_to_proto(row, contacts))
     timeline: list[Entry] = []
     for change in history:

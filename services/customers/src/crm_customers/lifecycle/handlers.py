@@ -5,7 +5,7 @@ payload and record the order or activity."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from google.protobuf.message import Message
@@ -16,7 +16,7 @@ from crm.sales.v1 import events_pb2 as sales_events
 from crm.sales.v1 import opportunity_pb2
 from crm.servicedesk.v1 import events_pb2 as servicedesk_events
 from crm_customers.lifecycle import rules, service
-from crm_platform.consumers import EventHandler
+from crm_platform.consumers import BatchHandler
 from crm_platform.events import PoisonMessage, ReceivedEvent
 
 OPPORTUNITY_CREATED = "crm.sales.opportunity.created.v1"
@@ -53,27 +53,33 @@ EXTRACTORS: dict[str, Extract] = {
 }
 
 
-def handler(event_type: str, thresholds: rules.Thresholds) -> EventHandler:
+def handler(event_type: str, thresholds: rules.Thresholds) -> BatchHandler:
+    """A fetch of ``event_type`` events, set-based (``ConsumerSpec.batched``)."""
     extract = EXTRACTORS[event_type]
 
-    async def on_event(conn: AsyncConnection, event: ReceivedEvent) -> None:
-        customer_id, won_order = extract(event.payload)
-        envelope = event.envelope
+    async def on_events(conn: AsyncConnection, events: Sequence[ReceivedEvent]) -> None:
         now = datetime.now(UTC)
-        occurred = envelope.occurred_at.ToDatetime(UTC) if envelope.HasField("occurred_at") else now
-        await service.record(
-            conn=conn,
-            cause=service.Cause(
-                tenant_id=uuid.UUID(envelope.tenant_id),
-                correlation_id=envelope.correlation_id,
-                causation_id=envelope.id,
-            ),
-            customer_id=customer_id,
-            won_order=won_order,
-            # Never in the future: a producer's fast clock must not hold a customer active.
-            occurred_at=min(occurred, now),
-            now=now,
-            thresholds=thresholds,
-        )
+        reports = []
+        for event in events:
+            customer_id, won_order = extract(event.payload)
+            envelope = event.envelope
+            occurred = (
+                envelope.occurred_at.ToDatetime(UTC) if envelope.HasField("occurred_at") else now
+            )
+            reports.append(
+                service.Report(
+                    cause=service.Cause(
+                        tenant_id=uuid.UUID(envelope.tenant_id),
+                        correlation_id=envelope.correlation_id,
+                        causation_id=envelope.id,
+                    ),
+                    customer_id=customer_id,
+                    won_order=won_order,
+                    # Never in the future: a producer's fast clock must not hold a
+                    # customer active.
+                    occurred_at=min(occurred, now),
+                )
+            )
+        await service.record_many(conn=conn, reports=reports, now=now, thresholds=thresholds)
 
-    return on_event
+    return on_events

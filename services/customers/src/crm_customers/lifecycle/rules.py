@@ -82,3 +82,67 @@ def stage(facts: Facts, *, now: datetime, thresholds: Thresholds) -> str:
 def reason(*, won_order: bool) -> str:
     """The reason of a change an event caused."""
     return REASON_ORDER if won_order else REASON_ACTIVITY
+
+
+@dataclass(frozen=True)
+class Reported:
+    """An order or activity an event reported about a customer."""
+
+    won_order: bool
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class Tally:
+    """A customer's facts as stored: the stage is derived from them (``stage``)."""
+
+    won_orders: int = 0
+    last_order_time: datetime | None = None
+    last_activity_time: datetime | None = None
+
+    def add(self, reported: Reported) -> Tally:
+        # max, not the latest: a late, older event never moves times back.
+        at = reported.occurred_at
+        return Tally(
+            self.won_orders + (1 if reported.won_order else 0),
+            _later(self.last_order_time, at) if reported.won_order else self.last_order_time,
+            _later(self.last_activity_time, at),
+        )
+
+
+def _later(a: datetime | None, b: datetime) -> datetime:
+    return b if a is None or b > a else a
+
+
+@dataclass(frozen=True)
+class Move:
+    from_stage: str
+    to_stage: str
+    reason: str
+    report: int  # index of the report that made it
+
+
+def fold(
+    stage_now: str,
+    tally: Tally,
+    reported: list[Reported],
+    *,
+    now: datetime,
+    thresholds: Thresholds,
+) -> tuple[Tally, list[Move]]:
+    """Apply a customer's reports in order: the final facts and every stage change they
+    make, exactly as one report at a time would."""
+    moves: list[Move] = []
+    for i, report in enumerate(reported):
+        tally = tally.add(report)
+        facts = Facts(tally.won_orders, tally.last_activity_time)
+        target = stage(facts, now=now, thresholds=thresholds)
+        if target != stage_now:
+            why = (
+                REASON_INACTIVITY
+                if target in INACTIVE_STAGES
+                else reason(won_order=report.won_order)
+            )
+            moves.append(Move(stage_now, target, why, i))
+            stage_now = target
+    return tally, moves

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import UUID, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crm.customers.v1 import events_pb2
@@ -63,9 +63,14 @@ class Lifecycle:
 
 
 async def _write_changes(
-    conn: AsyncConnection, changes: Sequence[Change], *, now: datetime, cause: Cause | None
+    conn: AsyncConnection,
+    changes: Sequence[Change],
+    *,
+    now: datetime,
+    causes: Sequence[Cause | None],
 ) -> None:
-    """History rows and events of changes already applied to ``customers``."""
+    """History rows and events of changes already applied to ``customers``; ``causes[i]`` is
+    the event that caused ``changes[i]`` (None: the inactivity job)."""
     if not changes:
         return
     await conn.execute(
@@ -99,84 +104,124 @@ async def _write_changes(
                 correlation_id=cause.correlation_id if cause else "",
                 causation_id=cause.causation_id if cause else "",
             )
-            for ch in changes
+            for ch, cause in zip(changes, causes, strict=True)
         ],
         producer=PRODUCER,
     )
 
 
-async def record(
+@dataclass(frozen=True)
+class Report:
+    """An order or activity an event reported about a customer (by id, as the event had it)."""
+
+    cause: Cause
+    customer_id: str
+    won_order: bool
+    occurred_at: datetime
+
+
+_c, _f = customers, customer_lifecycle
+# Customers in id order (one lock order for every batch) with their facts, if any.
+_LOCK_WITH_FACTS = (
+    sa.select(
+        _c.c.id,
+        _c.c.tenant_id,
+        _c.c.owner_org_path,
+        _c.c.lifecycle_stage,
+        _f.c.won_orders,
+        _f.c.last_order_time,
+        _f.c.last_activity_time,
+    )
+    .select_from(_c.outerjoin(_f, _f.c.customer_id == _c.c.id))
+    .where(_c.c.id == sa.any_(sa.bindparam("ids", type_=sa.ARRAY(UUID(as_uuid=True)))))
+    .order_by(_c.c.id)
+    .with_for_update(of=_c)
+)
+_upsert = insert(_f)
+# Absolute values: the customer rows are locked, so the facts read with them are current.
+_SET_FACTS = _upsert.on_conflict_do_update(
+    index_elements=[_f.c.customer_id],
+    set_={
+        "won_orders": _upsert.excluded.won_orders,
+        "last_order_time": _upsert.excluded.last_order_time,
+        "last_activity_time": _upsert.excluded.last_activity_time,
+        "update_time": sa.func.now(),
+    },
+)
+_SET_STAGE = (
+    _c.update()
+    .where(_c.c.id == sa.bindparam("b_id"))
+    .values(lifecycle_stage=sa.bindparam("b_stage"), lifecycle_stage_time=sa.bindparam("b_time"))
+)
+
+
+async def record_many(
     *,
     conn: AsyncConnection,
-    cause: Cause,
-    customer_id: str,
-    won_order: bool,
-    occurred_at: datetime,
+    reports: Sequence[Report],
     now: datetime,
     thresholds: rules.Thresholds,
-) -> Change | None:
-    """Count an activity (and a won order) of a customer of the event's tenant and move
-    its stage if the facts now say so. Unknown customers (another tenant's, deleted, or
-    none named) are ignored. Redeliveries never reach here (the consumer's inbox)."""
-    try:
-        cid = uuid.UUID(customer_id)
-    except ValueError:
-        return None
-    customer = (
-        await conn.execute(
-            sa.select(customers.c.id, customers.c.owner_org_path, customers.c.lifecycle_stage)
-            .where(customers.c.id == cid, customers.c.tenant_id == cause.tenant_id)
-            .with_for_update()
+) -> list[Change]:
+    """Count the reported activities (and won orders) of customers of each report's tenant
+    and move their stages, reports applied in order: the same facts, changes and events as
+    one report at a time, in at most five statements however many. Unknown customers
+    (another tenant's, deleted, or none named) are ignored. Redeliveries never reach here
+    (the consumer's inbox)."""
+    by_customer: dict[uuid.UUID, list[Report]] = {}
+    for report in reports:
+        try:
+            cid = uuid.UUID(report.customer_id)
+        except ValueError:
+            continue
+        by_customer.setdefault(cid, []).append(report)
+    if not by_customer:
+        return []
+    locked = (await conn.execute(_LOCK_WITH_FACTS, {"ids": sorted(by_customer)})).all()
+    facts: list[dict[str, Any]] = []
+    stages: list[dict[str, Any]] = []
+    changes: list[Change] = []
+    causes: list[Cause | None] = []
+    for row in locked:
+        mine = [r for r in by_customer[row.id] if r.cause.tenant_id == row.tenant_id]
+        if not mine:
+            continue
+        tally, moves = rules.fold(
+            row.lifecycle_stage,
+            rules.Tally(row.won_orders or 0, row.last_order_time, row.last_activity_time),
+            [rules.Reported(r.won_order, r.occurred_at) for r in mine],
+            now=now,
+            thresholds=thresholds,
         )
-    ).first()
-    if customer is None:
-        return None
-    table = customer_lifecycle
-    stmt = insert(table).values(
-        customer_id=cid,
-        tenant_id=cause.tenant_id,
-        won_orders=1 if won_order else 0,
-        last_order_time=occurred_at if won_order else None,
-        last_activity_time=occurred_at,
-    )
-    facts = (
-        await conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[table.c.customer_id],
-                set_={
-                    "won_orders": table.c.won_orders + stmt.excluded.won_orders,
-                    # GREATEST ignores NULLs: a late, older event never moves times back.
-                    "last_order_time": sa.func.greatest(
-                        table.c.last_order_time, stmt.excluded.last_order_time
-                    ),
-                    "last_activity_time": sa.func.greatest(
-                        table.c.last_activity_time, stmt.excluded.last_activity_time
-                    ),
-                    "update_time": sa.func.now(),
-                },
-            ).returning(table.c.won_orders, table.c.last_activity_time)
+        facts.append(
+            {
+                "customer_id": row.id,
+                "tenant_id": row.tenant_id,
+                "won_orders": tally.won_orders,
+                "last_order_time": tally.last_order_time,
+                "last_activity_time": tally.last_activity_time,
+            }
         )
-    ).one()
-    target = rules.stage(
-        rules.Facts(facts.won_orders, facts.last_activity_time), now=now, thresholds=thresholds
-    )
-    if target == customer.lifecycle_stage:
-        return None
-    await conn.execute(
-        customers.update()
-        .where(customers.c.id == cid)
-        .values(lifecycle_stage=target, lifecycle_stage_time=now)
-    )
-    reason = (
-        rules.REASON_INACTIVITY
-        if target in rules.INACTIVE_STAGES
-        else rules.reason(won_order=won_order)
-    )
-    change = Change(
-        cid, cause.tenant_id, customer.owner_org_path, customer.lifecycle_stage, target, reason
-    )
-    await _write_changes(conn, [change], now=now, cause=cause)
-    return change
+        if not moves:
+            continue
+        stages.append({"b_id": row.id, "b_stage": moves[-1].to_stage, "b_time": now})
+        for move in moves:
+            changes.append(
+                Change(
+                    row.id,
+                    row.tenant_id,
+                    row.owner_org_path,
+                    move.from_stage,
+                    move.to_stage,
+                    move.reason,
+                )
+            )
+            causes.append(mine[move.report].cause)
+    if facts:
+        await conn.execute(_SET_FACTS, facts)
+    if stages:
+        await conn.execute(_SET_STAGE, stages)
+    await _write_changes(conn, changes, now=now, causes=causes)
+    return changes
 
 
 async def mark_inactive(
@@ -215,7 +260,7 @@ async def mark_inactive(
         )
         for r in moved
     ]
-    await _write_changes(conn, changes, now=now, cause=None)
+    await _write_changes(conn, changes, now=now, causes=[None] * len(changes))
     return changes
 
 
