@@ -6,16 +6,29 @@ from crm_leads.conversion import service as conversion
 from crm_leads.distribution import flows as distribution
 from crm_leads.orgtree import service as orgtree
 from crm_leads.users import service as users
-from crm_platform.consumers import ORDER_FREE_CONCURRENCY, ConsumerSpec, EventHandler
+from crm_platform.consumers import (
+    ORDER_FREE_CONCURRENCY,
+    BatchHandler,
+    ConsumerSpec,
+    EventHandler,
+)
 from crm_platform.runtime import Runtime
 
-# The conversion saga's replies: (durable name, event type, step).
-CONVERSION_STEPS: tuple[tuple[str, str, EventHandler], ...] = (
+# The conversion saga's forward replies, a fetch at a time: (durable name, event type, step).
+CONVERSION_FORWARD: tuple[tuple[str, str, BatchHandler], ...] = (
     (
         "leads-conversion-customer-prepared",
         "crm.customers.conversion.prepared.v1",
         conversion.on_customer_prepared,
     ),
+    (
+        "leads-conversion-sales-completed",
+        "crm.sales.conversion.completed.v1",
+        conversion.on_sales_completed,
+    ),
+)
+# Failures and compensation replies, one at a time (rare; each locks its conversion).
+CONVERSION_STEPS: tuple[tuple[str, str, EventHandler], ...] = (
     (
         "leads-conversion-customer-failed",
         "crm.customers.conversion.failed.v1",
@@ -25,11 +38,6 @@ CONVERSION_STEPS: tuple[tuple[str, str, EventHandler], ...] = (
         "leads-conversion-customer-undone",
         "crm.customers.conversion.undone.v1",
         conversion.on_customers_undone,
-    ),
-    (
-        "leads-conversion-sales-completed",
-        "crm.sales.conversion.completed.v1",
-        conversion.on_sales_completed,
     ),
     ("leads-conversion-sales-failed", "crm.sales.conversion.failed.v1", conversion.on_sales_failed),
     ("leads-conversion-sales-undone", "crm.sales.conversion.undone.v1", conversion.on_sales_undone),
@@ -70,6 +78,10 @@ def consumers(rt: Runtime) -> list[ConsumerSpec]:
             name="leads-distribute-batch-created",
             event_type="crm.leads.lead_batch.created.v1",
             handler=distribution.on_lead_batch_created,
+        ),
+        *(
+            ConsumerSpec.batched(name=name, event_type=event_type, handler=step)
+            for name, event_type, step in CONVERSION_FORWARD
         ),
         *(
             ConsumerSpec(

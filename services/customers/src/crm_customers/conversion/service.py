@@ -36,6 +36,7 @@ from crm_customers.customer.models import (
 from crm_platform.auth import ROLE_ADMIN, ROLE_INTEGRATION, Principal
 from crm_platform.errors import DomainError, FieldViolation, InvalidArgument, NotFound
 from crm_platform.outbox import add_event
+from crm_platform.tenant_cache import TenantCache
 
 PRODUCER = "customers"
 PREPARED = "crm.customers.conversion.prepared.v1"
@@ -85,15 +86,28 @@ def _uuid(raw: str) -> uuid.UUID | None:
 # -- matching rules -----------------------------------------------------------------------
 
 
-async def get_rules(*, conn: AsyncConnection, tenant_id: uuid.UUID) -> MatchRules:
-    row = (
+async def _read_rules(conn: AsyncConnection, tenant_id: uuid.UUID) -> Any:
+    return (
         await conn.execute(
             sa.select(customer_match_rules).where(customer_match_rules.c.tenant_id == tenant_id)
         )
     ).first()
-    if row is None:
-        return MatchRules(rules.DEFAULT_KEYS, 0, None)
+
+
+def _parsed_rules(row: Any) -> MatchRules:
     return MatchRules(tuple(row._mapping["keys"]), row.version, row.update_time)
+
+
+# Every conversion step reads the rules: cached per tenant (crm_platform.tenant_cache: other
+# replicas see a change within its TTL, this one at once).
+RULES = TenantCache(
+    read=_read_rules, parse=_parsed_rules, default=MatchRules(rules.DEFAULT_KEYS, 0, None)
+)
+
+
+async def get_rules(*, conn: AsyncConnection, tenant_id: uuid.UUID) -> MatchRules:
+    """The tenant's stored rules (the defaults when it never wrote any)."""
+    return await RULES.latest(conn, tenant_id)
 
 
 async def put_rules(
@@ -112,7 +126,9 @@ async def put_rules(
         },
     ).returning(table)
     row = (await conn.execute(upsert)).one()
-    return MatchRules(tuple(row._mapping["keys"]), row.version, row.update_time)
+    stored = _parsed_rules(row)
+    RULES.remember(principal.tenant_id, stored)
+    return stored
 
 
 # -- the record ---------------------------------------------------------------------------
@@ -285,31 +301,34 @@ async def _locked_customer(
     ).first()
 
 
-async def _match(
+def _match_condition(kind: str, keys: MatchKeys) -> sa.ColumnElement[bool]:
+    c = customers.c
+    if kind == rules.TAX_ID:
+        # The empty-string guards let the partial indexes serve a generic plan too.
+        return sa.and_(c.tax_id == keys.tax_id, c.tax_id != "")
+    if kind == rules.NAME_CITY:
+        return sa.and_(c.match_name == keys.match_name, c.city == keys.city)
+    return sa.and_(c.phone == keys.phone, c.phone != "")
+
+
+async def _match_locked(
     conn: AsyncConnection, tenant_id: uuid.UUID, path: str, keys: MatchKeys, order: tuple[str, ...]
 ) -> Any:
     """The oldest visible customer matching the first key (in the tenant's order) that
-    matches any."""
-    for kind in order:
-        if not keys.present(kind):
-            continue
-        if kind == rules.TAX_ID:
-            cond = customers.c.tax_id == keys.tax_id
-        elif kind == rules.NAME_CITY:
-            cond = sa.and_(customers.c.match_name == keys.match_name, customers.c.city == keys.city)
-        else:
-            cond = customers.c.phone == keys.phone
-        row = (
-            await conn.execute(
-                sa.select(customers.c.id)
-                .where(customers.c.tenant_id == tenant_id, _visible_from(path), cond)
-                .order_by(customers.c.id)
-                .limit(1)
-            )
-        ).first()
-        if row is not None:
-            return row.id
-    return None
+    matches any, locked; one statement whatever the number of keys."""
+    conditions = [_match_condition(kind, keys) for kind in order if keys.present(kind)]
+    if not conditions:
+        return None
+    rank = sa.case(*((cond, i) for i, cond in enumerate(conditions)), else_=len(conditions))
+    return (
+        await conn.execute(
+            sa.select(customers)
+            .where(customers.c.tenant_id == tenant_id, _visible_from(path), sa.or_(*conditions))
+            .order_by(rank, customers.c.id)
+            .limit(1)
+            .with_for_update(of=customers)
+        )
+    ).first()
 
 
 def _owner(ctx: Context, cmd: commands_pb2.PrepareConversion) -> Principal:
@@ -378,14 +397,9 @@ async def _prepare(
             phone=_phone_key(cmd.phone, phone_region),
         )
         await _advisory_locks(conn, keys.lock_keys(ctx.tenant_id))
-        order = (await get_rules(conn=conn, tenant_id=ctx.tenant_id)).keys
-        matched = await _match(conn, ctx.tenant_id, path, keys, order)
-        customer = None
-        if matched is not None:
-            customer = await _locked_customer(conn, ctx.tenant_id, matched, path)
-            if customer is None:  # removed meanwhile by an undo not holding our key locks
-                raise RuntimeError(f"matched customer {matched} disappeared; retry")
-        else:
+        order = (await RULES.current(conn, ctx.tenant_id)).keys
+        customer = await _match_locked(conn, ctx.tenant_id, path, keys, order)
+        if customer is None:
             customer, _ = await customer_service.create(
                 conn=conn,
                 principal=_owner(ctx, cmd),

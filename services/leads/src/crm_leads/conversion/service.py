@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from google.protobuf.message import Message
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crm.customers.v1 import commands_pb2 as customers_cmd
@@ -232,52 +233,6 @@ async def _notify_if_ended(conn: AsyncConnection, row: Any, values: dict[str, An
         await conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, str(row.id))))
 
 
-async def _advance(
-    conn: AsyncConnection, conversion_id: str, expected: int, **values: Any
-) -> Any | None:
-    """``_lock`` + a state check + ``_update`` in one statement: the UPDATE locks the row and
-    re-checks ``state`` on its latest version, so a reply that arrives twice, late or after a
-    compensation changes nothing (None). For steps that only move the state forward."""
-    try:
-        cid = uuid.UUID(conversion_id)
-    except ValueError:
-        return None
-    row = (
-        await conn.execute(
-            lead_conversions.update()
-            .where(lead_conversions.c.id == cid, lead_conversions.c.state == expected)
-            .values(update_time=sa.func.now(), **values)
-            .returning(*lead_conversions.c)
-        )
-    ).first()
-    if row is not None:
-        await _notify_if_ended(conn, row, values)
-    return row
-
-
-async def on_customer_prepared(conn: AsyncConnection, event: ReceivedEvent) -> None:
-    msg: Any = event.payload
-    row = await _advance(
-        conn,
-        msg.conversion_id,
-        rules.CUSTOMER_PENDING,
-        state=rules.OPPORTUNITY_PENDING,
-        customer_id=uuid.UUID(msg.customer_id),
-        contact_id=uuid.UUID(msg.contact_id) if msg.contact_id else None,
-        customer_created=msg.customer_created,
-        contact_created=msg.contact_created,
-    )
-    if row is None:
-        return
-    the_plan = Plan.from_json(row.options)
-    await _send(
-        conn,
-        row,
-        [(CREATE_OPPORTUNITIES, opportunities_command(row, the_plan))],
-        causation_id=event.envelope.id,
-    )
-
-
 async def on_customer_failed(conn: AsyncConnection, event: ReceivedEvent) -> None:
     msg: Any = event.payload
     row = await _lock(conn, msg.conversion_id)
@@ -292,51 +247,6 @@ async def on_customer_failed(conn: AsyncConnection, event: ReceivedEvent) -> Non
         failure_message=msg.message,
     )
     await _fail(conn, row, causation_id=event.envelope.id)
-
-
-async def on_sales_completed(conn: AsyncConnection, event: ReceivedEvent) -> None:
-    msg: Any = event.payload
-    row = await _advance(
-        conn,
-        msg.conversion_id,
-        rules.OPPORTUNITY_PENDING,
-        state=rules.COMPLETED,
-        opportunity_ids=[uuid.UUID(i) for i in msg.opportunity_ids],
-    )
-    if row is None:
-        return
-    lead = (
-        await conn.execute(
-            leads.update()
-            .where(leads.c.id == row.lead_id)
-            .values(
-                status=lead_pb2.LEAD_STATUS_CONVERTED,
-                version=leads.c.version + 1,
-                update_time=sa.func.now(),
-            )
-            .returning(*leads.c)
-        )
-    ).one()
-    await _send(
-        conn,
-        row,
-        [
-            (
-                "crm.leads.lead.converted.v1",
-                events_pb2.LeadConverted(
-                    lead=lead_to_proto(lead),
-                    conversion_id=str(row.id),
-                    customer_id=str(row.customer_id),
-                    contact_id=str(row.contact_id) if row.contact_id else "",
-                    opportunity_ids=[str(i) for i in row.opportunity_ids],
-                    customer_created=row.customer_created,
-                ),
-            )
-        ],
-        causation_id=event.envelope.id,
-    )
-    metrics.LEADS_CONVERTED.inc()
-    metrics.SAGA_OUTCOMES.labels(SAGA, "completed").inc()
 
 
 async def on_sales_failed(conn: AsyncConnection, event: ReceivedEvent) -> None:
@@ -536,3 +446,165 @@ def to_proto(row: Any) -> conversion_pb2.LeadConversion:
             )
         )
     return msg
+
+
+# -- the forward replies, a consumer fetch at a time (ConsumerSpec.batched) ----------------
+
+_RETURNING = ", ".join(f"c.{column.name}" for column in lead_conversions.c)
+# One conditional UPDATE for a fetch of replies: a conversion moves only from the state the
+# reply answers, as _advance does one at a time.
+_PREPARED_MANY = (
+    sa.text(
+        "UPDATE lead_conversions c SET state = :to_state, update_time = now(), "
+        "customer_id = v.customer_id, contact_id = v.contact_id, "
+        "customer_created = v.customer_created, contact_created = v.contact_created "
+        "FROM unnest(CAST(:ids AS uuid[]), CAST(:customer_ids AS uuid[]), "
+        "CAST(:contact_ids AS uuid[]), CAST(:customer_created AS boolean[]), "
+        "CAST(:contact_created AS boolean[])) "
+        "AS v(id, customer_id, contact_id, customer_created, contact_created) "
+        f"WHERE c.id = v.id AND c.state = :expected RETURNING {_RETURNING}"
+    )
+    .bindparams(
+        sa.bindparam("ids", type_=ARRAY(UUID(as_uuid=True))),
+        sa.bindparam("customer_ids", type_=ARRAY(UUID(as_uuid=True))),
+        sa.bindparam("contact_ids", type_=ARRAY(UUID(as_uuid=True))),
+        sa.bindparam("customer_created", type_=ARRAY(sa.Boolean)),
+        sa.bindparam("contact_created", type_=ARRAY(sa.Boolean)),
+    )
+    .columns(*lead_conversions.c)
+)
+_COMPLETED_MANY = (
+    sa.text(
+        "UPDATE lead_conversions c SET state = :to_state, update_time = now(), "
+        "opportunity_ids = CAST(string_to_array(v.opportunity_ids, ',') AS uuid[]) "
+        "FROM unnest(CAST(:ids AS uuid[]), CAST(:opportunity_ids AS text[])) "
+        "AS v(id, opportunity_ids) "
+        f"WHERE c.id = v.id AND c.state = :expected RETURNING {_RETURNING}"
+    )
+    .bindparams(
+        sa.bindparam("ids", type_=ARRAY(UUID(as_uuid=True))),
+        sa.bindparam("opportunity_ids", type_=ARRAY(sa.Text)),
+    )
+    .columns(*lead_conversions.c)
+)
+_CONVERT_LEADS = (
+    leads.update()
+    .where(leads.c.id == sa.any_(sa.bindparam("lead_ids", type_=ARRAY(UUID(as_uuid=True)))))
+    .values(
+        status=lead_pb2.LEAD_STATUS_CONVERTED,
+        version=leads.c.version + 1,
+        update_time=sa.func.now(),
+    )
+    .returning(*leads.c)
+)
+_NOTIFY_MANY = sa.text(
+    "SELECT pg_notify(:channel, id::text) FROM unnest(CAST(:ids AS uuid[])) AS id"
+).bindparams(sa.bindparam("ids", type_=ARRAY(UUID(as_uuid=True))))
+
+
+def _first_per_conversion(events: Sequence[ReceivedEvent]) -> dict[uuid.UUID, ReceivedEvent]:
+    """The first reply of each conversion in the fetch (a repeated reply is answered as the
+    first was, so it changes nothing); replies naming no valid conversion are ignored."""
+    firsts: dict[uuid.UUID, ReceivedEvent] = {}
+    for event in events:
+        try:
+            cid = uuid.UUID(event.payload.conversion_id)  # type: ignore[attr-defined]
+        except ValueError:
+            continue
+        firsts.setdefault(cid, event)
+    return firsts
+
+
+async def on_customer_prepared(conn: AsyncConnection, events: Sequence[ReceivedEvent]) -> None:
+    """Customers prepared the customer and contact: ask sales for the opportunities. A
+    fetch of replies in one UPDATE and one outbox statement; a conversion moves only from
+    CUSTOMER_PENDING, so a reply that arrives twice, late or after a compensation changes
+    nothing (the UPDATE locks the row and re-checks the state on its latest version)."""
+    firsts = _first_per_conversion(events)
+    if not firsts:
+        return
+    msgs: list[Any] = [event.payload for event in firsts.values()]
+    rows = (
+        await conn.execute(
+            _PREPARED_MANY,
+            {
+                "to_state": rules.OPPORTUNITY_PENDING,
+                "expected": rules.CUSTOMER_PENDING,
+                "ids": list(firsts),
+                "customer_ids": [uuid.UUID(m.customer_id) for m in msgs],
+                "contact_ids": [uuid.UUID(m.contact_id) if m.contact_id else None for m in msgs],
+                "customer_created": [m.customer_created for m in msgs],
+                "contact_created": [m.contact_created for m in msgs],
+            },
+        )
+    ).all()
+    await add_events(
+        conn,
+        [
+            NewEvent(
+                CREATE_OPPORTUNITIES,
+                opportunities_command(row, Plan.from_json(row.options)),
+                row.tenant_id,
+                row.owner_org_path,
+                correlation_id=str(row.id),
+                causation_id=firsts[row.id].envelope.id,
+            )
+            for row in rows
+        ],
+        producer=PRODUCER,
+    )
+
+
+async def on_sales_completed(conn: AsyncConnection, events: Sequence[ReceivedEvent]) -> None:
+    """Sales created the opportunities: the conversion completes and the lead is converted.
+    A fetch of replies in four statements (conversions, leads, the waiters' notifications,
+    events); only conversions still in OPPORTUNITY_PENDING move."""
+    firsts = _first_per_conversion(events)
+    if not firsts:
+        return
+    opportunity_ids = []
+    for event in firsts.values():
+        ids = [str(uuid.UUID(i)) for i in event.payload.opportunity_ids]  # type: ignore[attr-defined]
+        opportunity_ids.append(",".join(ids))
+    rows = (
+        await conn.execute(
+            _COMPLETED_MANY,
+            {
+                "to_state": rules.COMPLETED,
+                "expected": rules.OPPORTUNITY_PENDING,
+                "ids": list(firsts),
+                "opportunity_ids": opportunity_ids,
+            },
+        )
+    ).all()
+    if not rows:
+        return
+    converted = {
+        lead.id: lead
+        for lead in await conn.execute(_CONVERT_LEADS, {"lead_ids": [r.lead_id for r in rows]})
+    }
+    await conn.execute(_NOTIFY_MANY, {"channel": NOTIFY_CHANNEL, "ids": [r.id for r in rows]})
+    await add_events(
+        conn,
+        [
+            NewEvent(
+                "crm.leads.lead.converted.v1",
+                events_pb2.LeadConverted(
+                    lead=lead_to_proto(converted[row.lead_id]),
+                    conversion_id=str(row.id),
+                    customer_id=str(row.customer_id),
+                    contact_id=str(row.contact_id) if row.contact_id else "",
+                    opportunity_ids=[str(i) for i in row.opportunity_ids],
+                    customer_created=row.customer_created,
+                ),
+                row.tenant_id,
+                row.owner_org_path,
+                correlation_id=str(row.id),
+                causation_id=firsts[row.id].envelope.id,
+            )
+            for row in rows
+        ],
+        producer=PRODUCER,
+    )
+    metrics.LEADS_CONVERTED.inc(len(rows))
+    metrics.SAGA_OUTCOMES.labels(SAGA, "completed").inc(len(rows))
