@@ -185,6 +185,16 @@ async def _send(
     causation_id: str = "",
 ) -> None:
     """Commands and events of one step; the conversion id correlates the whole saga."""
+    await _send_each(
+        conn, [(row, event_type, payload, causation_id) for event_type, payload in messages]
+    )
+
+
+async def _send_each(
+    conn: AsyncConnection, messages: Sequence[tuple[Any, str, Message, str]]
+) -> None:
+    """(conversion row, event type, payload, causation id) of many conversions, staged in
+    one statement."""
     await add_events(
         conn,
         [
@@ -196,7 +206,7 @@ async def _send(
                 correlation_id=str(row.id),
                 causation_id=causation_id,
             )
-            for event_type, payload in messages
+            for row, event_type, payload, causation_id in messages
         ],
         producer=PRODUCER,
     )
@@ -538,20 +548,17 @@ async def on_customer_prepared(conn: AsyncConnection, events: Sequence[ReceivedE
             },
         )
     ).all()
-    await add_events(
+    await _send_each(
         conn,
         [
-            NewEvent(
+            (
+                row,
                 CREATE_OPPORTUNITIES,
                 opportunities_command(row, Plan.from_json(row.options)),
-                row.tenant_id,
-                row.owner_org_path,
-                correlation_id=str(row.id),
-                causation_id=firsts[row.id].envelope.id,
+                firsts[row.id].envelope.id,
             )
             for row in rows
         ],
-        producer=PRODUCER,
     )
 
 
@@ -584,10 +591,11 @@ async def on_sales_completed(conn: AsyncConnection, events: Sequence[ReceivedEve
         for lead in await conn.execute(_CONVERT_LEADS, {"lead_ids": [r.lead_id for r in rows]})
     }
     await conn.execute(_NOTIFY_MANY, {"channel": NOTIFY_CHANNEL, "ids": [r.id for r in rows]})
-    await add_events(
+    await _send_each(
         conn,
         [
-            NewEvent(
+            (
+                row,
                 "crm.leads.lead.converted.v1",
                 events_pb2.LeadConverted(
                     lead=lead_to_proto(converted[row.lead_id]),
@@ -597,14 +605,10 @@ async def on_sales_completed(conn: AsyncConnection, events: Sequence[ReceivedEve
                     opportunity_ids=[str(i) for i in row.opportunity_ids],
                     customer_created=row.customer_created,
                 ),
-                row.tenant_id,
-                row.owner_org_path,
-                correlation_id=str(row.id),
-                causation_id=firsts[row.id].envelope.id,
+                firsts[row.id].envelope.id,
             )
             for row in rows
         ],
-        producer=PRODUCER,
     )
     metrics.LEADS_CONVERTED.inc(len(rows))
     metrics.SAGA_OUTCOMES.labels(SAGA, "completed").inc(len(rows))

@@ -206,30 +206,25 @@ def _uuid_or_none(value: str) -> uuid.UUID | None:
 
 async def _claim(conn: AsyncConnection, step: _Step, *, state: str) -> tuple[Any, bool]:
     """The conversion's record, locked for this transaction; inserted with ``state`` when
-    missing. Returns ``(row, inserted)``."""
-    inserted = (
-        await conn.execute(
-            insert(conversion_records)
-            .values(
-                conversion_id=step.conversion_id,
-                tenant_id=step.event.tenant_id,
-                lead_id=_uuid_or_none(step.lead_id),
-                state=state,
-            )
-            .on_conflict_do_nothing()
-            .returning(conversion_records.c.conversion_id)
-        )
-    ).first() is not None
+    missing. Returns ``(row, inserted)``. One statement: a no-op ON CONFLICT DO UPDATE locks
+    the existing row as FOR UPDATE would, and ``xmax = 0`` tells a fresh insert from it."""
+    stmt = insert(conversion_records).values(
+        conversion_id=step.conversion_id,
+        tenant_id=step.event.tenant_id,
+        lead_id=_uuid_or_none(step.lead_id),
+        state=state,
+    )
     row = (
         await conn.execute(
-            sa.select(conversion_records)
-            .where(conversion_records.c.conversion_id == step.conversion_id)
-            .with_for_update()
+            stmt.on_conflict_do_update(
+                index_elements=[conversion_records.c.conversion_id],
+                set_={"conversion_id": stmt.excluded.conversion_id},
+            ).returning(*conversion_records.c, sa.literal_column("(xmax = 0)").label("inserted"))
         )
     ).one()
     if row.tenant_id != step.event.tenant_id:
         raise PoisonMessage(f"conversion {step.conversion_id} belongs to another tenant")
-    return row, inserted
+    return row, bool(row.inserted)
 
 
 async def _set_record(conn: AsyncConnection, conversion_id: uuid.UUID, **values: Any) -> None:
