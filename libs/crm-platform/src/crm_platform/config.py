@@ -18,6 +18,12 @@ class BaseServiceSettings(BaseSettings):
         "(postgresql+asyncpg://user@host:port/crm_leads)."
     )
     db_pool_size: int = Field(default=20, ge=1, le=200)
+    db_pool_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="How long a request waits for a free connection before 503 UNAVAILABLE.",
+    )
     nats_url: str = Field(default="nats://127.0.0.1:4222")
     nats_namespace: str = Field(
         default="",

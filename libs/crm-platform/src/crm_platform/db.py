@@ -13,6 +13,9 @@ from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from crm_platform.errors import Unavailable
+from crm_platform.metrics import POOL_EXHAUSTED
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -82,7 +85,13 @@ class Database:
     """Owns the engine and signals the outbox relay when a commit carried events."""
 
     def __init__(
-        self, url: str, *, pool_size: int = 20, echo: bool = False, application_name: str = ""
+        self,
+        url: str,
+        *,
+        pool_size: int = 20,
+        pool_timeout: float = 10.0,
+        echo: bool = False,
+        application_name: str = "",
     ) -> None:
         # application_name shows the service (and instance) in pg_stat_activity.
         self.application_name = application_name
@@ -96,6 +105,7 @@ class Database:
             # statements. A request beyond pool_size waits for a connection instead.
             pool_size=pool_size,
             max_overflow=0,
+            pool_timeout=pool_timeout,
             # No pre-ping: it costs a round trip per checkout on the hot path. Broken
             # connections surface as errors and are discarded; recycle bounds their age.
             pool_recycle=1800,
@@ -112,9 +122,13 @@ class Database:
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[AsyncConnection]:
         """One transaction: the use case's rows and its outbox events commit together."""
-        async with self.engine.begin() as conn:
-            yield conn
-            dirty = conn.info.pop(OUTBOX_DIRTY, False)
+        conn = await self._checkout(self.engine)
+        try:
+            async with conn.begin():
+                yield conn
+                dirty = conn.info.pop(OUTBOX_DIRTY, False)
+        finally:
+            await conn.close()
         if dirty:
             self.outbox_signal.set()
 
@@ -122,8 +136,23 @@ class Database:
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """Statements without a transaction (no locks, no writes): each sees the data as
         committed when it starts, as it would in a READ COMMITTED transaction."""
-        async with self._reader.connect() as conn:
+        conn = await self._checkout(self._reader)
+        try:
             yield conn
+        finally:
+            await conn.close()
+
+    async def _checkout(self, engine: AsyncEngine) -> AsyncConnection:
+        """A pooled connection; when none frees up within the pool timeout the service is
+        saturated, which callers see as 503 / UNAVAILABLE (retry later), not a 500."""
+        try:
+            return await engine.connect()
+        except sa.exc.TimeoutError as exc:
+            POOL_EXHAUSTED.inc()
+            raise Unavailable(
+                "the service is saturated (no database connection free); retry shortly",
+                reason="DB_POOL_EXHAUSTED",
+            ) from exc
 
     async def ping(self) -> bool:
         try:

@@ -93,6 +93,8 @@ def problem_response(
 async def _on_domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DomainError)
     headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
+    if exc.http_status == 503:
+        headers = {"Retry-After": "1"}
     return problem_response(
         exc.http_status, exc.title, exc.message, exc.reason, exc.violations, headers
     )

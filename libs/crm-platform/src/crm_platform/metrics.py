@@ -78,6 +78,10 @@ CONSUMER_ACK_PENDING = Gauge(
     "crm_consumer_ack_pending_messages", "Messages delivered but not yet acked.", ["consumer"]
 )
 OUTBOX_PENDING = Gauge("crm_outbox_pending", "Outbox events not yet published.")
+POOL_EXHAUSTED = Counter(
+    "crm_db_pool_exhausted",
+    "Requests refused with 503/UNAVAILABLE because no database connection freed up in time.",
+)
 OUTBOX_OLDEST_SECONDS = Gauge(
     "crm_outbox_oldest_pending_seconds", "Age of the oldest unpublished outbox event."
 )

@@ -141,6 +141,7 @@ class Runtime:
         self.db = Database(
             s.db_url.get_secret_value(),
             pool_size=s.db_pool_size,
+            pool_timeout=s.db_pool_timeout_seconds,
             application_name=f"crm-{s.service_name}-{uuid.uuid4().hex[:8]}",
         )
         self.bus = EventBus(s.nats_url, Namespace(s.nats_namespace), name=f"crm-{s.service_name}")
