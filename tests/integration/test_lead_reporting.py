@@ -11,6 +11,7 @@ import pytest
 from conftest import Tenant, http_client
 from crm_platform.events import Namespace, parse_event
 from crm_platform.runtime import Runtime
+from crm_platform.testing.events import wait_handled
 from crm_platform.testing.harness import eventually
 
 pytestmark = pytest.mark.integration
@@ -23,18 +24,19 @@ async def lead_total(analytics: Runtime, tenant: Tenant, who: str = "admin") -> 
         return int(r.json()["total"])
 
 
-async def settled_total(analytics: Runtime, tenant: Tenant, who: str = "admin") -> int:
-    """The report once analytics has consumed everything published so far."""
-    ns = Namespace(analytics.settings.nats_namespace)
-
-    async def drained() -> int:
-        stream = ns.stream("CRM_LEADS")
-        for consumer in ("analytics-lead-created", "analytics-lead-batch-created"):
-            info = await analytics.bus.js.consumer_info(stream, consumer)
-            assert info.num_pending == 0 and info.num_ack_pending == 0
-        return await lead_total(analytics, tenant, who)
-
-    return await eventually(drained)
+async def settled_total(
+    leads: Runtime, analytics: Runtime, tenant: Tenant, who: str = "admin"
+) -> int:
+    """The report once analytics has consumed everything leads has written so far."""
+    await wait_handled(
+        leads,
+        analytics,
+        [
+            ("analytics-lead-created", "crm.leads.lead.created.v1"),
+            ("analytics-lead-batch-created", "crm.leads.lead_batch.created.v1"),
+        ],
+    )
+    return await lead_total(analytics, tenant, who)
 
 
 async def create_lead(
@@ -67,7 +69,7 @@ async def test_dealer_lead_visible_to_hq_and_dealer_not_to_sibling(
 async def test_lead_event_updates_analytics_counts(
     leads: Runtime, analytics: Runtime, tenant: Tenant
 ) -> None:
-    before_hq = await settled_total(analytics, tenant)
+    before_hq = await settled_total(leads, analytics, tenant)
     before_d2 = await lead_total(analytics, tenant, "d2-rep")
     await create_lead(leads, tenant, "d1-rep")
 
@@ -82,7 +84,7 @@ async def test_lead_event_updates_analytics_counts(
 async def test_redelivered_event_is_applied_once(
     leads: Runtime, analytics: Runtime, tenant: Tenant, nats_url: str
 ) -> None:
-    before = await settled_total(analytics, tenant)
+    before = await settled_total(leads, analytics, tenant)
     await create_lead(leads, tenant, "d1-rep", name="Redelivered")
 
     async def counted() -> None:
@@ -106,13 +108,13 @@ async def test_redelivered_event_is_applied_once(
     finally:
         await nc.close()
 
-    assert await settled_total(analytics, tenant) == before + 1
+    assert await settled_total(leads, analytics, tenant) == before + 1
 
 
 async def test_imported_leads_reach_analytics_in_batch_events(
     leads: Runtime, analytics: Runtime, tenant: Tenant
 ) -> None:
-    before_hq = await settled_total(analytics, tenant)
+    before_hq = await settled_total(leads, analytics, tenant)
     before_d1 = await lead_total(analytics, tenant, "d1-rep")
     before_d2 = await lead_total(analytics, tenant, "d2-rep")
     rows = "\n".join(f"Imported {i},{uuid.uuid4().hex[:10]}@example.com" for i in range(3))

@@ -21,6 +21,7 @@ from crm.leads.v1 import events_pb2, routing_service_pb2_grpc
 from crm.leads.v1 import routing_service_pb2 as pb
 from crm_leads.orgtree import service as orgtree
 from crm_platform.runtime import Runtime
+from crm_platform.testing.events import wait_handled
 from crm_platform.testing.harness import eventually
 from services.leads.tests.test_acceptance import capture, owner, spread_rules, unit
 from services.leads.tests.test_assignment import put_policy, replicated
@@ -187,6 +188,9 @@ async def test_run_distribution_counts_per_target(
     client: httpx.AsyncClient, leads: Runtime, stub: Stub, t: Tenant
 ) -> None:
     ids = [await capture(client, t, "east-manager") for _ in range(4)]
+    # The automatic distribution of new leads has seen them (no rules then): rules put in
+    # place while their events are still in flight would distribute some of them first.
+    await wait_handled(leads, leads, [("leads-distribute-created", "crm.leads.lead.created.v1")])
     run = pb.RunDistributionRequest(org_unit_id=str(unit(t, "east")))
     err = await failure(stub.RunDistribution(run, metadata=md(t, "east-manager")))
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION  # no rules yet

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 import nats
+import sqlalchemy as sa
 from google.protobuf.message import Message
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from crm.common.v1 import event_pb2
 from crm_platform.events import Namespace, parse_event
+from crm_platform.outbox import outbox
+from crm_platform.testing.harness import eventually
+
+if TYPE_CHECKING:
+    from crm_platform.runtime import Runtime
 
 P = TypeVar("P", bound=Message)
 
@@ -56,3 +62,27 @@ async def wait_for_event(
     finally:
         await nc.close()
     raise AssertionError(f"no matching {event_type} event within {within}s")
+
+
+async def wait_handled(
+    publisher: Runtime, consumer: Runtime, durables: Sequence[tuple[str, str]], within: float = 20.0
+) -> None:
+    """Until ``publisher`` has published every event of its outbox and each of
+    ``consumer``'s durable consumers, given as (durable name, event type), has nothing
+    pending or unacked: the events written so far have all been handled (tests that change
+    what a consumer would do next wait for this first)."""
+    ns = Namespace(consumer.settings.nats_namespace)
+
+    async def settled() -> None:
+        async with publisher.db.read() as conn:
+            pending = (
+                await conn.execute(
+                    sa.select(sa.func.count()).where(outbox.c.published_at.is_(None))
+                )
+            ).scalar_one()
+        assert pending == 0, f"{pending} events not yet published"
+        for durable, event_type in durables:
+            info = await consumer.bus.js.consumer_info(ns.stream_for(event_type), durable)
+            assert info.num_pending == 0 and info.num_ack_pending == 0, durable
+
+    await eventually(settled, within=within)
