@@ -28,8 +28,8 @@ from crm_leads.lead.mapping import lead_to_proto
 from crm_leads.lead.models import lead_intents, leads
 from crm_leads.lead.service import PRODUCER
 from crm_platform import metrics, records
-from crm_platform.auth import ROLE_ADMIN, ROLE_MANAGER, ROLE_REP, Principal
-from crm_platform.errors import FailedPrecondition
+from crm_platform.auth import ROLE_ADMIN, ROLE_MANAGER, ROLE_REP, Principal, visible_to
+from crm_platform.errors import FailedPrecondition, NotFound
 from crm_platform.events import ReceivedEvent
 from crm_platform.ids import new_id
 from crm_platform.money import decimal_to_money
@@ -58,11 +58,19 @@ async def start(
     """The lead's running or completed conversion (False), or a new one (True): the lead
     becomes CONVERTING and the customers service is asked to prepare the customer."""
     principal.require_any(CONVERT_ROLES)
-    visible = await records.get_visible(conn, leads, principal, lead_id, kind="lead")
-    # Locked: two concurrent requests for one lead serialise here; the second finds the first.
+    # Visible and locked in one statement: two concurrent requests for one lead serialise
+    # here; the second finds the first (the check below runs after the lock, so it sees it).
     lead = (
-        await conn.execute(sa.select(leads).where(leads.c.id == visible.id).with_for_update())
-    ).one()
+        await conn.execute(
+            sa.select(leads)
+            .where(leads.c.id == lead_id, visible_to(leads, principal))
+            .with_for_update()
+        )
+    ).first()
+    if lead is None:
+        raise NotFound(
+            f"lead {lead_id} not found", reason="LEAD_NOT_FOUND", metadata={"lead": str(lead_id)}
+        )
     existing = (
         await conn.execute(
             sa.select(lead_conversions).where(
