@@ -44,7 +44,10 @@ REDELIVERY_BACKOFF_SECONDS = (1, 5, 30, 120, 600)
 
 
 # For handlers safe in any order (they lock what they change): saga steps and the like.
-ORDER_FREE_CONCURRENCY = 8
+# Their time is mostly statement round trips, so more in flight keeps the process busy:
+# 3,000 conversions went from 67-70/s with 8 to 77-89/s with 16. Keep it under the
+# connection pool (DB_POOL_SIZE, 20): a handler beyond it waits for a connection.
+ORDER_FREE_CONCURRENCY = 16
 
 
 @dataclass(frozen=True)
