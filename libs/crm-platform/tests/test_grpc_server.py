@@ -92,3 +92,25 @@ async def test_cancelled_call_lets_its_work_finish() -> None:
     assert not finished.is_set()
     release.set()
     await asyncio.wait_for(finished.wait(), 1.0)
+
+
+async def test_an_abandoned_calls_failure_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    release = asyncio.Event()
+
+    async def behaviour(request: Any, context: Any) -> str:
+        await release.wait()
+        raise RuntimeError("boom after the caller left")
+
+    wrapped = await _wrapped(behaviour)
+    call = asyncio.ensure_future(wrapped(object(), FakeContext(remaining=5.0)))
+    await asyncio.sleep(0.01)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    release.set()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    failures = [r for r in caplog.records if "cancelled call failed" in r.getMessage()]
+    assert len(failures) == 1
+    assert failures[0].exc_info is not None
+    assert "boom after the caller left" in str(failures[0].exc_info[1])
