@@ -48,6 +48,15 @@ async def _wrapped(behaviour: Any) -> Any:
     return handler.unary_unary
 
 
+async def _cancel_midway(wrapped: Any) -> None:
+    """Start a call and cancel it while its work is in flight (as a passed deadline does)."""
+    call = asyncio.ensure_future(wrapped(object(), FakeContext(remaining=5.0)))
+    await asyncio.sleep(0.01)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+
+
 async def test_call_past_its_deadline_is_shed_before_any_work() -> None:
     ran = False
 
@@ -83,12 +92,7 @@ async def test_cancelled_call_lets_its_work_finish() -> None:
         finished.set()
         return "done"
 
-    wrapped = await _wrapped(behaviour)
-    call = asyncio.ensure_future(wrapped(object(), FakeContext(remaining=5.0)))
-    await asyncio.sleep(0.01)
-    call.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await call
+    await _cancel_midway(await _wrapped(behaviour))
     assert not finished.is_set()
     release.set()
     await asyncio.wait_for(finished.wait(), 1.0)
@@ -101,12 +105,7 @@ async def test_an_abandoned_calls_failure_is_logged(caplog: pytest.LogCaptureFix
         await release.wait()
         raise RuntimeError("boom after the caller left")
 
-    wrapped = await _wrapped(behaviour)
-    call = asyncio.ensure_future(wrapped(object(), FakeContext(remaining=5.0)))
-    await asyncio.sleep(0.01)
-    call.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await call
+    await _cancel_midway(await _wrapped(behaviour))
     release.set()
     for _ in range(10):
         await asyncio.sleep(0)

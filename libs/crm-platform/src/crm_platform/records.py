@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crm_platform.auth import Principal, visible_to
@@ -79,6 +80,25 @@ async def insert_once(
         )
     ).one()
     return existing, False
+
+
+async def claim(
+    conn: AsyncConnection, table: sa.Table, key: sa.Column[Any], values: Mapping[str, Any]
+) -> tuple[sa.Row[Any], bool]:
+    """The row whose unique ``key`` is ``values[key.name]``, locked for the transaction;
+    inserted with ``values`` if missing. Returns ``(row, inserted)``. One statement, not an
+    insert and a locking read: a no-op ON CONFLICT DO UPDATE locks the existing row as FOR
+    UPDATE would (waiting for a concurrent holder, then taking its latest version), and
+    ``xmax = 0`` on the returned row tells a fresh insert from it."""
+    stmt = pg_insert(table).values(**values)
+    row = (
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[key], set_={key.name: stmt.excluded[key.name]}
+            ).returning(*table.c, sa.literal_column("(xmax = 0)").label("inserted"))
+        )
+    ).one()
+    return row, bool(row.inserted)
 
 
 async def get_visible(

@@ -33,6 +33,7 @@ from crm_customers.customer.models import (
     customers,
     field_changes,
 )
+from crm_platform import records
 from crm_platform.auth import ROLE_ADMIN, ROLE_INTEGRATION, Principal
 from crm_platform.errors import DomainError, FieldViolation, InvalidArgument, NotFound
 from crm_platform.outbox import add_event
@@ -137,26 +138,19 @@ async def put_rules(
 async def _claim(
     conn: AsyncConnection, ctx: Context, conversion_id: uuid.UUID, lead_id: str, state: str
 ) -> tuple[Any, bool]:
-    """The conversion's record, locked; inserted with ``state`` if it was missing. One
-    statement, not an insert and a locking read: a no-op ON CONFLICT DO UPDATE locks the row
-    as FOR UPDATE would (waiting for a concurrent holder, then taking the latest version), and
-    ``xmax = 0`` on the returned row tells a fresh insert from it."""
-    stmt = insert(conversion_records).values(
-        conversion_id=conversion_id,
-        tenant_id=ctx.tenant_id,
-        lead_id=lead_id,
-        state=state,
-        org_path=ctx.org_path,
+    """The conversion's record, locked; inserted with ``state`` if it was missing."""
+    return await records.claim(
+        conn,
+        conversion_records,
+        conversion_records.c.conversion_id,
+        {
+            "conversion_id": conversion_id,
+            "tenant_id": ctx.tenant_id,
+            "lead_id": lead_id,
+            "state": state,
+            "org_path": ctx.org_path,
+        },
     )
-    row = (
-        await conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[conversion_records.c.conversion_id],
-                set_={"conversion_id": stmt.excluded.conversion_id},
-            ).returning(*conversion_records.c, sa.literal_column("(xmax = 0)").label("inserted"))
-        )
-    ).one()
-    return row, bool(row.inserted)
 
 
 async def _set_record(conn: AsyncConnection, conversion_id: uuid.UUID, **values: Any) -> Any:

@@ -15,12 +15,12 @@ from typing import Any
 
 import sqlalchemy as sa
 from google.protobuf.message import Message
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crm.common.v1 import event_pb2
 from crm.sales.v1 import commands_pb2, events_pb2
+from crm_platform import records
 from crm_platform.errors import DomainError, FieldViolation, InvalidArgument
 from crm_platform.events import PoisonMessage, ReceivedEvent
 from crm_platform.ids import parse_optional_id
@@ -206,25 +206,21 @@ def _uuid_or_none(value: str) -> uuid.UUID | None:
 
 async def _claim(conn: AsyncConnection, step: _Step, *, state: str) -> tuple[Any, bool]:
     """The conversion's record, locked for this transaction; inserted with ``state`` when
-    missing. Returns ``(row, inserted)``. One statement: a no-op ON CONFLICT DO UPDATE locks
-    the existing row as FOR UPDATE would, and ``xmax = 0`` tells a fresh insert from it."""
-    stmt = insert(conversion_records).values(
-        conversion_id=step.conversion_id,
-        tenant_id=step.event.tenant_id,
-        lead_id=_uuid_or_none(step.lead_id),
-        state=state,
+    missing. Returns ``(row, inserted)``."""
+    row, inserted = await records.claim(
+        conn,
+        conversion_records,
+        conversion_records.c.conversion_id,
+        {
+            "conversion_id": step.conversion_id,
+            "tenant_id": step.event.tenant_id,
+            "lead_id": _uuid_or_none(step.lead_id),
+            "state": state,
+        },
     )
-    row = (
-        await conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[conversion_records.c.conversion_id],
-                set_={"conversion_id": stmt.excluded.conversion_id},
-            ).returning(*conversion_records.c, sa.literal_column("(xmax = 0)").label("inserted"))
-        )
-    ).one()
     if row.tenant_id != step.event.tenant_id:
         raise PoisonMessage(f"conversion {step.conversion_id} belongs to another tenant")
-    return row, bool(row.inserted)
+    return row, inserted
 
 
 async def _set_record(conn: AsyncConnection, conversion_id: uuid.UUID, **values: Any) -> None:
