@@ -117,6 +117,24 @@ def _raw_tx(tenant_id: str, org_id: str, org_path: str) -> Any:
     return body
 
 
+def _group_totals(url: str) -> tuple[float, float]:
+    """(captures, groups) written by the lead-capture group commit so far, from /metrics."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    total = count = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels.get("group") != "lead-capture":
+                continue
+            if sample.name == "crm_group_commit_writes_total":
+                total = sample.value
+            elif sample.name == "crm_group_commit_transactions_total":
+                count = sample.value
+    return total, count
+
+
 @dataclass
 class _Db:
     leads: int
@@ -222,7 +240,9 @@ def _run(ctx: BenchContext, stack: Stack) -> ScenarioResult:
                 "lead_create-leads-profile",
             ) as flamegraph,
         ):
+            groups_before = _group_totals(leads.url)
             create = run_load(spec, ctx.load)
+            groups_after = _group_totals(leads.url)
         at_end = asyncio.run(_db_counts(asyncpg_dsn(stack.db_url("leads"))))
         drained, drain_seconds = _wait_outbox_drained(
             asyncpg_dsn(stack.db_url("leads")), OUTBOX_DRAIN_WAIT
@@ -242,6 +262,7 @@ def _run(ctx: BenchContext, stack: Stack) -> ScenarioResult:
         drained=drained,
         drain_seconds=drain_seconds,
         flamegraph=flamegraph,
+        groups=(groups_after[0] - groups_before[0], groups_after[1] - groups_before[1]),
     )
 
 
@@ -264,6 +285,7 @@ def _result(
     drained: _Db,
     drain_seconds: float | None,
     flamegraph: Path | None,
+    groups: tuple[float, float],
 ) -> ScenarioResult:
     vs_floor = _ratio(create.rps, floor.tps)
     vs_ceiling = _ratio(create.rps, ceiling.rps)
@@ -313,6 +335,11 @@ def _result(
             f"{fmt_ratio(vs_p99_target)} of target ({'meets' if vs_p99_target <= 1 else 'above'})",
         ),
         Row("  latency max", fmt_ms(create.max_ms)),
+        Row(
+            "  captures per group-commit transaction",
+            f"{groups[0] / groups[1]:.1f}" if groups[1] else "n/a",
+            f"{groups[1]:,.0f} transactions",
+        ),
         Row("  requests measured", f"{create.requests:,}"),
         Row("  non-2xx / socket errors", f"{create.non_2xx} / {create.socket_errors}", "0 / 0"),
         Row(
@@ -377,6 +404,7 @@ def _result(
             **peak,
         },
         "flamegraph": str(flamegraph) if flamegraph else None,
+        "group_commit": {"captures": groups[0], "transactions": groups[1]},
         "outbox": {
             "rows": at_end.outbox,
             "pending_at_end_of_load": at_end.pending,

@@ -101,6 +101,71 @@ async def test_two_relay_replicas_publish_each_event_once(starter: ServiceStarte
         await db.dispose()
 
 
+async def test_relay_under_load_gathers_events_into_bigger_batches(
+    starter: ServiceStarter,
+) -> None:
+    """An event after a quiet spell goes out at once, alone; events committed while the
+    relay lingers after a batch go out together, not one batch each."""
+    db_url = starter.db_url("relaylinger")
+    await ensure_database(db_url)
+    db = Database(db_url, pool_size=4)
+    async with db.engine.begin() as conn:
+        await conn.run_sync(platform_metadata.create_all)
+    published: list[str] = []
+
+    class Recorder:
+        async def publish(
+            self, event_type: str, data: bytes, headers: dict[str, str], msg_id: str
+        ) -> None:
+            published.append(msg_id)
+
+    relay = OutboxRelay(db, Recorder(), batch_size=500, poll_seconds=5, linger_seconds=1.0)
+    sizes: list[int] = []
+    real_batch = relay.publish_batch
+
+    async def recording_batch() -> int:
+        size = await real_batch()
+        if size:
+            sizes.append(size)
+        return size
+
+    relay.publish_batch = recording_batch  # type: ignore[method-assign]
+
+    async def commit_event(i: int) -> None:
+        async with db.unit_of_work() as conn:
+            await add_event(
+                conn,
+                event_type="crm.leads.lead.created.v1",
+                payload=events_pb2.LeadCreated(lead=lead_pb2.Lead(full_name=f"l{i}")),
+                tenant_id=uuid.uuid4(),
+                org_path="/l/",
+                producer="test",
+            )
+
+    task = asyncio.create_task(relay.run())
+    try:
+        await asyncio.sleep(0.1)  # the relay's first, empty look
+        await commit_event(0)
+        for _ in range(100):
+            if published:
+                break
+            await asyncio.sleep(0.01)
+        assert sizes == [1]  # not held back: published well before the poll interval
+        for i in range(1, 11):
+            await commit_event(i)
+            await asyncio.sleep(0.01)
+        for _ in range(300):
+            if len(published) == 11:
+                break
+            await asyncio.sleep(0.01)
+        assert len(published) == 11
+        assert sizes == [1, 10]
+    finally:
+        relay.stop()
+        await task
+        await db.dispose()
+
+
 async def test_batch_consumer_handles_each_event_once_and_isolates_a_failing_one(
     starter: ServiceStarter,
 ) -> None:

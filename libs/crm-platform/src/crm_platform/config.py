@@ -49,6 +49,9 @@ class BaseServiceSettings(BaseSettings):
     api_key_cache_seconds: float = Field(default=60.0, ge=0)
     outbox_batch_size: int = Field(default=500, ge=1, le=10_000)
     outbox_poll_seconds: float = Field(default=0.5, gt=0)
+    # Under load the relay starts a batch at most once per linger (bigger batches, fewer
+    # statements per event); an event after a quiet spell is published at once.
+    outbox_linger_seconds: float = Field(default=0.005, ge=0, le=1)
     consumer_batch_size: int = Field(default=100, ge=1, le=1000)
     consumer_max_deliver: int = Field(default=8, ge=1)
     consumer_ack_wait_seconds: float = Field(default=30.0, gt=0)

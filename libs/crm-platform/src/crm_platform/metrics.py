@@ -49,6 +49,13 @@ HTTP_LATENCY = Histogram(
     ["method", "route"],
     buckets=LATENCY_BUCKETS,
 )
+# Mean writes per group-commit transaction (crm_platform.group_commit) = the ratio of rates.
+GROUP_COMMIT_WRITES = Counter(
+    "crm_group_commit_writes_total", "Writes submitted through a group commit.", ["group"]
+)
+GROUP_COMMIT_TRANSACTIONS = Counter(
+    "crm_group_commit_transactions_total", "Group-commit transactions (groups) run.", ["group"]
+)
 EVENTS_PUBLISHED = Counter(
     "crm_events_published_total", "Events published to JetStream (acked).", ["subject"]
 )

@@ -157,7 +157,11 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self._runners: list[ConsumerRunner] = []
         self._relay = OutboxRelay(
-            self.db, self.bus, batch_size=s.outbox_batch_size, poll_seconds=s.outbox_poll_seconds
+            self.db,
+            self.bus,
+            batch_size=s.outbox_batch_size,
+            poll_seconds=s.outbox_poll_seconds,
+            linger_seconds=s.outbox_linger_seconds,
         )
         self._grpc: grpc.aio.Server | None = None
         self._http: _Uvicorn | None = None

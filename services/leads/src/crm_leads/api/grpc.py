@@ -65,8 +65,8 @@ class LeadServicer(lead_service_pb2_grpc.LeadServiceServicer):
         principal = require_principal()
         item = self._validated(request, await self._region(principal))
         assert item.lead is not None and item.intent is not None
-        captured, intents = await flows.capture_one(
-            self.rt.db, principal, item.lead, item.intent, item.request_id
+        captured, intents = await flows.captures(self.rt.extras, self.rt.db).capture(
+            principal, item.lead, item.intent, item.request_id
         )
         context.set_trailing_metadata((("crm-capture-outcome", captured.outcome.name.lower()),))
         return lead_to_proto(captured.lead, intents) if captured.visible else lead_pb2.Lead()

@@ -131,6 +131,7 @@ async def pool_query(
 def router(rt: Runtime) -> APIRouter:
     assert isinstance(rt.settings, Settings)
     default_region = rt.settings.default_phone_region
+    captures = flows.captures(rt.extras, rt.db)
     r = APIRouter(prefix="/v1/leads", tags=["leads"])
 
     @r.post("", status_code=201)
@@ -147,7 +148,7 @@ def router(rt: Runtime) -> APIRouter:
         region = await tenant_settings.phone_region(rt.db, principal.tenant_id, default_region)
         lead, intent = _validated(body, region)
         request_id = parse_id(idempotency_key, "Idempotency-Key") if idempotency_key else None
-        captured, intents = await flows.capture_one(rt.db, principal, lead, intent, request_id)
+        captured, intents = await captures.capture(principal, lead, intent, request_id)
         response.headers[OUTCOME_HEADER] = captured.outcome.name.lower()
         if captured.outcome is service.Outcome.MERGED:
             response.status_code = 200 if captured.visible else 202

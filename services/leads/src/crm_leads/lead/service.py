@@ -50,6 +50,7 @@ from crm_platform.outbox import add_event
 from crm_platform.pagination import PageRequest
 
 PRODUCER = "leads"
+CREATED_EVENT = "crm.leads.lead.created.v1"
 INTENTS_SHOWN = 50
 CONVERSION_COMPLETED = conversion_pb2.CONVERSION_STATE_COMPLETED
 
@@ -199,6 +200,13 @@ async def key_owner(
     )
 
 
+def profile_rules_apply(rules: dedup.DedupRules, lead: NewLead, intent: NewIntent) -> bool:
+    """Whether de-duplicating this capture reads candidate leads (a profile rule whose
+    fields it has), rather than only the identity keys it claims."""
+    probe = _probe(lead, intent)
+    return any(probe.has(rule) for rule in rules.profile_rules())
+
+
 def _probe(lead: NewLead, intent: NewIntent) -> dedup.Probe:
     return dedup.Probe(
         full_name=lead.full_name,
@@ -267,6 +275,35 @@ async def _create(
     request_id: uuid.UUID | None,
     rules: scoring.CurrentRules,
 ) -> Captured:
+    values = new_lead_values(principal, lead_id, lead, intent, rules)
+    row = (await conn.execute(_INSERT_LEAD, values)).one()
+    added = await _add_intent(conn, row, intent, request_id, created_lead=True)
+    if added is None:
+        # Only reachable when a request_id is reused for a different person.
+        raise AlreadyExists(
+            "this Idempotency-Key was already used for another lead",
+            reason="IDEMPOTENCY_KEY_REUSED",
+        )
+    await add_event(
+        conn,
+        event_type=CREATED_EVENT,
+        payload=events_pb2.LeadCreated(lead=lead_to_proto(row)),
+        tenant_id=row.tenant_id,
+        org_path=row.owner_org_path,
+        producer=PRODUCER,
+    )
+    # A new lead has exactly this one intent: no need to read it back.
+    return Captured(row, Outcome.CREATED, visible=True, intents=(added,))
+
+
+def new_lead_values(
+    principal: Principal,
+    lead_id: uuid.UUID,
+    lead: NewLead,
+    intent: NewIntent,
+    rules: scoring.CurrentRules,
+) -> dict[str, Any]:
+    """The ``leads`` row of a new lead owned by the caller's unit: scored, checked."""
     facts = LeadFacts(
         **{name: getattr(lead, name) for name in _PROFILE},
         intent_count=1,
@@ -278,46 +315,24 @@ async def _create(
     # Only a new lead is checked: a merge never changes a verification (a reviewer's
     # decision must not be undone by the next enquiry).
     verdict = cleansing.check(lead)
-    row = (
-        await conn.execute(
-            _INSERT_LEAD,
-            {
-                "id": lead_id,
-                **records.owned_by(principal),
-                "full_name": lead.full_name,
-                "phone": lead.phone,
-                "email": lead.email,
-                "company": lead.company,
-                "province": lead.province,
-                "city": lead.city,
-                "source": lead.source,
-                "open_id": lead.open_id,
-                "union_id": lead.union_id,
-                "status": lead_pb2.LEAD_STATUS_NEW,
-                "score": scored.score,
-                "grade": scored.grade,
-                "verification": verdict.verification,
-                "verification_note": verdict.note,
-            },
-        )
-    ).one()
-    added = await _add_intent(conn, row, intent, request_id, created_lead=True)
-    if added is None:
-        # Only reachable when a request_id is reused for a different person.
-        raise AlreadyExists(
-            "this Idempotency-Key was already used for another lead",
-            reason="IDEMPOTENCY_KEY_REUSED",
-        )
-    await add_event(
-        conn,
-        event_type="crm.leads.lead.created.v1",
-        payload=events_pb2.LeadCreated(lead=lead_to_proto(row)),
-        tenant_id=row.tenant_id,
-        org_path=row.owner_org_path,
-        producer=PRODUCER,
-    )
-    # A new lead has exactly this one intent: no need to read it back.
-    return Captured(row, Outcome.CREATED, visible=True, intents=(added,))
+    return {
+        "id": lead_id,
+        **records.owned_by(principal),
+        "full_name": lead.full_name,
+        "phone": lead.phone,
+        "email": lead.email,
+        "company": lead.company,
+        "province": lead.province,
+        "city": lead.city,
+        "source": lead.source,
+        "open_id": lead.open_id,
+        "union_id": lead.union_id,
+        "status": lead_pb2.LEAD_STATUS_NEW,
+        "score": scored.score,
+        "grade": scored.grade,
+        "verification": verdict.verification,
+        "verification_note": verdict.note,
+    }
 
 
 async def _merge(
