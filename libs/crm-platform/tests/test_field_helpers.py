@@ -112,6 +112,29 @@ def test_proto_json_writes_money_as_clients_send_it() -> None:
     assert "budget" not in proto_json(campaign_pb2.Campaign(name="No budget"))
 
 
+def test_proto_json_finds_money_at_any_depth_and_skips_types_without_any() -> None:
+    from google.protobuf.json_format import MessageToDict
+
+    from crm.leads.v1 import lead_pb2
+    from crm.sales.v1 import opportunity_pb2, sales_service_pb2
+
+    page = sales_service_pb2.ListOpportunitiesResponse(
+        opportunities=[
+            opportunity_pb2.Opportunity(title="A", amount=cny(12, 0)),
+            opportunity_pb2.Opportunity(title="B"),
+        ]
+    )
+    body = proto_json(page)
+    assert body["opportunities"][0]["amount"] == {"currency_code": "CNY", "amount": "12.00"}
+    assert "amount" not in body["opportunities"][1]
+    # A type that cannot hold Money is the plain proto3 JSON mapping.
+    lead = lead_pb2.Lead(id="x", intents=[lead_pb2.LeadIntent(id="i", source="web")])
+    plain = MessageToDict(
+        lead, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    assert proto_json(lead) == plain
+
+
 def test_from_violations_lists_every_violation() -> None:
     violations = [FieldViolation("title", "required"), FieldViolation("stage", "one of A, B")]
     err = InvalidArgument.from_violations(violations, reason="OPPORTUNITY_INVALID")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -11,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message as ProtoMessage
 from opentelemetry import trace
@@ -282,15 +284,37 @@ def proto_json(message: ProtoMessage) -> dict[str, Any]:
     body = MessageToDict(
         message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
-    _money_as_decimal(message, body)
+    if _holds_money(message.DESCRIPTOR):
+        _money_as_decimal(message, body)
     return body
 
 
+@functools.cache
+def _holds_money(kind: Descriptor) -> bool:
+    """Whether messages of this type can hold a Money at any depth: most cannot, and then
+    their fields need no walk."""
+    return _reaches_money(kind, frozenset())
+
+
+def _reaches_money(kind: Descriptor, seen: frozenset[str]) -> bool:
+    if kind.full_name == MONEY_TYPE:
+        return True
+    # Well-known types and maps hold none; a recursive type is looked at once.
+    if kind.full_name in seen or kind.file.package == "google.protobuf":
+        return False
+    if kind.GetOptions().map_entry:
+        return False
+    inner = seen | {kind.full_name}
+    return any(
+        f.message_type is not None and _reaches_money(f.message_type, inner) for f in kind.fields
+    )
+
+
 def _money_as_decimal(message: ProtoMessage, body: dict[str, Any]) -> None:
-    """Rewrites Money fields at any depth (well-known types and maps hold none)."""
+    """Rewrites Money fields at any depth."""
     for field, value in message.ListFields():
         kind = field.message_type
-        if kind is None or kind.file.package == "google.protobuf" or kind.GetOptions().map_entry:
+        if kind is None or not _holds_money(kind):
             continue
         out = body[field.name]
         repeated = isinstance(out, list)

@@ -88,6 +88,12 @@ class RecordWhenConsumed(Sampler):
 _sampler: RecordWhenConsumed | None = None
 
 
+def recording() -> bool:
+    """Whether spans are recorded (something consumes them): instrumentation whose spans
+    are only ever leaves (SQL statements) need not run otherwise."""
+    return _sampler is not None and _sampler.consumed
+
+
 def init_tracing(
     settings: BaseServiceSettings, extra_processors: tuple[SpanProcessor, ...] = ()
 ) -> trace.Tracer:

@@ -12,7 +12,7 @@ from crm_leads.conversion import rules as conversion_rules
 from crm_leads.conversion import service as conversion_service
 from crm_leads.conversion.http import waiters
 from crm_leads.lead import edit_rules, flows, rules, service
-from crm_leads.lead.mapping import lead_to_proto
+from crm_leads.lead.mapping import lead_to_proto, lead_with_intents
 from crm_leads.settings import Settings
 from crm_leads.tenantsettings import service as tenant_settings
 from crm_platform.auth import Principal, require_principal
@@ -69,7 +69,9 @@ class LeadServicer(lead_service_pb2_grpc.LeadServiceServicer):
             principal, item.lead, item.intent, item.request_id
         )
         context.set_trailing_metadata((("crm-capture-outcome", captured.outcome.name.lower()),))
-        return lead_to_proto(captured.lead, intents) if captured.visible else lead_pb2.Lead()
+        if not captured.visible:
+            return lead_pb2.Lead()
+        return lead_with_intents(captured.lead, intents, captured.message)
 
     async def BatchCreateLeads(
         self, request: pb.BatchCreateLeadsRequest, context: GrpcContext

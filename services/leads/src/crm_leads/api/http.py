@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Header, Query, Response
 from pydantic import ConfigDict, Field
 
 from crm_leads.lead import flows, pools, review, rules, service
-from crm_leads.lead.mapping import lead_to_proto
+from crm_leads.lead.mapping import lead_to_proto, lead_with_intents
 from crm_leads.scoring import flows as scoring_flows
 from crm_leads.scoring import service as scoring_service
 from crm_leads.scoring.rules import ScoringRules, rules_json
@@ -154,7 +154,7 @@ def router(rt: Runtime) -> APIRouter:
             response.status_code = 200 if captured.visible else 202
             if not captured.visible:
                 return {"outcome": "MERGED", "lead": None}
-        return proto_json(lead_to_proto(captured.lead, intents))
+        return proto_json(lead_with_intents(captured.lead, intents, captured.message))
 
     @r.post(":batchCreate")
     async def batch_create_leads(body: BatchIn, principal: CurrentPrincipal) -> Json:

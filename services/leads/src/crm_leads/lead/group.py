@@ -205,27 +205,29 @@ async def _create(
     }
     if len(intents) < len(created):
         raise Replayed()
+    made = [(rows[ids[n]], intents[ids[n]]) for n in created]
+    messages = [lead_to_proto(row) for row, _ in made]
     await add_events(
         conn,
         [
             NewEvent(
                 service.CREATED_EVENT,
-                events_pb2.LeadCreated(lead=lead_to_proto(rows[ids[n]])),
-                rows[ids[n]].tenant_id,
-                rows[ids[n]].owner_org_path,
+                events_pb2.LeadCreated(lead=message),
+                row.tenant_id,
+                row.owner_org_path,
             )
-            for n in created
+            for (row, _), message in zip(made, messages, strict=True)
         ],
         producer=service.PRODUCER,
     )
     return [
         (
             service.Captured(
-                rows[ids[n]], service.Outcome.CREATED, visible=True, intents=(intents[ids[n]],)
+                row, service.Outcome.CREATED, visible=True, intents=(intent,), message=message
             ),
-            (intents[ids[n]],),
+            (intent,),
         )
-        for n in created
+        for (row, intent), message in zip(made, messages, strict=True)
     ]
 
 

@@ -63,3 +63,16 @@ def lead_to_proto(row: Any, intents: Sequence[Any] = ()) -> lead_pb2.Lead:
         if (conversion_id := getattr(row, "conversion_id", None))
         else "",
     )
+
+
+def lead_with_intents(
+    row: Any, intents: Sequence[Any], built: lead_pb2.Lead | None = None
+) -> lead_pb2.Lead:
+    """``lead_to_proto(row, intents)``, reusing ``built`` (the same row's message without
+    intents, e.g. the one its lead.created event carries) when there is one."""
+    if built is None:
+        return lead_to_proto(row, intents)
+    out = lead_pb2.Lead()
+    out.CopyFrom(built)
+    out.intents.extend(intent_row_to_proto(i) for i in intents)
+    return out

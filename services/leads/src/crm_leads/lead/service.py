@@ -111,6 +111,8 @@ class Captured:
     visible: bool
     # The lead's intents as ``intents_of`` would read them, when already known.
     intents: Sequence[Any] | None = None
+    # ``lead`` as a message without intents, when already built (for its event).
+    message: lead_pb2.Lead | None = None
 
 
 async def capture(
@@ -284,16 +286,17 @@ async def _create(
             "this Idempotency-Key was already used for another lead",
             reason="IDEMPOTENCY_KEY_REUSED",
         )
+    message = lead_to_proto(row)
     await add_event(
         conn,
         event_type=CREATED_EVENT,
-        payload=events_pb2.LeadCreated(lead=lead_to_proto(row)),
+        payload=events_pb2.LeadCreated(lead=message),
         tenant_id=row.tenant_id,
         org_path=row.owner_org_path,
         producer=PRODUCER,
     )
     # A new lead has exactly this one intent: no need to read it back.
-    return Captured(row, Outcome.CREATED, visible=True, intents=(added,))
+    return Captured(row, Outcome.CREATED, visible=True, intents=(added,), message=message)
 
 
 def new_lead_values(
