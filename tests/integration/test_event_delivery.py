@@ -47,6 +47,17 @@ async def test_poison_message_goes_to_dead_letter_subject(
         await nc.close()
 
 
+async def _stage_lead_created(conn: AsyncConnection, name: str) -> None:
+    await add_event(
+        conn,
+        event_type="crm.leads.lead.created.v1",
+        payload=events_pb2.LeadCreated(lead=lead_pb2.Lead(full_name=name)),
+        tenant_id=uuid.uuid4(),
+        org_path="/t/",
+        producer="test",
+    )
+
+
 async def test_two_relay_replicas_publish_each_event_once(starter: ServiceStarter) -> None:
     db_url = starter.db_url("relaytest")
     await ensure_database(db_url)
@@ -56,14 +67,7 @@ async def test_two_relay_replicas_publish_each_event_once(starter: ServiceStarte
     n = 600
     async with db.unit_of_work() as conn:
         for i in range(n):
-            await add_event(
-                conn,
-                event_type="crm.leads.lead.created.v1",
-                payload=events_pb2.LeadCreated(lead=lead_pb2.Lead(full_name=f"r{i}")),
-                tenant_id=uuid.uuid4(),
-                org_path="/r/",
-                producer="test",
-            )
+            await _stage_lead_created(conn, f"r{i}")
     bus = EventBus(starter.nats_url, Namespace(starter.namespace + "relay"), name="relay-test")
     await bus.connect()
     await bus.ensure_streams()
@@ -133,14 +137,7 @@ async def test_relay_under_load_gathers_events_into_bigger_batches(
 
     async def commit_event(i: int) -> None:
         async with db.unit_of_work() as conn:
-            await add_event(
-                conn,
-                event_type="crm.leads.lead.created.v1",
-                payload=events_pb2.LeadCreated(lead=lead_pb2.Lead(full_name=f"l{i}")),
-                tenant_id=uuid.uuid4(),
-                org_path="/l/",
-                producer="test",
-            )
+            await _stage_lead_created(conn, f"l{i}")
 
     task = asyncio.create_task(relay.run())
     try:

@@ -128,3 +128,29 @@ def test_bad_limits_are_refused() -> None:
 
     with pytest.raises(ValueError):
         GroupCommit("t-bad", run, max_group=0)
+
+
+async def test_a_group_runs_in_its_first_items_context() -> None:
+    import contextvars
+
+    who: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody")
+    seen: list[str] = []
+    release = asyncio.Event()
+
+    async def run(items: Sequence[int]) -> list[str | BaseException]:
+        seen.append(who.get())
+        await release.wait()
+        return [str(i) for i in items]
+
+    group: GroupCommit[int, str] = GroupCommit("t-context", run, max_in_flight=1)
+
+    def submit(name: str, item: int) -> asyncio.Task[str]:
+        who.set(name)
+        return asyncio.create_task(group.submit(item))
+
+    tasks = [submit("first", 1), submit("second", 2), submit("third", 3)]
+    await asyncio.sleep(0.01)
+    release.set()
+    await asyncio.gather(*tasks)
+    # The second group started when the first finished, yet runs as its own first item.
+    assert seen == ["first", "second"]

@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import Tenant
+from crm.leads.v1 import events_pb2
 from crm_leads.dedup import rules as dedup_rules
 from crm_leads.dedup import service as dedup_service
 from crm_leads.lead import flows, group, rules
@@ -263,3 +264,51 @@ async def test_a_failed_group_is_captured_one_at_a_time(
 
 def _parts(capture: group.Capture) -> tuple[rules.NewLead, rules.NewIntent]:
     return capture.lead, capture.intent
+
+
+async def test_each_capture_of_a_group_keeps_its_own_trace(leads: Runtime, tenant: Tenant) -> None:
+    """The events of a group's captures carry each submitting request's trace, not the trace
+    of whichever request's task wrote the group: a new lead's lead.created and a merge's
+    lead.merged alike."""
+    from opentelemetry import context as otel_context
+
+    from crm_platform.telemetry import extract_context
+
+    d1 = rep(tenant)
+    captures = flows.Captures(leads.db, max_in_flight=1)
+    traces = [uuid.uuid4().hex for _ in range(3)]
+    phone = mobile()
+
+    def traced(n: int, capture: group.Capture) -> asyncio.Task[group.Answer]:
+        parent = extract_context({"traceparent": f"00-{traces[n]}-{uuid.uuid4().hex[:16]}-01"})
+        token = otel_context.attach(parent)
+        try:  # the task copies the context it is created in, as a request's task would
+            return asyncio.create_task(captures.capture(d1, *_parts(capture), None))
+        finally:
+            otel_context.detach(token)
+
+    lone = traced(0, item(d1, phone=phone))
+    await asyncio.sleep(0)
+    new, merged = traced(1, item(d1, phone=mobile())), traced(2, item(d1, phone=phone))
+    answers = [await lone, await new, await merged]
+    assert [a[0].outcome for a in answers] == [Outcome.CREATED, Outcome.CREATED, Outcome.MERGED]
+
+    from crm.common.v1 import event_pb2
+
+    async with leads.db.read() as conn:
+        rows = (
+            await conn.execute(
+                sa.select(outbox.c.event_type, outbox.c.data, outbox.c.headers).where(
+                    outbox.c.event_type.in_([CREATED, MERGED])
+                )
+            )
+        ).all()
+    seen: dict[tuple[str, str], str] = {}
+    wanted = {str(answers[1][0].lead.id), str(answers[2][0].lead.id)}
+    for event_type, data, headers in rows:
+        payload = {CREATED: events_pb2.LeadCreated, MERGED: events_pb2.LeadMerged}[event_type]()
+        event_pb2.Event.FromString(data).payload.Unpack(payload)
+        if payload.lead.id in wanted:
+            seen[(event_type, payload.lead.id)] = headers["traceparent"].split("-")[1]
+    assert seen[(CREATED, str(answers[1][0].lead.id))] == traces[1]
+    assert seen[(MERGED, str(answers[2][0].lead.id))] == traces[2]

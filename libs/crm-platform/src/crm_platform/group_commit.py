@@ -19,6 +19,7 @@ client disconnected after COMMIT would."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
@@ -43,27 +44,31 @@ class GroupCommit(Generic[T, R]):
         self._run = run
         self._max_group = max_group
         self._max_in_flight = max_in_flight
-        self._queue: deque[tuple[T, asyncio.Future[R]]] = deque()
+        self._queue: deque[tuple[T, asyncio.Future[R], contextvars.Context]] = deque()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._writes = GROUP_COMMIT_WRITES.labels(name)
         self._transactions = GROUP_COMMIT_TRANSACTIONS.labels(name)
 
     async def submit(self, item: T) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._queue.append((item, future))
+        self._queue.append((item, future, contextvars.copy_context()))
         self._start_groups()
         return await future
 
     def _start_groups(self) -> None:
         while self._queue and len(self._in_flight) < self._max_in_flight:
             group: list[tuple[T, asyncio.Future[R]]] = []
+            first: contextvars.Context | None = None
             while self._queue and len(group) < self._max_group:
-                entry = self._queue.popleft()
-                if not entry[1].cancelled():
-                    group.append(entry)
-            if not group:
+                item, future, submitted_in = self._queue.popleft()
+                if not future.cancelled():
+                    group.append((item, future))
+                    first = first or submitted_in
+            if first is None:
                 return
-            task = asyncio.create_task(self._write(group))
+            # The group runs in its first item's context (its trace, its log fields), also
+            # when started from another group's completion.
+            task = asyncio.create_task(self._write(group), context=first)
             self._in_flight.add(task)
             task.add_done_callback(self._finished)
 

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 from google.protobuf.message import Message
+from opentelemetry.context import Context
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -72,6 +73,9 @@ class NewEvent:
     org_path: str
     correlation_id: str = ""
     causation_id: str = ""
+    # The trace the event belongs to, when not the current one (a group commit writes the
+    # events of several requests, each in its own trace).
+    trace_context: Context | None = None
 
 
 async def add_event(
@@ -100,7 +104,7 @@ async def add_events(
         return []
     ids: list[uuid.UUID] = []
     rows: list[dict[str, Any]] = []
-    # One trace context for the whole transaction's events.
+    # One trace context for the transaction's events, unless an event names its own.
     headers_by_type: dict[str, MutableMapping[str, str]] = {}
     for event in events:
         envelope = build_event(
@@ -112,12 +116,15 @@ async def add_events(
             correlation_id=event.correlation_id,
             causation_id=event.causation_id,
         )
-        headers = headers_by_type.get(event.event_type)
+        own = event.trace_context is not None
+        headers = None if own else headers_by_type.get(event.event_type)
         if headers is None:
             headers = inject_headers(
-                {HEADER_EVENT_TYPE: event.event_type, "Content-Type": CONTENT_TYPE}
+                {HEADER_EVENT_TYPE: event.event_type, "Content-Type": CONTENT_TYPE},
+                event.trace_context,
             )
-            headers_by_type[event.event_type] = headers
+            if not own:
+                headers_by_type[event.event_type] = headers
         event_id = uuid.UUID(envelope.id)
         ids.append(event_id)
         rows.append(

@@ -135,9 +135,12 @@ def init_tracing(
     return trace.get_tracer(f"crm.{settings.service_name}")
 
 
-def inject_headers(carrier: MutableMapping[str, str]) -> MutableMapping[str, str]:
-    """Write W3C trace context of the current span into message headers."""
-    propagate.inject(carrier)
+def inject_headers(
+    carrier: MutableMapping[str, str], trace_context: context.Context | None = None
+) -> MutableMapping[str, str]:
+    """Write W3C trace context of the current span (or of ``trace_context``) into message
+    headers."""
+    propagate.inject(carrier, context=trace_context)
     return carrier
 
 

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry import context as otel_context
+
 from crm_leads.lead import group, service
 from crm_leads.lead.rules import NewIntent, NewLead
 from crm_platform import metrics
@@ -61,7 +63,8 @@ class Captures:
         """The captured lead and the intents to show (none for a lead the caller cannot
         see), once committed."""
         principal.require_any(WRITE_ROLES)
-        return await self._group.submit(group.Capture(principal, lead, intent, request_id))
+        capture = group.Capture(principal, lead, intent, request_id, otel_context.get_current())
+        return await self._group.submit(capture)
 
     async def _write(self, items: Sequence[group.Capture]) -> list[group.Answer | BaseException]:
         answers: list[group.Answer | BaseException]

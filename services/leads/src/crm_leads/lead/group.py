@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crm.leads.v1 import events_pb2
@@ -53,6 +55,9 @@ class Capture:
     lead: NewLead
     intent: NewIntent
     request_id: uuid.UUID | None
+    # The submitting request's trace: its lead.created event carries it, whichever request's
+    # task writes the group (that task's own spans join the first request's trace).
+    trace_context: Context | None = None
 
 
 # The captured lead and its intents as the single-capture API answers them.
@@ -215,8 +220,9 @@ async def _create(
                 events_pb2.LeadCreated(lead=message),
                 row.tenant_id,
                 row.owner_org_path,
+                trace_context=items[n].trace_context,
             )
-            for (row, _), message in zip(made, messages, strict=True)
+            for n, (row, _), message in zip(created, made, messages, strict=True)
         ],
         producer=service.PRODUCER,
     )
@@ -242,16 +248,21 @@ async def capture_alone(conn: AsyncConnection, item: Capture) -> Answer | Domain
 
 async def capture_in(conn: AsyncConnection, item: Capture) -> Answer:
     """The single-capture path, in the caller's transaction: the lead and the intents the
-    answer shows (none for a lead the caller cannot see)."""
-    captured = await service.capture(
-        conn=conn,
-        principal=item.principal,
-        lead=item.lead,
-        intent=item.intent,
-        request_id=item.request_id,
-    )
-    if captured.intents is not None:
-        return captured, captured.intents
-    if captured.visible:
-        return captured, await service.intents_of(conn=conn, lead_id=captured.lead.id)
-    return captured, ()
+    answer shows (none for a lead the caller cannot see). Runs in the item's trace."""
+    token = None if item.trace_context is None else otel_context.attach(item.trace_context)
+    try:
+        captured = await service.capture(
+            conn=conn,
+            principal=item.principal,
+            lead=item.lead,
+            intent=item.intent,
+            request_id=item.request_id,
+        )
+        if captured.intents is not None:
+            return captured, captured.intents
+        if captured.visible:
+            return captured, await service.intents_of(conn=conn, lead_id=captured.lead.id)
+        return captured, ()
+    finally:
+        if token is not None:
+            otel_context.detach(token)
