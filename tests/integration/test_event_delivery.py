@@ -143,8 +143,9 @@ async def test_relay_under_load_gathers_events_into_bigger_batches(
     try:
         await asyncio.sleep(0.1)  # the relay's first, empty look
         await commit_event(0)
+        # Waits on the batch sizes, recorded once a batch has committed (after publishing).
         for _ in range(100):
-            if published:
+            if sizes:
                 break
             await asyncio.sleep(0.01)
         assert sizes == [1]  # not held back: published well before the poll interval
@@ -152,7 +153,7 @@ async def test_relay_under_load_gathers_events_into_bigger_batches(
             await commit_event(i)
             await asyncio.sleep(0.01)
         for _ in range(300):
-            if len(published) == 11:
+            if sum(sizes) == 11:
                 break
             await asyncio.sleep(0.01)
         assert len(published) == 11

@@ -207,11 +207,12 @@ class OutboxRelay:
         """Claim up to one batch and mark it published (one statement), publish all of it
         concurrently, commit. If publishing fails the transaction rolls back and the rows
         stay pending."""
-        self._last_batch = asyncio.get_running_loop().time()
+        started = asyncio.get_running_loop().time()
         async with self._db.engine.begin() as conn:
             rows = (await conn.execute(_CLAIM, {"limit": self._batch_size})).all()
             if not rows:
                 return 0
+            self._last_batch = started  # an empty look is no load: it holds nothing back
             await asyncio.gather(
                 *(
                     self._publisher.publish(r.event_type, r.data, r.headers, str(r.id))
