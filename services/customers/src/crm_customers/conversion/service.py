@@ -343,17 +343,6 @@ def _owner(ctx: Context, cmd: commands_pb2.PrepareConversion) -> Principal:
     )
 
 
-def _customer_principal(customer: Any, actor: str) -> Principal:
-    """Acts on one customer: sees exactly its owner's subtree."""
-    return Principal(
-        tenant_id=customer.tenant_id,
-        subject=actor or "lead-conversion",
-        org_unit_id=customer.owner_org_id,
-        org_path=customer.owner_org_path,
-        roles=frozenset({ROLE_INTEGRATION}),
-    )
-
-
 async def _prepare(
     conn: AsyncConnection,
     ctx: Context,
@@ -372,6 +361,7 @@ async def _prepare(
             violations=[FieldViolation("actor_org_path", "required")],
         )
     created = False
+    no_contacts = False  # known to have none: created in this transaction without any
     if cmd.customer_id:
         explicit = _uuid(cmd.customer_id)
         customer = None
@@ -394,7 +384,7 @@ async def _prepare(
         order = (await RULES.current(conn, ctx.tenant_id)).keys
         customer = await _match_locked(conn, ctx.tenant_id, path, keys, order)
         if customer is None:
-            customer, _ = await customer_service.create(
+            customer, its_contacts = await customer_service.create(
                 conn=conn,
                 principal=_owner(ctx, cmd),
                 kind=cmd.kind,
@@ -414,7 +404,10 @@ async def _prepare(
                 now=now,
             )
             created = True
-    contact, contact_created = await _contact(conn, customer, conversion_id, cmd, phone_region, now)
+            no_contacts = not its_contacts
+    contact, contact_created = await _contact(
+        conn, customer, conversion_id, cmd, phone_region, now, no_contacts=no_contacts
+    )
     return _Outcome(customer, contact, created, contact_created)
 
 
@@ -425,15 +418,18 @@ async def _contact(
     cmd: commands_pb2.PrepareConversion,
     phone_region: str,
     now: datetime,
+    *,
+    no_contacts: bool,
 ) -> tuple[Any | None, bool]:
     """The customer's contact with the same phone (else the same email), or a new one. No
-    contact data at all: no contact."""
+    contact data at all: no contact. ``customer`` is locked by the caller; ``no_contacts``:
+    it was created in this transaction without any, so there is nothing to look through."""
     if not (cmd.contact_full_name or cmd.contact_phone or cmd.contact_email):
         return None, False
     phone = _phone_key(cmd.contact_phone, phone_region)
     email = cmd.contact_email.strip().lower()
     for column, value in ((contacts.c.phone, phone), (sa.func.lower(contacts.c.email), email)):
-        if not value:
+        if not value or no_contacts:
             continue
         row = (
             await conn.execute(
@@ -445,17 +441,15 @@ async def _contact(
         ).first()
         if row is not None:
             return row, False
-    row = await customer_service.create_contact(
+    row = await customer_service.add_contact_to_locked(
         conn=conn,
-        principal=_customer_principal(customer, cmd.actor),
-        customer_id=customer.id,
+        customer=customer,
         fields=ContactFields(
             full_name=cmd.contact_full_name,
             title=cmd.contact_title,
             phone=cmd.contact_phone,
             email=cmd.contact_email,
         ),
-        reports_to_id=None,
         request_id=conversion_id,
         phone_region=phone_region,
         now=now,

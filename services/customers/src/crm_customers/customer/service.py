@@ -343,6 +343,31 @@ async def create_contact(
     customer = await _visible_customer(conn, principal, customer_id, lock=True)
     if reports_to_id is not None:
         contact_rules.check_reports_to(None, reports_to_id, await _managers(conn, customer))
+    return await _add_contact(conn, customer, contact, reports_to_id, request_id)
+
+
+async def add_contact_to_locked(
+    *,
+    conn: AsyncConnection,
+    customer: Any,
+    fields: ContactFields,
+    request_id: uuid.UUID | None,
+    phone_region: str,
+    now: datetime,
+) -> Any:
+    """``create_contact`` (no manager) for a customer row the caller has already found
+    visible and locked in this transaction (a conversion step): no second lookup."""
+    contact = contact_rules.validate_new_contact(fields, phone_region=phone_region, now=now)
+    return await _add_contact(conn, customer, contact, None, request_id)
+
+
+async def _add_contact(
+    conn: AsyncConnection,
+    customer: Any,
+    contact: Any,
+    reports_to_id: uuid.UUID | None,
+    request_id: uuid.UUID | None,
+) -> Any:
     row, created = await records.insert_once(
         conn,
         contacts,
