@@ -49,12 +49,12 @@ async def create(
     A repeated request_id returns the first customer and publishes nothing (race-free:
     unique index)."""
     principal.require_any(WRITE_ROLES)
-    current_schema = await schema.get(conn=conn, principal=principal)
+    definitions = await schema.definitions(conn=conn, tenant_id=principal.tenant_id)
     customer = rules.validate_new_customer(
         kind=kind,
         profile=profile,
         custom_values=custom_values,
-        definitions=current_schema.definitions,
+        definitions=definitions,
         contacts=contact_fields,
         phone_region=phone_region,
         now=now,
@@ -190,12 +190,12 @@ async def update(
     principal.require_any(WRITE_ROLES)
     row = await _visible_customer(conn, principal, customer_id)
     _check_etag(row, expected_etag, "customer")
-    current_schema = await schema.get(conn=conn, principal=principal)
+    definitions = await schema.definitions(conn=conn, tenant_id=principal.tenant_id)
     plan = rules.plan_update(
         current=row._mapping,
         patch=patch,
         paths=paths,
-        definitions=current_schema.definitions,
+        definitions=definitions,
         phone_region=phone_region,
     )
     if plan.values:
