@@ -152,7 +152,7 @@ async def _claim(
 ) -> set[int]:
     """Claims the simple items' keys; the items that did not get all of theirs."""
     rows = [
-        (items[n].principal.tenant_id, kind, value, ids[n])
+        (n, items[n].principal.tenant_id, kind, value, ids[n])
         for n in simple
         for kind, value in items[n].lead.dedup_keys()
     ]
@@ -163,18 +163,14 @@ async def _claim(
         for row in await conn.execute(
             _CLAIM,
             {
-                "tenant_ids": [r[0] for r in rows],
-                "kinds": [r[1] for r in rows],
-                "key_values": [r[2] for r in rows],
-                "lead_ids": [r[3] for r in rows],
+                "tenant_ids": [r[1] for r in rows],
+                "kinds": [r[2] for r in rows],
+                "key_values": [r[3] for r in rows],
+                "lead_ids": [r[4] for r in rows],
             },
         )
     }
-    return {
-        n
-        for n in simple
-        if any((ids[n], kind) not in claimed for kind, _ in items[n].lead.dedup_keys())
-    }
+    return {n for n, _, kind, _, lead_id in rows if (lead_id, kind) not in claimed}
 
 
 async def _create(
