@@ -1,12 +1,14 @@
 """gRPC server bootstrap: grpc.aio with health, reflection and one interceptor that does
-authentication, error mapping to rich status, and RED metrics."""
+authentication, error mapping to rich status, and RED metrics; OpenTelemetry's server
+interceptor only while spans are recorded (otherwise ours joins the caller's trace)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -17,9 +19,10 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from crm_platform import metrics
+from crm_platform import metrics, telemetry
 from crm_platform.auth import Authenticator, current_principal
 from crm_platform.errors import DomainError
 
@@ -79,10 +82,38 @@ def _split(method: str) -> tuple[str, str]:
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    def __init__(self, authenticator: Authenticator, *, domain: str, public: set[str]) -> None:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        *,
+        domain: str,
+        public: set[str],
+        join_trace: bool = False,
+    ) -> None:
         self._auth = authenticator
         self._domain = domain
         self._public = public
+        # Without OpenTelemetry's interceptor in front, each call runs in the caller's
+        # trace context (telemetry.incoming_context) for its logs and events.
+        self._join_trace = join_trace
+
+    @contextlib.asynccontextmanager
+    async def _as_caller(self, context: GrpcContext, needs_auth: bool) -> AsyncIterator[None]:
+        """The call in its caller's trace (see ``join_trace``) and as its principal."""
+        md = dict(context.invocation_metadata() or ()) if needs_auth or self._join_trace else {}
+        joined = otel_context.attach(telemetry.incoming_context(md)) if self._join_trace else None
+        token = None
+        try:
+            if needs_auth:
+                principal = await self._auth.authenticate(md.get("authorization"))
+                token = current_principal.set(principal)
+                trace.get_current_span().set_attribute("crm.tenant_id", str(principal.tenant_id))
+            yield
+        finally:
+            if token is not None:
+                current_principal.reset(token)
+            if joined is not None:
+                otel_context.detach(joined)
 
     async def intercept_service(
         self,
@@ -101,7 +132,6 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             metrics.GRPC_STARTED.labels(service, name).inc()
             started = time.perf_counter()
             code = grpc.StatusCode.OK
-            token = None
             remaining = context.time_remaining()
             if remaining is not None and remaining <= 0:
                 # The caller has given up already (the call waited in our queue): work
@@ -109,14 +139,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 metrics.GRPC_HANDLED.labels(service, name, "DEADLINE_EXCEEDED").inc()
                 await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed in queue")
             try:
-                if needs_auth:
-                    md = dict(context.invocation_metadata() or ())
-                    principal = await self._auth.authenticate(md.get("authorization"))
-                    token = current_principal.set(principal)
-                    trace.get_current_span().set_attribute(
-                        "crm.tenant_id", str(principal.tenant_id)
-                    )
-                return await _uncancelled(inner(request, context))
+                async with self._as_caller(context, needs_auth):
+                    return await _uncancelled(inner(request, context))
             except DomainError as exc:
                 code = exc.grpc_code
                 await context.abort_with_status(  # type: ignore[attr-defined]
@@ -138,8 +162,6 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                     )
                 )
             finally:
-                if token is not None:
-                    current_principal.reset(token)
                 metrics.GRPC_HANDLED.labels(service, name, code.name).inc()
                 metrics.GRPC_LATENCY.labels(service, name).observe(time.perf_counter() - started)
 
@@ -174,11 +196,26 @@ def _report_abandoned(task: asyncio.Future[Any]) -> None:
 
 
 def build_server(
-    bindings: Sequence[GrpcBinding], authenticator: Authenticator, *, domain: str
+    bindings: Sequence[GrpcBinding],
+    authenticator: Authenticator,
+    *,
+    domain: str,
+    traced: bool | None = None,
 ) -> tuple[grpc.aio.Server, HealthServicer]:
+    """``traced`` (default: whether spans are recorded, ``telemetry.recording()``) puts
+    OpenTelemetry's server interceptor in front, for a server span per call."""
     public = {f"/{b.full_name}/{m}" for b in bindings for m in b.public_methods}
+    traced = telemetry.recording() if traced is None else traced
+    interceptors: list[grpc.aio.ServerInterceptor] = []  # type: ignore[type-arg]
+    if traced:
+        from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+        interceptors.append(aio_server_interceptor())  # type: ignore[no-untyped-call]
+    interceptors.append(
+        ServerInterceptor(authenticator, domain=domain, public=public, join_trace=not traced)
+    )
     server = grpc.aio.server(
-        interceptors=[ServerInterceptor(authenticator, domain=domain, public=public)],
+        interceptors=interceptors,
         options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
     )
     for b in bindings:

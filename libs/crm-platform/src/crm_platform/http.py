@@ -1,5 +1,6 @@
 """FastAPI app factory: problem+json errors (RFC 9457), body-size limit, RED metrics,
-/healthz, /readyz, /metrics, OpenAPI, and the principal dependency."""
+/healthz, /readyz, /metrics, OpenAPI, the principal dependency, and trace context: a server
+span per request while spans are recorded, else just the caller's trace joined."""
 
 from __future__ import annotations
 
@@ -15,14 +16,15 @@ from fastapi.responses import JSONResponse, Response
 from google.protobuf.descriptor import Descriptor
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message as ProtoMessage
-from opentelemetry import trace
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crm.common.v1 import money_pb2
-from crm_platform import metrics
+from crm_platform import metrics, telemetry
 from crm_platform.auth import Authenticator, Principal
 from crm_platform.errors import DomainError, FieldViolation, PayloadTooLarge, describe, loc_to_field
 from crm_platform.money import money_json
@@ -220,6 +222,32 @@ class RedMetricsMiddleware:
             metrics.HTTP_LATENCY.labels(method, route).observe(time.perf_counter() - started)
 
 
+class TraceContextMiddleware:
+    """Each request runs in the caller's trace (W3C ``traceparent``) or a new one, so its
+    logs and the events it publishes are correlated. Used instead of OpenTelemetry's ASGI
+    instrumentation while spans are not recorded: that one builds a span, its attributes
+    and the route's name per request (~5 % of a capture's CPU) for nothing."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._fields = {f.encode() for f in propagate.get_global_textmap().fields}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        carrier = {
+            name.decode(): value.decode("latin-1")
+            for name, value in scope["headers"]
+            if name in self._fields
+        }
+        token = otel_context.attach(telemetry.incoming_context(carrier))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            otel_context.detach(token)
+
+
 ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
 
 
@@ -232,8 +260,18 @@ def create_app(
     max_body_bytes: int,
     version: str = "0.1.0",
     body_limits: Mapping[str, int] | None = None,
+    traced: bool | None = None,
 ) -> FastAPI:
-    app = FastAPI(title=title, version=version, responses={"4XX": {"model": Problem}})
+    """``traced`` (default: whether spans are recorded) instruments the app with
+    OpenTelemetry, a server span per request."""
+    app = FastAPI(
+        title=title,
+        version=version,
+        responses={"4XX": {"model": Problem}},
+        # FastAPI's own telemetry stays off: the OpenTelemetry instrumentation below (or
+        # TraceContextMiddleware) does that job, and both would cost twice.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
+    )
     app.state.authenticator = authenticator
     app.add_exception_handler(DomainError, _on_domain_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
@@ -261,10 +299,14 @@ def create_app(
 
     for router in routers:
         app.include_router(router)
-    # No spans for each ASGI send/receive message: three extra spans per request, no insight.
-    FastAPIInstrumentor.instrument_app(
-        app, excluded_urls="healthz,readyz,metrics", exclude_spans=["receive", "send"]
-    )
+    if telemetry.recording() if traced is None else traced:
+        # No spans for each ASGI send/receive message: three extra spans per request, no
+        # insight.
+        FastAPIInstrumentor.instrument_app(
+            app, excluded_urls="healthz,readyz,metrics", exclude_spans=["receive", "send"]
+        )
+    else:
+        app.add_middleware(TraceContextMiddleware)  # outermost
     return app
 
 
