@@ -30,6 +30,7 @@ from crm.sales.v1 import (
 from crm_platform.events import CONTENT_TYPE, HEADER_EVENT_TYPE, Namespace, build_event, parse_event
 from crm_platform.runtime import Runtime
 from crm_platform.testing.events import wait_for_event
+from crm_sales.conversion.models import conversion_records
 from crm_sales.opportunity.models import opportunities
 
 CREATE = "crm.cmd.sales.create_conversion_opportunities.v1"
@@ -276,6 +277,19 @@ async def test_database_constraint_rejects_the_step(sales: Runtime, tenant: Tena
         assert failed.reason == "OPPORTUNITY_REJECTED"
         assert "test_no_doomed" in failed.message
         assert await rows_of(sales, command.conversion_id) == []
+        # The record was claimed completed with the rows' ids; the refusal rewrote it.
+        async with sales.db.read() as conn:
+            record = (
+                await conn.execute(
+                    sa.select(conversion_records).where(
+                        conversion_records.c.conversion_id == uuid.UUID(command.conversion_id)
+                    )
+                )
+            ).one()
+        assert (record.state, record.opportunity_ids) == ("failed", [])
+        again = await send(sales, tenant, CREATE, command)
+        _, repeated = await reply_to(sales, again, FAILED, events_pb2.ConversionFailed)
+        assert repeated.reason == "OPPORTUNITY_REJECTED"
     finally:
         async with sales.db.unit_of_work() as conn:
             await conn.execute(

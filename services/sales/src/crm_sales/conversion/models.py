@@ -6,8 +6,8 @@ from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from crm_platform.db import timestamp_columns
 from crm_sales.opportunity.models import metadata
 
-# States a committed record is in. "pending" exists only inside the transaction that
-# inserted the record for a create command; that transaction sets the outcome before commit.
+# States a record is in. A create command's record is inserted in its outcome; "pending"
+# (written by earlier versions inside their create transaction only) is never committed.
 PENDING = "pending"
 COMPLETED = "completed"
 FAILED = "failed"

@@ -29,7 +29,6 @@ from crm_platform.validation import clean_text
 from crm_sales.conversion.models import (
     COMPLETED,
     FAILED,
-    PENDING,
     UNDONE,
     conversion_records,
 )
@@ -204,9 +203,11 @@ def _uuid_or_none(value: str) -> uuid.UUID | None:
         return None
 
 
-async def _claim(conn: AsyncConnection, step: _Step, *, state: str) -> tuple[Any, bool]:
-    """The conversion's record, locked for this transaction; inserted with ``state`` when
-    missing. Returns ``(row, inserted)``."""
+async def _claim(
+    conn: AsyncConnection, step: _Step, *, state: str, **values: Any
+) -> tuple[Any, bool]:
+    """The conversion's record, locked for this transaction; inserted with ``state`` (and
+    ``values``) when missing. Returns ``(row, inserted)``."""
     row, inserted = await records.claim(
         conn,
         conversion_records,
@@ -216,6 +217,7 @@ async def _claim(conn: AsyncConnection, step: _Step, *, state: str) -> tuple[Any
             "tenant_id": step.event.tenant_id,
             "lead_id": _uuid_or_none(step.lead_id),
             "state": state,
+            **values,
         },
     )
     if row.tenant_id != step.event.tenant_id:
@@ -234,14 +236,14 @@ async def _set_record(conn: AsyncConnection, conversion_id: uuid.UUID, **values:
 # --- create ------------------------------------------------------------------------------
 
 
-async def _open(conn: AsyncConnection, step: _Step, valid: ValidCommand) -> list[Any]:
-    """Insert every opportunity of the conversion, in spec order, with one statement."""
+def _new_rows(step: _Step, valid: ValidCommand) -> list[dict[str, Any]]:
+    """Every opportunity of the conversion, in spec order (their ids are fixed here)."""
     owner = {
         "tenant_id": step.event.tenant_id,
         "owner_org_id": valid.owner_org_id,
         "owner_org_path": valid.owner_org_path,
     }
-    values = [
+    return [
         {
             **opportunity_service.new_values(spec.opportunity, owner),
             "lead_intent_id": spec.lead_intent_id,
@@ -249,7 +251,6 @@ async def _open(conn: AsyncConnection, step: _Step, valid: ValidCommand) -> list
         }
         for spec in valid.specs
     ]
-    return await opportunity_service.insert_many(conn=conn, values=values)
 
 
 def _repeat_create(step: _Step, record: Any, org_path: str) -> NewEvent:
@@ -271,30 +272,43 @@ async def create_conversion_opportunities(
     event: ReceivedEvent,
     command: commands_pb2.CreateConversionOpportunities,
 ) -> None:
-    """Open the conversion's opportunities (all or none) and reply completed or failed."""
+    """Open the conversion's opportunities (all or none) and reply completed or failed.
+
+    The record is claimed in its outcome (completed with the ids, or failed): the ids are
+    ours and the command is checked before any write, so a step that succeeds costs no
+    second write of its record. Only a database constraint refusing the rows (rare) turns
+    a completed claim into a failed one."""
     step = _step(event, command.conversion_id, command.lead_id)
     org_path = clean_text(command.owner_org_path) or event.envelope.org_path
-    record, inserted = await _claim(conn, step, state=PENDING)
+    try:
+        rows = _new_rows(step, validate_command(command))
+    except DomainError as exc:
+        record, inserted = await _claim(
+            conn, step, state=FAILED, reason=exc.reason, message=exc.message
+        )
+        if inserted:
+            log.info("conversion %s failed: %s: %s", step.conversion_id, exc.reason, exc.message)
+            reply = step.failed(exc.reason, exc.message, org_path)
+        else:
+            reply = _repeat_create(step, record, org_path)
+        await add_events(conn, [reply], producer=PRODUCER)
+        return
+    ids = [row["id"] for row in rows]
+    record, inserted = await _claim(conn, step, state=COMPLETED, opportunity_ids=ids)
     if not inserted:
         await add_events(conn, [_repeat_create(step, record, org_path)], producer=PRODUCER)
         return
     try:
-        valid = validate_command(command)
         async with conn.begin_nested():
-            rows = await _open(conn, step, valid)
-    except DomainError as exc:
-        await _fail(conn, step, exc.reason, exc.message, org_path)
-        return
+            opened = await opportunity_service.insert_many(conn=conn, values=rows)
     except IntegrityError as exc:
         await _fail(conn, step, "OPPORTUNITY_REJECTED", constraint_message(exc), org_path)
         return
-    ids = [row.id for row in rows]
-    await _set_record(conn, step.conversion_id, state=COMPLETED, opportunity_ids=ids)
     created = [
         opportunity_service.created_event(
             row, correlation_id=step.envelope.correlation_id, causation_id=step.envelope.id
         )
-        for row in rows
+        for row in opened
     ]
     await add_events(conn, [*created, step.completed(ids, org_path)], producer=PRODUCER)
 
@@ -303,7 +317,9 @@ async def _fail(
     conn: AsyncConnection, step: _Step, reason: str, message: str, org_path: str
 ) -> None:
     log.info("conversion %s failed: %s: %s", step.conversion_id, reason, message)
-    await _set_record(conn, step.conversion_id, state=FAILED, reason=reason, message=message)
+    await _set_record(
+        conn, step.conversion_id, state=FAILED, reason=reason, message=message, opportunity_ids=[]
+    )
     await add_events(conn, [step.failed(reason, message, org_path)], producer=PRODUCER)
 
 
