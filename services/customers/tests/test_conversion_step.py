@@ -24,7 +24,8 @@ from crm_customers.conversion.models import conversion_records
 from crm_customers.conversion.rules import match_name
 from crm_customers.customer.models import contacts
 from crm_customers.customer.models import customers as customers_table
-from crm_platform.events import build_event
+from crm_platform.events import build_event, parse_event
+from crm_platform.outbox import outbox
 from crm_platform.runtime import Runtime
 from crm_platform.testing.events import wait_for_event
 
@@ -322,6 +323,21 @@ async def test_invalid_customer_fails_and_stores_nothing(
     failed = await _fail(customers, tenant, bad_contact)
     assert failed.reason == "CONTACT_INVALID" and "email" in failed.message
     assert await _count(customers, _customers_named(tenant, bad_contact.display_name)) == 0
+    # The customer created before the contact failed went with the savepoint, and so did
+    # its event: nothing announces a customer that never was (a good one is announced).
+    good = _command(tenant)
+    assert (await _prepare(customers, tenant, good)).customer_created
+    async with customers.db.read() as conn:
+        created = (
+            await conn.execute(
+                sa.select(outbox.c.data).where(
+                    outbox.c.event_type == "crm.customers.customer.created.v1"
+                )
+            )
+        ).all()
+    announced = {parse_event(row.data).payload.customer.display_name for row in created}
+    assert good.display_name in announced
+    assert bad_contact.display_name not in announced
     async with customers.db.read() as conn:
         state = (
             await conn.execute(

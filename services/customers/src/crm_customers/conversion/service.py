@@ -36,7 +36,7 @@ from crm_customers.customer.models import (
 from crm_platform import records
 from crm_platform.auth import ROLE_ADMIN, ROLE_INTEGRATION, Principal
 from crm_platform.errors import DomainError, FieldViolation, InvalidArgument, NotFound
-from crm_platform.outbox import add_event
+from crm_platform.outbox import add_event, deferred
 from crm_platform.tenant_cache import TenantCache
 
 PRODUCER = "customers"
@@ -215,7 +215,19 @@ async def prepare(
 ) -> None:
     """Match or create the customer and contact of a converting lead and stage the reply:
     crm.customers.conversion.prepared.v1, or .failed.v1 for a business failure (nothing
-    written but the record). Transient errors propagate (the command is redelivered)."""
+    written but the record). Transient errors propagate (the command is redelivered). The
+    step's events (customer and contact created, the reply) are one outbox statement."""
+    async with deferred(conn):
+        await _prepare_step(conn, ctx, cmd, phone_region, now)
+
+
+async def _prepare_step(
+    conn: AsyncConnection,
+    ctx: Context,
+    cmd: commands_pb2.PrepareConversion,
+    phone_region: str,
+    now: datetime,
+) -> None:
     conversion_id = _uuid(cmd.conversion_id)
     if conversion_id is None:
         failed = _failed(
@@ -228,7 +240,8 @@ async def prepare(
         await _reply_recorded(conn, ctx, record)
         return
     try:
-        async with conn.begin_nested():
+        # A failure rolls the savepoint back and drops the events staged in it.
+        async with conn.begin_nested(), deferred(conn):
             outcome = await _prepare(conn, ctx, conversion_id, cmd, phone_region, now)
     except (DomainError, IntegrityError) as exc:
         if isinstance(exc, DomainError):
