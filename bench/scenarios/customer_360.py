@@ -19,8 +19,10 @@ opportunities to the seeded customers and minutes of setup.
 Measured, each by an open-loop generator process at ``BENCH_C360_RATE`` (200/s), latency
 from each request's due instant, cycling over the customers in a shuffled order:
 
-1. limits: ``GET /healthz`` of the customers process (HTTP stack, no I/O) and ``GET
-   /v1/customers/{id}`` (the local part of the view: one read), ``BENCH_LIMIT_SECONDS``
+1. limits: ``GET /healthz`` of the customers process (HTTP stack, no I/O), ``GET
+   /v1/customers/{id}`` (the local part of the view: one read) and an empty gRPC call to the
+   sales process at the same rate (``bench.grpcfloor``: the grpc.aio runtime's CPU per call
+   on the server and on the caller, which the view pays three times), ``BENCH_LIMIT_SECONDS``
    each after 1 s warm-up;
 2. the 360 view, ``BENCH_WARMUP_SECONDS`` + ``BENCH_C360_SECONDS`` (20).
 
@@ -42,6 +44,7 @@ from typing import Any
 
 import httpx
 
+from bench import grpcfloor
 from bench.context import BenchContext, Scenario
 from bench.load import LoadOptions, LoadResult, LoadSpec, describe_generator, run_load
 from bench.paced import PacedResult, Request, Target, run_paced
@@ -347,6 +350,11 @@ def _run(ctx: BenchContext, stack: Stack) -> ScenarioResult:
             seconds=ctx.limit_seconds,
             warmup=limit_warmup,
         )
+        progress(f"  limit: empty gRPC call to sales ({ctx.limit_seconds:g} s)")
+        with CpuWindow(sales.pid) as sales_cpu:
+            grpc_floor = grpcfloor.run(
+                sales.grpc_target, rate=cfg.rate, seconds=ctx.limit_seconds, warmup=limit_warmup
+            )
         closed = LoadOptions(
             connections=ctx.load.connections,
             seconds=ctx.limit_seconds,
@@ -385,6 +393,8 @@ def _run(ctx: BenchContext, stack: Stack) -> ScenarioResult:
         seed_seconds=seed_seconds,
         healthz=healthz,
         get_one=get_one,
+        grpc_floor=grpc_floor,
+        grpc_server_cpu=sales_cpu.utilisation,
         capacity=capacity,
         capacity_load=describe_generator(closed),
         view=view,
@@ -392,6 +402,10 @@ def _run(ctx: BenchContext, stack: Stack) -> ScenarioResult:
         cpus={name: c.utilisation for name, c in cpus.items()},
         peaks={name: m.peak() for name, m in monitors.items()},
     )
+
+
+def _us(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f} µs"
 
 
 def _latency_row(name: str, load: PacedResult) -> Row:
@@ -411,6 +425,8 @@ def _result(
     seed_seconds: float,
     healthz: PacedResult,
     get_one: PacedResult,
+    grpc_floor: grpcfloor.GrpcFloor,
+    grpc_server_cpu: float | None,
     capacity: LoadResult,
     capacity_load: str,
     view: PacedResult,
@@ -427,6 +443,19 @@ def _result(
     tickets = sum(1 for i in range(cfg.customers) if _has_ticket(i))
     converted = sum(1 for i in range(cfg.customers) if _has_lead(i))
     load1, _, _ = os.getloadavg()
+    # The server's share of its process's CPU over the floor's window, per call.
+    server_us = (
+        grpc_server_cpu * grpc_floor.seconds / grpc_floor.calls * 1e6
+        if grpc_server_cpu is not None and grpc_floor.calls
+        else None
+    )
+    fanout_ms = (
+        3 * (server_us + grpc_floor.client_cpu_us_per_call) / 1000
+        if server_us is not None
+        else None
+    )
+    known = [c for c in cpus.values() if c is not None]
+    view_cpu_ms = sum(known) / view.rate * 1000 if known and view.rate else None
     result.notes = [
         f"load: one open-loop generator process, {cfg.rate:g} req/s, latency from each "
         f"request's due instant; the view {cfg.seconds:g} s after {cfg.warmup:g} s warm-up, "
@@ -443,6 +472,12 @@ def _result(
     rows = [
         _latency_row(f"limit: GET /healthz (customers) at {cfg.rate:g}/s", healthz),
         _latency_row(f"limit: GET /v1/customers/{{id}} at {cfg.rate:g}/s", get_one),
+        Row(
+            f"limit: empty gRPC call (Health/Check on sales) at {cfg.rate:g}/s",
+            f"p50 {fmt_ms(grpc_floor.p50_ms)}",
+            f"p99 {fmt_ms(grpc_floor.p99_ms)}; CPU per call: server "
+            f"{_us(server_us)}, caller {_us(grpc_floor.client_cpu_us_per_call)}",
+        ),
         Row(
             f"capacity: GET :view360 (one customer), closed loop, {capacity.connections} conns",
             f"{capacity.rps:,.0f} req/s",
@@ -482,6 +517,13 @@ def _result(
             or "none",
         ),
         Row("  non-2xx / socket errors", f"{view.non_2xx} / {view.errors}", "0 / 0"),
+        Row(
+            "  service CPU per view (all processes) / of it the gRPC floor",
+            f"{'n/a' if view_cpu_ms is None else f'{view_cpu_ms:.1f} ms'}",
+            "3 calls x (server + caller) of the empty call: "
+            f"{'n/a' if fanout_ms is None else f'{fanout_ms:.1f} ms'}",
+            fmt_ratio(fanout_ms / view_cpu_ms if fanout_ms and view_cpu_ms else None),
+        ),
     ]
     for name in SERVICES:
         cpu = cpus.get(name)
@@ -535,6 +577,7 @@ def _result(
         "limits": {
             "healthz": healthz.to_json(),
             "get_customer": get_one.to_json(),
+            "grpc_empty_call": {**grpc_floor.to_json(), "server_cpu_us_per_call": server_us},
             "view360_closed_loop_capacity": capacity.to_json(),
         },
         "view360": {
@@ -546,6 +589,7 @@ def _result(
             "p99_ms": {"target": TARGET_P99_MS, "measured": p99, "ratio": p99 / TARGET_P99_MS},
             "rate": {"target": TARGET_RATE, "measured": view.rate},
         },
+        "cpu_per_view_ms": {"services": view_cpu_ms, "grpc_floor_of_fanout": fanout_ms},
         "ratios": {
             "p99_to_get_customer_p99": p99 / get_one.pct(99) if get_one.pct(99) else None,
             "p50_to_get_customer_p50": view.pct(50) / get_one.pct(50) if get_one.pct(50) else None,
