@@ -64,9 +64,11 @@ async def test_http_request_joins_the_callers_trace_or_starts_one() -> None:
 
 async def test_grpc_call_carries_the_callers_trace_without_instrumentation() -> None:
     seen: list[tuple[str, bool]] = []
+    metadata: list[dict[str, Any]] = []
 
     async def handle(request: bytes, context: Any) -> bytes:
         seen.append(_current())
+        metadata.append(dict(context.invocation_metadata()))
         return request
 
     def add(_: object, server: grpc.aio.Server) -> None:
@@ -96,7 +98,8 @@ async def test_grpc_call_carries_the_callers_trace_without_instrumentation() -> 
         )
         token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(caller)))
         try:
-            assert await echo(b"joined") == b"joined"
+            # The caller's own metadata travels with the trace context.
+            assert await echo(b"joined", metadata=(("x-caller", "kept"),)) == b"joined"
         finally:
             otel_context.detach(token)
         assert await echo(b"fresh") == b"fresh"
@@ -104,4 +107,6 @@ async def test_grpc_call_carries_the_callers_trace_without_instrumentation() -> 
         await channel.close()
         await server.stop(None)
     assert seen[0] == (f"{TRACE_ID:032x}", False)
+    assert metadata[0]["x-caller"] == "kept"
+    assert metadata[0]["traceparent"].startswith(f"00-{TRACE_ID:032x}-")
     assert len(seen[1][0]) == 32 and seen[1][0] != seen[0][0]
