@@ -12,6 +12,7 @@ from crm.customers.v1 import commands_pb2
 from crm_customers.conversion import service
 from crm_platform.consumers import EventHandler
 from crm_platform.events import PoisonMessage, ReceivedEvent
+from crm_platform.outbox import deferred
 
 
 def _context(event: ReceivedEvent) -> service.Context:
@@ -29,13 +30,15 @@ def prepare_handler(phone_region: str) -> EventHandler:
         cmd = event.payload
         if not isinstance(cmd, commands_pb2.PrepareConversion):
             raise PoisonMessage(f"not a PrepareConversion: {type(cmd).__name__}")
-        await service.prepare(
-            conn=conn,
-            ctx=_context(event),
-            cmd=cmd,
-            phone_region=phone_region,
-            now=datetime.now(UTC),
-        )
+        # The step's events (customer and contact created, the reply): one outbox statement.
+        async with deferred(conn):
+            await service.prepare(
+                conn=conn,
+                ctx=_context(event),
+                cmd=cmd,
+                phone_region=phone_region,
+                now=datetime.now(UTC),
+            )
 
     return on_prepare_conversion
 

@@ -215,19 +215,7 @@ async def prepare(
 ) -> None:
     """Match or create the customer and contact of a converting lead and stage the reply:
     crm.customers.conversion.prepared.v1, or .failed.v1 for a business failure (nothing
-    written but the record). Transient errors propagate (the command is redelivered). The
-    step's events (customer and contact created, the reply) are one outbox statement."""
-    async with deferred(conn):
-        await _prepare_step(conn, ctx, cmd, phone_region, now)
-
-
-async def _prepare_step(
-    conn: AsyncConnection,
-    ctx: Context,
-    cmd: commands_pb2.PrepareConversion,
-    phone_region: str,
-    now: datetime,
-) -> None:
+    written but the record). Transient errors propagate (the command is redelivered)."""
     conversion_id = _uuid(cmd.conversion_id)
     if conversion_id is None:
         failed = _failed(
