@@ -105,3 +105,14 @@ async def test_an_exception_leaves_nothing_on_the_pooled_connection(
         now = await _stage(conn, "now")
         assert len(inserts) == 1
     assert await _staged(db, [lost, now]) == {now}
+
+
+async def test_a_failed_unit_does_not_wake_the_relay_later(db: Database) -> None:
+    with pytest.raises(RuntimeError):
+        async with db.unit_of_work() as conn:
+            await _stage(conn, "rolled back")
+            raise RuntimeError("the use case fails")
+    db.outbox_signal.clear()
+    async with db.unit_of_work() as conn:  # the same pooled connection (pool_size=1)
+        await conn.execute(sa.text("SELECT 1"))
+    assert not db.outbox_signal.is_set()

@@ -130,8 +130,11 @@ class Database:
         try:
             async with conn.begin():
                 yield conn
-                dirty = conn.info.pop(OUTBOX_DIRTY, False)
+            dirty = conn.info.get(OUTBOX_DIRTY, False)
         finally:
+            # The flag lives on the pooled connection: a failed unit must not leave it for
+            # the next one.
+            conn.info.pop(OUTBOX_DIRTY, None)
             await conn.close()
         if dirty:
             self.outbox_signal.set()
