@@ -217,6 +217,19 @@ async def test_prepare_creates_and_repeats_the_same(customers: Runtime, tenant: 
         cmd.display_name
     )
     assert (contact.full_name, contact.phone) == ("Li Lei", cmd.contact_phone)
+    # Created with its contact: written once, and announced with the contact in it.
+    assert row.version == 1
+    async with customers.db.read() as conn:
+        announced = [
+            parse_event(r.data).payload
+            for r in await conn.execute(
+                sa.select(outbox.c.data).where(
+                    outbox.c.event_type == "crm.customers.customer.created.v1"
+                )
+            )
+        ]
+    (created,) = [e for e in announced if e.customer.id == first.customer_id]
+    assert [c.id for c in created.customer.contacts] == [first.contact_id]
     # The same conversion in a new event (a re-sent command): the same answer, nothing new.
     again = await _prepare(customers, tenant, cmd, n=2)
     assert again == first

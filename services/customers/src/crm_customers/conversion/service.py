@@ -361,8 +361,6 @@ async def _prepare(
             reason="CUSTOMER_INVALID",
             violations=[FieldViolation("actor_org_path", "required")],
         )
-    created = False
-    no_contacts = False  # known to have none: created in this transaction without any
     if cmd.customer_id:
         explicit = _uuid(cmd.customer_id)
         customer = None
@@ -385,6 +383,13 @@ async def _prepare(
         order = (await RULES.current(conn, ctx.tenant_id)).keys
         customer = await _match_locked(conn, ctx.tenant_id, path, keys, order)
         if customer is None:
+            # A new customer is created with its contact, as a REST create with contacts is:
+            # one customer version, announced with the contact in it (adding the contact
+            # afterwards would write the customer a second time for its etag). The contact
+            # is checked first so that a bad one fails as CONTACT_INVALID before any write.
+            fields = _contact_fields(cmd)
+            if fields is not None:
+                contact_rules.validate_new_contact(fields, phone_region=phone_region, now=now)
             customer, its_contacts = await customer_service.create(
                 conn=conn,
                 principal=_owner(ctx, cmd),
@@ -398,18 +403,28 @@ async def _prepare(
                     "city": cmd.city,
                 },
                 custom_values={},
-                contact_fields=(),
+                contact_fields=() if fields is None else (fields,),
                 parent_id=None,
                 request_id=conversion_id,
                 phone_region=phone_region,
                 now=now,
             )
-            created = True
-            no_contacts = not its_contacts
-    contact, contact_created = await _contact(
-        conn, customer, conversion_id, cmd, phone_region, now, no_contacts=no_contacts
+            contact = its_contacts[0] if its_contacts else None
+            return _Outcome(customer, contact, True, contact is not None)
+    contact, contact_created = await _contact(conn, customer, conversion_id, cmd, phone_region, now)
+    return _Outcome(customer, contact, False, contact_created)
+
+
+def _contact_fields(cmd: commands_pb2.PrepareConversion) -> ContactFields | None:
+    """The command's contact, if it names one at all."""
+    if not (cmd.contact_full_name or cmd.contact_phone or cmd.contact_email):
+        return None
+    return ContactFields(
+        full_name=cmd.contact_full_name,
+        title=cmd.contact_title,
+        phone=cmd.contact_phone,
+        email=cmd.contact_email,
     )
-    return _Outcome(customer, contact, created, contact_created)
 
 
 async def _contact(
@@ -419,18 +434,16 @@ async def _contact(
     cmd: commands_pb2.PrepareConversion,
     phone_region: str,
     now: datetime,
-    *,
-    no_contacts: bool,
 ) -> tuple[Any | None, bool]:
-    """The customer's contact with the same phone (else the same email), or a new one. No
-    contact data at all: no contact. ``customer`` is locked by the caller; ``no_contacts``:
-    it was created in this transaction without any, so there is nothing to look through."""
-    if not (cmd.contact_full_name or cmd.contact_phone or cmd.contact_email):
+    """The matched customer's contact with the same phone (else the same email), or a new
+    one. No contact data at all: no contact. ``customer`` is locked by the caller."""
+    fields = _contact_fields(cmd)
+    if fields is None:
         return None, False
     phone = _phone_key(cmd.contact_phone, phone_region)
     email = cmd.contact_email.strip().lower()
     for column, value in ((contacts.c.phone, phone), (sa.func.lower(contacts.c.email), email)):
-        if not value or no_contacts:
+        if not value:
             continue
         row = (
             await conn.execute(
@@ -445,12 +458,7 @@ async def _contact(
     row = await customer_service.add_contact_to_locked(
         conn=conn,
         customer=customer,
-        fields=ContactFields(
-            full_name=cmd.contact_full_name,
-            title=cmd.contact_title,
-            phone=cmd.contact_phone,
-            email=cmd.contact_email,
-        ),
+        fields=fields,
         request_id=conversion_id,
         phone_region=phone_region,
         now=now,
