@@ -4,6 +4,7 @@ clients still send theirs: logs and published events stay correlated across serv
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import grpc
@@ -40,6 +41,10 @@ async def test_http_request_joins_the_callers_trace_or_starts_one() -> None:
         trace_id, recording = _current()
         return {"trace_id": trace_id, "recording": recording}
 
+    @router.get("/v1/broken")
+    async def broken() -> dict[str, Any]:
+        raise RuntimeError("a bug")
+
     async def ready() -> dict[str, bool]:
         return {}
 
@@ -51,10 +56,26 @@ async def test_http_request_joins_the_callers_trace_or_starts_one() -> None:
         max_body_bytes=1024,
         traced=False,
     )
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        joined = (await client.get("/v1/trace", headers={"traceparent": TRACEPARENT})).json()
-        fresh = [(await client.get("/v1/trace")).json() for _ in range(2)]
+    logged: list[str] = []
+
+    class Seen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            logged.append(_current()[0])
+
+    seen = Seen()
+    logging.getLogger("crm_platform.http").addHandler(seen)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            joined = (await client.get("/v1/trace", headers={"traceparent": TRACEPARENT})).json()
+            fresh = [(await client.get("/v1/trace")).json() for _ in range(2)]
+            failed = await client.get("/v1/broken", headers={"traceparent": TRACEPARENT})
+    finally:
+        logging.getLogger("crm_platform.http").removeHandler(seen)
+    # An unhandled error is answered (and logged) by Starlette's outermost error middleware:
+    # its log still carries the request's trace.
+    assert failed.status_code == 500
+    assert logged == [f"{TRACE_ID:032x}"]
     assert joined == {"trace_id": f"{TRACE_ID:032x}", "recording": False}
     assert all(len(f["trace_id"]) == 32 and not f["recording"] for f in fresh)
     assert fresh[0]["trace_id"] != fresh[1]["trace_id"] != f"{TRACE_ID:032x}"

@@ -248,6 +248,18 @@ class TraceContextMiddleware:
             otel_context.detach(token)
 
 
+class _App(FastAPI):
+    """With ``join_trace``, TraceContextMiddleware wraps the whole stack, Starlette's error
+    middleware included (as OpenTelemetry's does when instrumented): the log of an unhandled
+    error carries the request's trace id too."""
+
+    join_trace = False
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        return TraceContextMiddleware(stack) if self.join_trace else stack
+
+
 ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
 
 
@@ -264,7 +276,7 @@ def create_app(
 ) -> FastAPI:
     """``traced`` (default: whether spans are recorded) instruments the app with
     OpenTelemetry, a server span per request."""
-    app = FastAPI(
+    app = _App(
         title=title,
         version=version,
         responses={"4XX": {"model": Problem}},
@@ -306,7 +318,7 @@ def create_app(
             app, excluded_urls="healthz,readyz,metrics", exclude_spans=["receive", "send"]
         )
     else:
-        app.add_middleware(TraceContextMiddleware)  # outermost
+        app.join_trace = True
     return app
 
 
