@@ -33,6 +33,7 @@ from crm_leads.scoring.rules import DEFAULT_RULES, Scorer
 from crm_platform.runtime import Runtime
 from crm_platform.testing.events import wait_for_event
 from crm_platform.testing.harness import eventually
+from crm_platform.validation import NUL_MESSAGE
 
 HEADER = ["full_name", "phone", "email", "company", "province", "city", "campaign"]
 
@@ -477,6 +478,27 @@ async def test_a_large_file_with_one_bad_row_imports_the_rest(
     )
     lines = list(csv.reader(io.StringIO(report.content.decode("utf-8-sig"))))
     assert [line[:2] for line in lines[1:]] == [["31236", "phone"]]
+
+
+async def test_a_nul_in_a_cell_is_that_rows_error(
+    client: httpx.AsyncClient, leads: Runtime, tenant: Tenant
+) -> None:
+    """PostgreSQL text cannot hold U+0000: the row is reported (the NUL shown as U+FFFD in
+    the report, which is stored as text too) and the other rows import."""
+    rows = [
+        ["Good One", mobile(), "", "", "", "", ""],
+        ["Bad\x00Name", mobile(), "", "Acme\x00", "", "", ""],
+        ["Good Two", mobile(), "", "", "", "", ""],
+    ]
+    before = await lead_count(leads, tenant)
+    response = await upload(client, tenant, csv_bytes(rows))
+    job = await finished(client, tenant, response.json()["id"])
+    assert (job["state"], job["rows_created"], job["rows_invalid"]) == ("SUCCEEDED", 2, 1)
+    assert await lead_count(leads, tenant) == before + 2
+    report = await client.get(f"/v1/lead-imports/{job['id']}/errors", headers=tenant.auth("d1-rep"))
+    lines = list(csv.reader(io.StringIO(report.content.decode("utf-8-sig"))))
+    assert lines[1][:3] == ["3", "full_name; company", f"{NUL_MESSAGE}; {NUL_MESSAGE}"]
+    assert "Bad\ufffdName" in lines[1]
 
 
 async def test_careful_rewrite_merges_into_a_key_taken_after_the_lookup(

@@ -346,6 +346,14 @@ async def test_payload_errors_name_the_payload_field(
             "LEAD_INVALID",
             ["field_data.full_name", "field_data.phone_number"],
         ),
+        # No text column can hold a NUL: refused naming the payload field, not a 500.
+        (
+            generic_id,
+            generic_secret,
+            {"name": "Zhang\x00San", "phone": "13800138000", "company": "A\x00"},
+            "LEAD_INVALID",
+            ["name", "company"],
+        ),
     ]
     for source_id, secret, payload, reason, fields in cases:
         r = await deliver(client, source_id, secret, payload)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import Message as ProtoMessage
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,7 +25,8 @@ from opentelemetry import trace
 
 from crm_platform import metrics, telemetry
 from crm_platform.auth import Authenticator, current_principal
-from crm_platform.errors import DomainError
+from crm_platform.errors import DomainError, FieldViolation, InvalidArgument
+from crm_platform.validation import NUL_MESSAGE, proto_nul_paths
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +142,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed in queue")
             try:
                 async with self._as_caller(context, needs_auth):
+                    _check_storable(request)
                     return await _uncancelled(inner(request, context))
             except DomainError as exc:
                 code = exc.grpc_code
@@ -170,6 +173,15 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+def _check_storable(request: Any) -> None:
+    """A NUL in any string of the request is INVALID_ARGUMENT naming the fields, as it is over
+    REST: no text column can store one (proto3 strings may hold it)."""
+    if isinstance(request, ProtoMessage):
+        violations = [FieldViolation(path, NUL_MESSAGE) for path in proto_nul_paths(request)]
+        if violations:
+            raise InvalidArgument.from_violations(violations)
 
 
 async def _uncancelled(work: Awaitable[Any]) -> Any:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Annotated, Any, TypeVar
 
@@ -35,6 +36,7 @@ from crm_platform.pagination import (
     page_of,
     page_request,
 )
+from crm_platform.validation import NUL, NUL_MESSAGE, InputModel
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -43,8 +45,9 @@ PROBLEM_BASE = "https://crm.example.dev/problems/"
 MONEY_TYPE = money_pb2.Money.DESCRIPTOR.full_name
 
 
-class ApiModel(BaseModel):
-    """Base of request bodies: unknown fields are errors, not silently dropped."""
+class ApiModel(InputModel):
+    """Base of request bodies: unknown fields are errors, not silently dropped; a NUL in any
+    string is its field's error (InputModel)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -193,6 +196,31 @@ class BodyLimitMiddleware:
         await response(scope, receive, send)
 
 
+class NulInUrlMiddleware:
+    """A NUL in the path or a query parameter (``%00``) is a 422 naming where it is, before
+    any route sees it: no text column can store it. Bodies are checked by InputModel."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (NUL in scope["path"] or b"%00" in scope["query_string"]):
+            query = scope["query_string"].decode("latin-1")
+            violations = [
+                FieldViolation(name.replace(NUL, "\\u0000"), NUL_MESSAGE)
+                for name, value in urllib.parse.parse_qsl(query, keep_blank_values=True)
+                if NUL in name or NUL in value
+            ]
+            if NUL in scope["path"]:
+                violations.insert(0, FieldViolation("path", NUL_MESSAGE))
+            response = problem_response(
+                422, "Invalid request", describe(violations), "INVALID_ARGUMENT", violations
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 class RedMetricsMiddleware:
     """Rate, errors, duration per route template. Pure ASGI: BaseHTTPMiddleware would add a
     task and a body copy to every request on the hot path."""
@@ -291,6 +319,7 @@ def create_app(
     app.add_exception_handler(Exception, _on_unhandled)
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes, path_limits=body_limits)
+    app.add_middleware(NulInUrlMiddleware)
     # Added last, so outermost: 413s from the body limit are counted too.
     app.add_middleware(RedMetricsMiddleware)
 

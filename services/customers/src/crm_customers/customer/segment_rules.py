@@ -17,13 +17,14 @@ from datetime import timedelta
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 from sqlalchemy.dialects.postgresql import JSONB
 
 from crm_customers.customer import rules, tagging
 from crm_customers.customer.models import customer_tags, customers, tags
 from crm_customers.lifecycle import rules as lifecycle_rules
 from crm_platform.errors import FieldViolation, InvalidArgument, loc_to_field
+from crm_platform.validation import InputModel
 
 PROFILE_FIELDS = ("province", "city", "kind", "industry", "lifecycle_stage")
 # Fields whose values are upper-case names: kind, lifecycle stage.
@@ -39,7 +40,7 @@ MAX_TEXT = 200
 Scalar = str | int | float | bool
 
 
-class _Strict(BaseModel):
+class _Strict(InputModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 

@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from crm_platform.errors import FieldViolation, InvalidArgument, loc_to_field
+from crm_platform.validation import InputModel
 
 MAX_REPS = 5000
 MAX_WEIGHT = 100
@@ -43,7 +44,7 @@ LEFT_NO_MATCH = "NO_MATCHING_REP"
 LEFT_NO_REPS = "NO_ELIGIBLE_REPS"
 
 
-class _Document(BaseModel):
+class _Document(InputModel):
     # Strict and closed, as the distribution documents: a misspelt key is an error.
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, str_strip_whitespace=True)
 

@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 from rapidfuzz import fuzz
 
 from crm_platform.errors import FieldViolation, InvalidArgument, loc_to_field
+from crm_platform.validation import InputModel
 
 IDENTITY_KEYS = ("phone", "email", "open_id")
 PROFILE_KEYS = ("full_name", "company", "province", "city")
@@ -47,7 +48,7 @@ OverwriteField = Literal[
 Action = Literal["merge", "overwrite", "reject"]
 
 
-class _Document(BaseModel):
+class _Document(InputModel):
     # Unknown keys are errors: a misspelt option must not silently change nothing.
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 

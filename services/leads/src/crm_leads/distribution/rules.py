@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     ValidationError,
@@ -30,6 +29,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from crm_platform.errors import FieldViolation, InvalidArgument, loc_to_field
+from crm_platform.validation import InputModel
 
 MAX_RULES = 50
 MAX_TARGETS = 5000
@@ -64,7 +64,7 @@ class LeadFacts:
     excluded: frozenset[str] = frozenset()
 
 
-class _Document(BaseModel):
+class _Document(InputModel):
     # Strict and closed: a misspelt condition must be an error, not a rule that matches all.
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, str_strip_whitespace=True)
 

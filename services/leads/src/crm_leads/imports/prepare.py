@@ -16,6 +16,7 @@ from crm_leads.lead import cleansing
 from crm_leads.lead.rules import NewIntent, NewLead, validate_intent, validate_new_lead
 from crm_leads.scoring.rules import Scorer
 from crm_platform.errors import InvalidArgument
+from crm_platform.validation import NUL
 
 # The fields a later row of the same person fills when the first row left them empty (the
 # same rule a merge into an existing lead follows).
@@ -145,7 +146,7 @@ def prepare(
                     row_no,
                     [v.field for v in exc.violations],
                     [v.description for v in exc.violations],
-                    raw[: header.width],
+                    _reportable(raw[: header.width]),
                 )
             )
             continue
@@ -212,3 +213,11 @@ def _finish(group: _Group, scorer: Scorer, region: str) -> Person:
         group.row_no,
         group.raw,
     )
+
+
+def _reportable(cells: list[str]) -> list[str]:
+    """The row as the error report keeps it: a NUL (the row's error, as no text column can
+    hold one) shows as U+FFFD."""
+    if NUL not in "".join(cells):
+        return cells
+    return [cell.replace(NUL, "\ufffd") for cell in cells]

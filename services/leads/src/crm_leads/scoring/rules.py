@@ -13,7 +13,6 @@ from itertools import pairwise
 from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -24,6 +23,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from crm_platform.errors import FieldViolation, InvalidArgument, loc_to_field
+from crm_platform.validation import InputModel
 
 MIN_SCORE = 0
 MAX_SCORE = 100
@@ -54,7 +54,7 @@ class LeadFacts:
     product_interests: int = 0  # intents that named a product
 
 
-class _Document(BaseModel):
+class _Document(InputModel):
     # Unknown keys are errors: a misspelt criterion must not silently score nothing.
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from crm_platform.errors import FieldViolation, InvalidArgument, loc_to_field
+from crm_platform.validation import InputModel
 
 Grade = Literal["A", "B", "C", "D"]
 GRADES: tuple[Grade, ...] = ("A", "B", "C", "D")
@@ -38,7 +39,7 @@ CLOCK_KINDS = (FIRST_CONTACT_DUE, FOLLOW_UP_DUE, REMINDER, RECLAIM)
 Hours = Annotated[int, Field(ge=1, le=MAX_HOURS)]
 
 
-class ByGrade(BaseModel):
+class ByGrade(InputModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     A: Hours
@@ -52,7 +53,7 @@ class ByGrade(BaseModel):
         return value
 
 
-class SlaPolicy(BaseModel):
+class SlaPolicy(InputModel):
     """The tenant's document (``PUT /v1/sla-policy``); every field has a default."""
 
     # Strict and closed: a misspelt key must be an error, not a policy that silently differs.

@@ -6,10 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import phonenumbers
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
 from crm_platform.errors import FieldViolation, InvalidArgument, loc_to_field
+from crm_platform.validation import InputModel
 
 MIN_STALE_DAYS = 1
 MAX_STALE_DAYS = 3650
@@ -19,7 +20,7 @@ DEFAULT_PRIVATE_POOL_CAP = 200
 DEFAULT_RECLAIM_COOLDOWN_HOURS = 24
 
 
-class LeadSettings(BaseModel):
+class LeadSettings(InputModel):
     """What a tenant may set; null (or omitted) leaves the service default in force."""
 
     # Strict: "30" is not a number of days and "cn" is not a region; unknown keys are errors

@@ -1,0 +1,177 @@
+"""PostgreSQL text and jsonb cannot hold U+0000: a NUL anywhere in input is refused with the
+field named (REST 422, gRPC INVALID_ARGUMENT), never left to fail as a 500 mid-write."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from fastapi import APIRouter
+from google.protobuf import struct_pb2
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from pydantic import ValidationError
+
+from crm.common.v1 import money_pb2
+from crm_platform import grpc_client
+from crm_platform.auth import Authenticator
+from crm_platform.grpc_server import GrpcBinding, build_server
+from crm_platform.http import ApiModel, create_app
+from crm_platform.validation import NUL_MESSAGE, InputModel, nul_paths, proto_nul_paths
+
+
+class Item(ApiModel):
+    name: str = ""
+    tags: list[str] = []
+
+
+class Body(ApiModel):
+    title: str = ""
+    items: list[Item] = []
+    custom: dict[str, Any] = {}
+
+
+def test_nul_paths_name_every_string_holding_one() -> None:
+    value = {"a": "ok", "b": ["x", "y\x00"], "c": {"d": "\x00"}, "k\x00": 1, "e": 3}
+    assert list(nul_paths(value)) == ["b.1", "c.d", "k\\u0000"]
+    assert list(nul_paths("plain")) == []
+
+
+def test_proto_nul_paths_walk_strings_messages_lists_and_structs() -> None:
+    money = money_pb2.Money(currency_code="CN\x00")
+    assert list(proto_nul_paths(money)) == ["currency_code"]
+    custom = struct_pb2.Struct()
+    custom.update({"ok": "fine", "vip": {"tags": ["a", "b\x00"]}})
+    assert list(proto_nul_paths(custom, "custom_fields")) == ["custom_fields.vip.tags.1"]
+    assert list(proto_nul_paths(money_pb2.Money(currency_code="CNY", units=5))) == []
+
+
+def test_input_models_refuse_a_nul_in_any_field_their_subclasses_declare() -> None:
+    class Rule(InputModel):
+        name: str
+
+    class Named(Rule):
+        labels: dict[str, str] = {}
+
+    with pytest.raises(ValidationError) as caught:
+        Named(name="a\x00", labels={"k": "v\x00"})
+    errors = {e["loc"]: e["msg"] for e in caught.value.errors()}
+    assert errors == {("name",): NUL_MESSAGE, ("labels",): f"at k: {NUL_MESSAGE}"}
+    assert Named(name="a", labels={"k": "v"}).name == "a"
+
+
+def _app() -> Any:
+    router = APIRouter()
+
+    @router.post("/v1/things")
+    async def create(body: Body) -> dict[str, Any]:
+        return body.model_dump()
+
+    @router.get("/v1/things/{thing_id}")
+    async def get(thing_id: str, q: str = "") -> dict[str, Any]:
+        return {"id": thing_id, "q": q}
+
+    async def ready() -> dict[str, bool]:
+        return {}
+
+    return create_app(
+        title="nul test",
+        routers=[router],
+        authenticator=_authenticator(),
+        readiness=ready,
+        max_body_bytes=4096,
+        traced=False,
+    )
+
+
+def _authenticator() -> Authenticator:
+    return Authenticator(jwks_url="http://127.0.0.1:9/jwks", issuer="x", audience="x")
+
+
+async def test_rest_names_the_field_path_or_parameter_holding_a_nul() -> None:
+    transport = httpx.ASGITransport(app=_app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        body = '{"title": "t", "items": [{"name": "ok"}, {"tags": ["a", "b\\u0000"]}]}'
+        nested = await client.post(
+            "/v1/things", content=body, headers={"content-type": "application/json"}
+        )
+        query = await client.get("/v1/things/1?q=a%00b&page=2")
+        path = await client.get("/v1/things/a%00b")
+        # An escaped backslash followed by "u0000" is six ordinary characters, not a NUL.
+        literal = await client.post(
+            "/v1/things",
+            content='{"title": "\\\\u0000"}',
+            headers={"content-type": "application/json"},
+        )
+        plain = await client.get("/v1/things/1?q=ok")
+    assert nested.status_code == 422
+    assert nested.headers["content-type"] == "application/problem+json"
+    assert nested.json()["violations"] == [
+        {"field": "items.1.tags", "description": f"at 1: {NUL_MESSAGE}"}
+    ]
+    assert query.status_code == 422
+    assert query.json()["violations"] == [{"field": "q", "description": NUL_MESSAGE}]
+    assert path.status_code == 422
+    assert path.json()["violations"] == [{"field": "path", "description": NUL_MESSAGE}]
+    assert literal.status_code == 200 and literal.json()["title"] == "\\u0000"
+    assert plain.json() == {"id": "1", "q": "ok"}
+
+
+async def test_grpc_names_the_fields_holding_a_nul() -> None:
+    handled: list[struct_pb2.Struct] = []
+
+    async def handle(request: struct_pb2.Struct, context: Any) -> struct_pb2.Struct:
+        handled.append(request)
+        return request
+
+    def add(_: object, server: grpc.aio.Server) -> None:
+        server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    "crm.test.v1.StructService",
+                    {
+                        "Echo": grpc.unary_unary_rpc_method_handler(
+                            handle,
+                            request_deserializer=struct_pb2.Struct.FromString,
+                            response_serializer=struct_pb2.Struct.SerializeToString,
+                        )
+                    },
+                ),
+            )
+        )
+
+    binding = GrpcBinding(
+        servicer=object(),
+        add=add,
+        full_name="crm.test.v1.StructService",
+        public_methods=frozenset({"Echo"}),
+    )
+    server, _ = build_server([binding], _authenticator(), domain="test.crm", traced=False)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = grpc_client.insecure_channel(f"127.0.0.1:{port}", traced=False)
+    try:
+        echo = channel.unary_unary(
+            "/crm.test.v1.StructService/Echo",
+            request_serializer=struct_pb2.Struct.SerializeToString,
+            response_deserializer=struct_pb2.Struct.FromString,
+        )
+        bad = struct_pb2.Struct()
+        bad.update({"name": "a\x00b", "ok": "fine"})
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await echo(bad)
+        good = struct_pb2.Struct()
+        good.update({"name": "ab"})
+        assert await echo(good) == good
+    finally:
+        await channel.close()
+        await server.stop(None)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(caught.value)
+    assert status is not None
+    request = error_details_pb2.BadRequest()
+    assert any(d.Unpack(request) for d in status.details)
+    assert [(v.field, v.description) for v in request.field_violations] == [("name", NUL_MESSAGE)]
+    assert handled == [good]  # the bad request never reached the handler
