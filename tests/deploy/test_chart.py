@@ -21,6 +21,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from crm_platform.testing.openapi import service_routers
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "crm"
 SERVICES = ["directory", "leads", "customers", "sales", "service-desk", "marketing", "analytics"]
@@ -461,14 +463,7 @@ def ingress_backend(docs: list[Doc], path: str) -> str | None:
 
 
 def fastapi_paths(service: str) -> list[str]:
-    from crm_platform.runtime import Runtime
-
-    package = "crm_" + service.replace("-", "_")
-    definition = importlib.import_module(f"{package}.__main__").DEFINITION
-    settings = definition.settings_cls(db_url="postgresql+asyncpg://u@127.0.0.1:1/x")
-    runtime = Runtime(definition, settings)
-    runtime.extras["signing_keys"] = None  # the directory's router only keeps a reference
-    return sorted({r.path for router in definition.http(runtime) for r in router.routes})
+    return sorted({r.path for router in service_routers(service) for r in router.routes})
 
 
 def test_ingress_routes_every_public_rest_path_to_its_service() -> None:

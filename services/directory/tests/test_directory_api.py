@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import grpc
 import httpx
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from conftest import Tenant, make_tenant
-from crm.directory.v1 import events_pb2
+from crm.directory.v1 import directory_service_pb2, directory_service_pb2_grpc, events_pb2
 from crm_platform.runtime import Runtime
 from crm_platform.testing.events import wait_for_event
+from crm_platform.testing.rest import all_pages
 
 
 async def test_tenant_tree_and_login(tenant: Tenant, dir_client: httpx.AsyncClient) -> None:
@@ -156,6 +160,33 @@ async def test_bad_org_unit_gets_field_violation(
     assert field in {v["field"] for v in r.json()["violations"]}
 
 
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"display_name": "x" * 10_000}, "display_name"),
+        ({"email": "a@" + "b" * 300 + ".com"}, "email"),
+        ({"roles": ["rep" * 100]}, "roles.0"),
+        ({"org_unit_id": "0" * 5_000}, "org_unit_id"),
+        ({"password": "p" * 5_000}, "password"),
+    ],
+)
+async def test_oversized_user_fields_are_field_errors(
+    tenant: Tenant, dir_client: httpx.AsyncClient, overrides: dict[str, object], field: str
+) -> None:
+    body = {
+        "org_unit_id": tenant.units["d1"]["id"],
+        "username": "oversized",
+        "password": "long-enough-1",
+        "roles": ["rep"],
+        **overrides,
+    }
+    r = await dir_client.post("/v1/users", json=body, headers=tenant.auth("admin"))
+    assert r.status_code == 422, r.text
+    assert [v["field"] for v in r.json()["violations"]] == [field]
+    users = await all_pages(dir_client, "/v1/users", tenant.auth("admin"), page_size=100)
+    assert "oversized" not in {u["username"] for u in users}
+
+
 async def test_duplicate_code_under_same_parent_is_409(
     tenant: Tenant, dir_client: httpx.AsyncClient
 ) -> None:
@@ -207,3 +238,32 @@ async def test_deactivate_user_refuses_logins_and_publishes(
         lambda p: p.user.id == user_id,
     )
     assert payload.by and not payload.user.active
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [({"display_name": "x" * 10_000}, "display_name"), ({"email": "a@b." + "c" * 300}, "email")],
+)
+async def test_grpc_create_user_has_the_rest_bounds(
+    tenant: Tenant, directory: Runtime, overrides: dict[str, str], field: str
+) -> None:
+    """gRPC callers get no OpenAPI schema to refuse oversized fields; the domain does."""
+    request = directory_service_pb2.CreateUserRequest(
+        org_unit_id=tenant.units["d1"]["id"],
+        username="grpc-oversized",
+        password="long-enough-1",
+        roles=["rep"],
+        **overrides,
+    )
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{directory.grpc_port}") as channel:
+        stub = directory_service_pb2_grpc.DirectoryServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.CreateUser(
+                request, metadata=(("authorization", tenant.auth("admin")["Authorization"]),)
+            )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(err.value)
+    assert status is not None
+    bad = error_details_pb2.BadRequest()
+    assert any(d.Unpack(bad) for d in status.details)
+    assert [v.field for v in bad.field_violations] == [field]

@@ -44,6 +44,14 @@ PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://crm.example.dev/problems/"
 MONEY_TYPE = money_pb2.Money.DESCRIPTOR.full_name
 
+# Every string a request body carries is bounded, so oversized input is the field's 422 at
+# the edge (and the bound is in the OpenAPI document) rather than a row too large for a
+# btree index (~2.7 kB) failing as a 500, or an unbounded value stored.
+IdText = Annotated[str, Field(max_length=64, description="A UUID.")]
+CodeText = Annotated[str, Field(max_length=64)]
+Text = Annotated[str, Field(max_length=200)]
+SecretText = Annotated[str, Field(max_length=256)]
+
 
 class ApiModel(InputModel):
     """Base of request bodies: unknown fields are errors, not silently dropped; a NUL in any

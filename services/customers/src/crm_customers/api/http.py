@@ -34,7 +34,15 @@ from crm_customers.customer.mapping import (
 from crm_customers.lifecycle import service as lifecycle_service
 from crm_customers.settings import Settings
 from crm_platform.auth import Principal
-from crm_platform.http import ApiModel, CurrentPage, CurrentPrincipal, paged, proto_json
+from crm_platform.http import (
+    ApiModel,
+    CodeText,
+    CurrentPage,
+    CurrentPrincipal,
+    Text,
+    paged,
+    proto_json,
+)
 from crm_platform.ids import parse_id
 from crm_platform.pagination import PageRequest, encode_token
 from crm_platform.runtime import Runtime
@@ -45,7 +53,6 @@ UpdateMask = Annotated[
     str,
     Query(description="Comma-separated fields to change; default: the fields in the body."),
 ]
-Text = Annotated[str, Field(max_length=200)]
 
 
 class ConsentIn(ApiModel):
@@ -61,10 +68,10 @@ class ContactIn(ApiModel):
     phone: str = Field(default="", max_length=40)
     email: str = Field(default="", max_length=254)
     reports_to_id: str = Field(default="", max_length=40)
-    buying_roles: list[str] = Field(
+    buying_roles: list[CodeText] = Field(
         default_factory=list, max_length=10, description=", ".join(contact_rules.ROLES) + "."
     )
-    allowed_channels: list[str] = Field(
+    allowed_channels: list[CodeText] = Field(
         default_factory=list, max_length=10, description=", ".join(contact_rules.CHANNELS) + "."
     )
     preferred_channel: str = Field(default="", max_length=40)
@@ -115,7 +122,7 @@ class CustomerIn(ApiModel):
 class FieldDefinitionIn(ApiModel):
     name: str = Field(max_length=63)
     type: str = Field(max_length=16, description=", ".join(custom_fields.TYPES) + ".")
-    options: list[str] = Field(default_factory=list, max_length=custom_fields.MAX_OPTIONS)
+    options: list[Text] = Field(default_factory=list, max_length=custom_fields.MAX_OPTIONS)
     required: bool = False
 
 

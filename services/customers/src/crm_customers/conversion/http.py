@@ -8,14 +8,14 @@ from fastapi import APIRouter
 from pydantic import Field
 
 from crm_customers.conversion import rules, service
-from crm_platform.http import ApiModel, CurrentPrincipal
+from crm_platform.http import ApiModel, CodeText, CurrentPrincipal
 from crm_platform.runtime import Runtime
 
 PREFIX = "/v1/customer-match-rules"
 
 
 class MatchRulesIn(ApiModel):
-    keys: list[str] = Field(
+    keys: list[CodeText] = Field(
         max_length=10,
         description="Distinct keys tried in order: " + ", ".join(rules.KEYS) + ".",
     )

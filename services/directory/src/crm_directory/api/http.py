@@ -19,7 +19,17 @@ from crm_directory.mapping import (
 from crm_directory.org import rules as org_rules
 from crm_directory.org import service as org
 from crm_directory.settings import Settings
-from crm_platform.http import ApiModel, CurrentPage, CurrentPrincipal, paged, proto_json
+from crm_platform.http import (
+    ApiModel,
+    CodeText,
+    CurrentPage,
+    CurrentPrincipal,
+    IdText,
+    SecretText,
+    Text,
+    paged,
+    proto_json,
+)
 from crm_platform.ids import parse_id
 from crm_platform.runtime import Runtime
 
@@ -30,40 +40,40 @@ class TenantIn(ApiModel):
     slug: str = Field(min_length=1, max_length=40)
     display_name: str = Field(min_length=1, max_length=200)
     default_region: str = Field(default="CN", min_length=2, max_length=2)
-    admin_username: str
-    admin_password: str
+    admin_username: CodeText
+    admin_password: SecretText
 
 
 class TokenIn(ApiModel):
-    tenant: str
-    username: str
-    password: str
+    tenant: CodeText
+    username: CodeText
+    password: SecretText
 
 
 class OrgUnitIn(ApiModel):
-    parent_id: str
-    kind: str = Field(pattern=f"^({'|'.join(org_rules.KINDS)})$")
-    code: str
+    parent_id: IdText
+    kind: str = Field(max_length=16, pattern=f"^({'|'.join(org_rules.KINDS)})$")
+    code: CodeText
     display_name: str = Field(min_length=1, max_length=200)
 
 
 class MoveIn(ApiModel):
-    new_parent_id: str
+    new_parent_id: IdText
 
 
 class UserIn(ApiModel):
-    org_unit_id: str
-    username: str
-    password: str
-    display_name: str = ""
-    email: str = ""
-    roles: list[str]
+    org_unit_id: IdText
+    username: CodeText
+    password: SecretText
+    display_name: Text = ""
+    email: str = Field(default="", max_length=254)
+    roles: list[CodeText] = Field(max_length=16)
 
 
 class ApiKeyIn(ApiModel):
-    org_unit_id: str
+    org_unit_id: IdText
     display_name: str = Field(min_length=1, max_length=200)
-    roles: list[str] = []
+    roles: list[CodeText] = Field(default=[], max_length=16)
 
 
 def router(rt: Runtime) -> APIRouter:  # noqa: C901 - one closure per route

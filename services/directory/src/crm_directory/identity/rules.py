@@ -12,6 +12,7 @@ from crm_platform.errors import invalid
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{3,64}$")
 API_KEY_PREFIX = "crm_"
+MAX_EMAIL = 254  # RFC 5321's longest path
 
 
 def validate_username(username: str) -> str:
@@ -24,6 +25,13 @@ def validate_password(password: str) -> str:
     if len(password) < 8 or len(password) > 256:
         raise invalid("password", "8 to 256 characters")
     return password
+
+
+def validate_email(email: str) -> str:
+    """Optional; a contact address, never a login, so only a sanity check."""
+    if email and ("@" not in email or len(email) > MAX_EMAIL):
+        raise invalid("email", f"an email address of at most {MAX_EMAIL} characters")
+    return email
 
 
 def validate_roles(roles: Iterable[str], field_name: str = "roles") -> list[str]:

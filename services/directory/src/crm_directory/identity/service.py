@@ -16,6 +16,7 @@ from crm.directory.v1 import events_pb2
 from crm_directory.identity import rules
 from crm_directory.mapping import user_to_proto
 from crm_directory.models import api_keys, org_units, tenants, users
+from crm_directory.org import rules as org_rules
 from crm_directory.org.service import get_org_unit
 from crm_platform.auth import ROLE_ADMIN, ROLE_MANAGER, Principal
 from crm_platform.errors import (
@@ -24,7 +25,6 @@ from crm_platform.errors import (
     NotFound,
     PermissionDenied,
     Unauthenticated,
-    invalid,
 )
 from crm_platform.ids import new_id
 from crm_platform.outbox import add_event
@@ -101,8 +101,8 @@ async def create_user(
         raise PermissionDenied(
             "only a tenant admin can grant tenant_admin", reason="ROLE_ESCALATION"
         )
-    if email and "@" not in email:
-        raise invalid("email", "not an email address")
+    org_rules.validate_display_name(display_name, required=False)
+    rules.validate_email(email)
     unit = await get_org_unit(conn=conn, principal=principal, org_unit_id=org_unit_id)
     return await insert_user(
         conn=conn,
@@ -212,8 +212,7 @@ async def create_api_key(
     roles: list[str],
 ) -> tuple[Any, str]:
     principal.require_any([ROLE_ADMIN, ROLE_MANAGER])
-    if not display_name:
-        raise invalid("display_name", "required")
+    org_rules.validate_display_name(display_name)
     granted = rules.api_key_roles(roles)
     if ROLE_ADMIN in granted and ROLE_ADMIN not in principal.roles:
         raise PermissionDenied(

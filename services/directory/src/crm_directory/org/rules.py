@@ -22,6 +22,19 @@ def validate_code(code: str, field_name: str = "code") -> str:
     return code
 
 
+MAX_DISPLAY_NAME = 200
+
+
+def validate_display_name(name: str, *, required: bool = True) -> str:
+    """Names are shown, not indexed; the bound keeps gRPC callers (no OpenAPI schema) to
+    the limit REST callers get."""
+    if required and not name:
+        raise invalid("display_name", "required")
+    if len(name) > MAX_DISPLAY_NAME:
+        raise invalid("display_name", f"at most {MAX_DISPLAY_NAME} characters")
+    return name
+
+
 def validate_region(region: str) -> str:
     if not REGION_RE.fullmatch(region):
         raise invalid("default_region", "an ISO 3166-1 alpha-2 code such as CN")

@@ -14,7 +14,7 @@ from crm_directory.mapping import org_unit_to_proto, tenant_to_proto
 from crm_directory.models import org_units, tenants
 from crm_directory.org import rules
 from crm_platform.auth import ROLE_ADMIN, ROLE_MANAGER, Principal
-from crm_platform.errors import AlreadyExists, NotFound, invalid
+from crm_platform.errors import AlreadyExists, NotFound
 from crm_platform.ids import new_id
 from crm_platform.outbox import add_event
 from crm_platform.pagination import PageRequest
@@ -27,8 +27,7 @@ async def create_tenant(
 ) -> tuple[Any, Any]:
     rules.validate_code(slug, "slug")
     rules.validate_region(default_region)
-    if not display_name:
-        raise invalid("display_name", "required")
+    rules.validate_display_name(display_name)
     tenant_id, root_id = new_id(), new_id()
     try:
         async with conn.begin_nested():
@@ -132,8 +131,7 @@ async def create_org_unit(
     principal.require_any([ROLE_ADMIN, ROLE_MANAGER])
     rules.validate_kind(kind)
     rules.validate_code(code)
-    if not display_name:
-        raise invalid("display_name", "required")
+    rules.validate_display_name(display_name)
     parent = await get_org_unit(conn=conn, principal=principal, org_unit_id=parent_id)
     unit_id = new_id()
     try:

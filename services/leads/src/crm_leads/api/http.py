@@ -17,7 +17,7 @@ from crm_leads.settings import Settings
 from crm_leads.tenantsettings import service as tenant_settings
 from crm_platform.auth import ROLE_ADMIN, Principal
 from crm_platform.errors import InvalidArgument
-from crm_platform.http import ApiModel, CurrentPage, CurrentPrincipal, paged, proto_json
+from crm_platform.http import ApiModel, CurrentPage, CurrentPrincipal, IdText, paged, proto_json
 from crm_platform.ids import parse_id
 from crm_platform.pagination import MAX_PAGE_SIZE, PageRequest, page_of, page_request
 from crm_platform.protos import etag
@@ -76,7 +76,7 @@ class DecisionIn(ApiModel):
 
 
 class BatchItemIn(LeadIn):
-    request_id: str = ""
+    request_id: IdText = ""
 
 
 class BatchIn(ApiModel):

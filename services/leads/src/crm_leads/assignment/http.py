@@ -14,7 +14,7 @@ from crm_leads.assignment.rules import document_json, parse_policy
 from crm_leads.distribution.store import visible_unit
 from crm_leads.lead.mapping import lead_to_proto
 from crm_platform.auth import Principal
-from crm_platform.http import ApiModel, CurrentPrincipal, proto_json
+from crm_platform.http import ApiModel, CurrentPrincipal, IdText, proto_json
 from crm_platform.ids import parse_id, parse_ids
 from crm_platform.protos import timestamp
 from crm_platform.runtime import Runtime
@@ -24,8 +24,8 @@ Document = Annotated[dict[str, Any], Body()]
 
 
 class AssignIn(ApiModel):
-    lead_ids: list[str] = Field(min_length=1, max_length=service.MAX_MANUAL)
-    assignee_id: str
+    lead_ids: list[IdText] = Field(min_length=1, max_length=service.MAX_MANUAL)
+    assignee_id: IdText
 
 
 async def _manager(principal: CurrentPrincipal) -> Principal:

@@ -13,7 +13,7 @@ from crm_leads.distribution import flows, service, store
 from crm_leads.distribution.rules import document_json, parse_profile, parse_rules
 from crm_leads.lead.mapping import lead_to_proto
 from crm_platform.auth import Principal
-from crm_platform.http import ApiModel, CurrentPage, CurrentPrincipal, paged, proto_json
+from crm_platform.http import ApiModel, CurrentPage, CurrentPrincipal, IdText, paged, proto_json
 from crm_platform.ids import parse_id, parse_ids
 from crm_platform.protos import timestamp
 from crm_platform.runtime import Runtime
@@ -23,8 +23,8 @@ Document = Annotated[dict[str, Any], Body()]
 
 
 class DistributeIn(ApiModel):
-    lead_ids: list[str] = Field(min_length=1, max_length=service.MAX_MANUAL)
-    target_org_unit_id: str
+    lead_ids: list[IdText] = Field(min_length=1, max_length=service.MAX_MANUAL)
+    target_org_unit_id: IdText
 
 
 async def _editor(principal: CurrentPrincipal) -> Principal:

@@ -35,6 +35,7 @@ class LeadSettings(InputModel):
     )
     phone_region: str | None = Field(
         default=None,
+        max_length=2,
         description="ISO 3166 alpha-2 region (e.g. CN, US) for phones without +country.",
     )
 

@@ -34,7 +34,9 @@ _DELIVERY_BODY = {
 class SourceIn(ApiModel):
     name: str = Field(max_length=200)
     platform: str = Field(max_length=32, description=f"One of {', '.join(MAPPERS)}.")
-    org_unit_id: str = Field(default="", description="Defaults to the caller's org unit.")
+    org_unit_id: str = Field(
+        default="", max_length=64, description="Defaults to the caller's org unit."
+    )
 
 
 def source_json(row: Any) -> Json:
