@@ -346,13 +346,29 @@ async def test_payload_errors_name_the_payload_field(
             "LEAD_INVALID",
             ["field_data.full_name", "field_data.phone_number"],
         ),
-        # No text column can hold a NUL: refused naming the payload field, not a 500.
+        # No text column can hold a NUL or a lone surrogate (the JSON escape "\ud800"):
+        # refused naming the payload field, not a 500 — also where the value is not a lead
+        # field but the platform's event id, which is hashed into the idempotency key.
         (
             generic_id,
             generic_secret,
             {"name": "Zhang\x00San", "phone": "13800138000", "company": "A\x00"},
-            "LEAD_INVALID",
+            "WEBHOOK_PAYLOAD_INVALID",
             ["name", "company"],
+        ),
+        (
+            generic_id,
+            generic_secret,
+            b'{"name": "Zhang\\ud800", "phone": "13800138000"}',
+            "WEBHOOK_PAYLOAD_INVALID",
+            ["name"],
+        ),
+        (
+            ad_id,
+            ad_secret,
+            b'{"lead_id": "l-\\udfff", "field_data": [{"name": "full_name", "values": ["X"]}]}',
+            "WEBHOOK_PAYLOAD_INVALID",
+            ["lead_id"],
         ),
     ]
     for source_id, secret, payload, reason, fields in cases:

@@ -26,7 +26,7 @@ from opentelemetry import trace
 from crm_platform import metrics, telemetry
 from crm_platform.auth import Authenticator, current_principal
 from crm_platform.errors import DomainError, FieldViolation, InvalidArgument
-from crm_platform.validation import NUL_MESSAGE, proto_nul_paths
+from crm_platform.validation import proto_unstorable_paths
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ def _check_storable(request: Any) -> None:
     """A NUL in any string of the request is INVALID_ARGUMENT naming the fields, as it is over
     REST: no text column can store one (proto3 strings may hold it)."""
     if isinstance(request, ProtoMessage):
-        violations = [FieldViolation(path, NUL_MESSAGE) for path in proto_nul_paths(request)]
+        violations = [FieldViolation(*found) for found in proto_unstorable_paths(request)]
         if violations:
             raise InvalidArgument.from_violations(violations)
 

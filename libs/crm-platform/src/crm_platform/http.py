@@ -36,7 +36,7 @@ from crm_platform.pagination import (
     page_of,
     page_request,
 )
-from crm_platform.validation import NUL, NUL_MESSAGE, InputModel
+from crm_platform.validation import NUL, NUL_MESSAGE, InputModel, printable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -54,8 +54,8 @@ SecretText = Annotated[str, Field(max_length=256)]
 
 
 class ApiModel(InputModel):
-    """Base of request bodies: unknown fields are errors, not silently dropped; a NUL in any
-    string is its field's error (InputModel)."""
+    """Base of request bodies: unknown fields are errors, not silently dropped; a string that
+    cannot be stored (a NUL, a lone surrogate) is its field's error (InputModel)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -215,7 +215,7 @@ class NulInUrlMiddleware:
         if scope["type"] == "http" and (NUL in scope["path"] or b"%00" in scope["query_string"]):
             query = scope["query_string"].decode("latin-1")
             violations = [
-                FieldViolation(name.replace(NUL, "\\u0000"), NUL_MESSAGE)
+                FieldViolation(printable(name), NUL_MESSAGE)
                 for name, value in urllib.parse.parse_qsl(query, keep_blank_values=True)
                 if NUL in name or NUL in value
             ]

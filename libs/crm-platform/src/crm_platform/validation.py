@@ -27,36 +27,62 @@ _MOBILE_TYPES = (
 )
 _SEPARATORS = str.maketrans("", "", " -().")
 
-# PostgreSQL text and jsonb cannot hold U+0000 (the statement fails), so a NUL anywhere in
-# input is refused up front with the field named, never left to fail as a 500 mid-write.
+# PostgreSQL text and jsonb hold neither U+0000 (the statement fails) nor a lone UTF-16
+# surrogate (no UTF-8 encoding exists, so the driver fails; JSON's "\ud800" escape decodes to
+# one). Either is refused up front with the field named, never left to fail as a 500.
 NUL = "\x00"
 NUL_MESSAGE = "contains a NUL character (U+0000), which cannot be stored"
+SURROGATE_MESSAGE = "contains a lone UTF-16 surrogate (U+D800-U+DFFF), which is not a character"
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
-def nul_paths(value: Any, path: str = "") -> Iterator[str]:
-    """Dotted paths (``leads.0.full_name``; a mapping's key names its entry) of the strings
-    in ``value`` — str, or lists, tuples and dicts of them, nested — that hold a NUL."""
+def unstorable(value: str) -> str | None:
+    """Why ``value`` cannot be stored as text (NUL_MESSAGE, SURROGATE_MESSAGE), or None."""
+    if value.isascii():  # the common case, in C: only a NUL can be wrong
+        return NUL_MESSAGE if NUL in value else None
+    found = _UNSTORABLE.search(value)
+    if found is None:
+        return None
+    return NUL_MESSAGE if found.group() == NUL else SURROGATE_MESSAGE
+
+
+def printable(key: str) -> str:
+    """``key`` with unstorable characters written as ``\\uXXXX``, fit to name it in an
+    error (a problem document holding a lone surrogate could not be encoded either)."""
+    return _UNSTORABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", key)
+
+
+Found = tuple[str, str]  # (path, message)
+
+
+def unstorable_paths(value: Any, path: str = "") -> Iterator[Found]:
+    """(dotted path, why) for each string in ``value`` — str, or lists, tuples and dicts of
+    them, nested — that cannot be stored (``leads.0.full_name``; a mapping's key names its
+    entry, and a key that cannot be stored is itself reported)."""
     if isinstance(value, str):
-        if NUL in value:
-            yield path
+        why = unstorable(value)
+        if why is not None:
+            yield path, why
     elif isinstance(value, dict):
         for key, item in value.items():
-            label = key.replace(NUL, "\\u0000") if isinstance(key, str) else key
+            label = printable(key) if isinstance(key, str) else key
             child = f"{path}.{label}" if path else str(label)
-            if isinstance(key, str) and NUL in key:
-                yield child
+            why = unstorable(key) if isinstance(key, str) else None
+            if why is not None:
+                yield child, why
             else:
-                yield from nul_paths(item, child)
+                yield from unstorable_paths(item, child)
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            yield from nul_paths(item, f"{path}.{index}" if path else str(index))
+            yield from unstorable_paths(item, f"{path}.{index}" if path else str(index))
 
 
-def proto_nul_paths(message: Message, path: str = "") -> Iterator[str]:
-    """``nul_paths`` for a protobuf message (gRPC requests): its set string fields, nested
-    messages, repeated fields and maps; a Struct's paths are its JSON keys."""
+def proto_unstorable_paths(message: Message, path: str = "") -> Iterator[Found]:
+    """``unstorable_paths`` for a protobuf message (gRPC requests): its set string fields,
+    nested messages, repeated fields and maps; a Struct's paths are its JSON keys. (A parsed
+    proto3 string is valid UTF-8, so in practice only a NUL is found.)"""
     if message.DESCRIPTOR.full_name in _JSON_TYPES:
-        yield from nul_paths(json_format.MessageToDict(message), path)
+        yield from unstorable_paths(json_format.MessageToDict(message), path)
         return
     for field, value in message.ListFields():
         kind = _kind(field)
@@ -64,28 +90,31 @@ def proto_nul_paths(message: Message, path: str = "") -> Iterator[str]:
             continue
         name = f"{path}.{field.name}" if path else field.name
         if kind == _TEXT:
-            yield from nul_paths(value, name)
+            yield from unstorable_paths(value, name)
         elif kind == _TEXTS:
-            yield from nul_paths(list(value), name)
+            yield from unstorable_paths(list(value), name)
         elif kind == _MESSAGE:
-            yield from proto_nul_paths(value, name)
+            yield from proto_unstorable_paths(value, name)
         elif kind == _MESSAGES:
             for index, item in enumerate(value):
-                yield from proto_nul_paths(item, f"{name}.{index}")
+                yield from proto_unstorable_paths(item, f"{name}.{index}")
         else:
-            yield from _map_nul_paths(value, name)
+            yield from _map_unstorable_paths(value, name)
 
 
-def _map_nul_paths(entries: Mapping[Any, Any], path: str) -> Iterator[str]:
+def _map_unstorable_paths(entries: Mapping[Any, Any], path: str) -> Iterator[Found]:
     """A map field's keys, and its values (scalars or messages)."""
     for key, item in entries.items():
-        child = f"{path}.{key}".replace(NUL, "\\u0000")
-        if isinstance(key, str) and NUL in key:
-            yield child
+        child = f"{path}.{printable(key) if isinstance(key, str) else key}"
+        why = unstorable(key) if isinstance(key, str) else None
+        if why is not None:
+            yield child, why
         elif isinstance(item, Message):
-            yield from proto_nul_paths(item, child)
-        elif isinstance(item, str) and NUL in item:
-            yield child
+            yield from proto_unstorable_paths(item, child)
+        elif isinstance(item, str):
+            why = unstorable(item)
+            if why is not None:
+                yield child, why
 
 
 _JSON_TYPES = frozenset(
@@ -107,15 +136,17 @@ def _kind(field: FieldDescriptor) -> int:
 
 
 class InputModel(BaseModel):
-    """Base of every model parsed from client input (request bodies, rule documents): a NUL
-    in any string of a field, however nested, is that field's validation error."""
+    """Base of every model parsed from client input (request bodies, rule documents): a
+    string that cannot be stored (``unstorable``) anywhere in a field, however nested — in
+    ``Any``-typed fields too, which pydantic's own str check does not reach — is that
+    field's validation error."""
 
     @field_validator("*", mode="after")
     @classmethod
     def _storable(cls, value: Any) -> Any:
-        for where in nul_paths(value):
-            detail = f"at {where}: {NUL_MESSAGE}" if where else NUL_MESSAGE
-            raise PydanticCustomError("nul_character", "{detail}", {"detail": detail})
+        for where, why in unstorable_paths(value):
+            detail = f"at {where}: {why}" if where else why
+            raise PydanticCustomError("unstorable_text", "{detail}", {"detail": detail})
         return value
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from crm_platform.errors import FieldViolation, InvalidArgument
-from crm_platform.validation import NUL, NUL_MESSAGE, clean_text, is_email, normalise_phone
+from crm_platform.validation import clean_text, is_email, normalise_phone, unstorable
 
 SOURCE_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 # WeChat open_id / union_id: URL-safe base64-like tokens (28 characters in practice).
@@ -60,9 +60,9 @@ def validate_new_lead(
 ) -> NewLead:
     """Collects every violation at once, so a client fixes a form in one round trip."""
     given = (full_name, phone, email, company, province, city, source, open_id, union_id)
-    if NUL in "".join(given):  # one check for the common case: webhooks and files reach here
+    if unstorable("".join(given)):  # one check for the common case: webhooks and files
         names = ("full_name", "phone", "email", "company", "province", "city", "source")
-        _refuse_nul(zip((*names, "open_id", "union_id"), given, strict=True), "")
+        _refuse_unstorable(zip((*names, "open_id", "union_id"), given, strict=True), "")
     violations: list[FieldViolation] = []
     values = {
         "full_name": clean_text(full_name),
@@ -115,16 +115,18 @@ def _contact(
     return phone_e164, email, wechat
 
 
-def _refuse_nul(fields: Iterable[tuple[str, str]], prefix: str) -> None:
+def _refuse_unstorable(fields: Iterable[tuple[str, str]], prefix: str) -> None:
     violations = [
-        FieldViolation(prefix + name, NUL_MESSAGE) for name, value in fields if NUL in value
+        FieldViolation(prefix + name, why)
+        for name, value in fields
+        if (why := unstorable(value)) is not None
     ]
     if violations:
         raise InvalidArgument.from_violations(violations, reason="LEAD_INVALID")
 
 
 def validate_intent(*, source: str, campaign: str, product_interest: str) -> NewIntent:
-    _refuse_nul(
+    _refuse_unstorable(
         (("source", source), ("campaign", campaign), ("product_interest", product_interest)),
         "intent.",
     )

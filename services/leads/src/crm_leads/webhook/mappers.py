@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import grpc
 
 from crm_leads.lead.rules import NewIntent, NewLead, validate_intent, validate_new_lead
 from crm_platform.errors import DomainError, FieldViolation, InvalidArgument
+from crm_platform.validation import unstorable_paths
 
 PAYLOAD_INVALID = "WEBHOOK_PAYLOAD_INVALID"
 # Longer than any lead field may be (the lead rules then apply their own limits), short
@@ -205,6 +207,10 @@ def to_capture(platform: str, payload: Any, *, region: str) -> tuple[NewLead, Ne
         raise InvalidArgument.from_violations(
             [FieldViolation("body", "must be a JSON object")], reason=PAYLOAD_INVALID
         )
+    # Before any mapping: an event id is hashed, and no lone surrogate can be encoded.
+    unstorable = [FieldViolation(*found) for found in islice(unstorable_paths(payload), 20)]
+    if unstorable:
+        raise InvalidArgument.from_violations(unstorable, reason=PAYLOAD_INVALID)
     mapped = MAPPERS[platform](payload)
     if mapped.violations:
         raise InvalidArgument.from_violations(mapped.violations, reason=PAYLOAD_INVALID)

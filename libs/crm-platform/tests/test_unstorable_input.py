@@ -1,5 +1,6 @@
-"""PostgreSQL text and jsonb cannot hold U+0000: a NUL anywhere in input is refused with the
-field named (REST 422, gRPC INVALID_ARGUMENT), never left to fail as a 500 mid-write."""
+"""PostgreSQL text and jsonb hold neither U+0000 nor a lone UTF-16 surrogate (JSON's
+"\\ud800" escape makes one): either anywhere in input is refused with the field named (REST
+422, gRPC INVALID_ARGUMENT), never left to fail as a 500 mid-write."""
 
 from __future__ import annotations
 
@@ -19,7 +20,14 @@ from crm_platform import grpc_client
 from crm_platform.auth import Authenticator
 from crm_platform.grpc_server import GrpcBinding, build_server
 from crm_platform.http import ApiModel, create_app
-from crm_platform.validation import NUL_MESSAGE, InputModel, nul_paths, proto_nul_paths
+from crm_platform.validation import (
+    NUL_MESSAGE,
+    SURROGATE_MESSAGE,
+    InputModel,
+    proto_unstorable_paths,
+    unstorable,
+    unstorable_paths,
+)
 
 
 class Item(ApiModel):
@@ -33,22 +41,38 @@ class Body(ApiModel):
     custom: dict[str, Any] = {}
 
 
-def test_nul_paths_name_every_string_holding_one() -> None:
-    value = {"a": "ok", "b": ["x", "y\x00"], "c": {"d": "\x00"}, "k\x00": 1, "e": 3}
-    assert list(nul_paths(value)) == ["b.1", "c.d", "k\\u0000"]
-    assert list(nul_paths("plain")) == []
+def test_unstorable_tells_a_nul_from_a_lone_surrogate() -> None:
+    assert unstorable("plain") is None
+    assert unstorable("张三 😀") is None  # a surrogate pair in JSON is one real character
+    assert unstorable("a\x00") == NUL_MESSAGE
+    assert unstorable("张\x00") == NUL_MESSAGE
+    assert unstorable("a\ud800") == SURROGATE_MESSAGE
+    assert unstorable("\udfff张") == SURROGATE_MESSAGE
 
 
-def test_proto_nul_paths_walk_strings_messages_lists_and_structs() -> None:
+def test_unstorable_paths_name_every_string_holding_one() -> None:
+    value = {"a": "ok", "b": ["x", "y\x00"], "c": {"d": "\ud800"}, "k\x00": 1, "s\udc00": 1}
+    assert list(unstorable_paths(value)) == [
+        ("b.1", NUL_MESSAGE),
+        ("c.d", SURROGATE_MESSAGE),
+        ("k\\u0000", NUL_MESSAGE),
+        ("s\\udc00", SURROGATE_MESSAGE),  # the name itself is printable, to be reported
+    ]
+    assert list(unstorable_paths("plain")) == []
+
+
+def test_proto_unstorable_paths_walk_strings_messages_lists_and_structs() -> None:
     money = money_pb2.Money(currency_code="CN\x00")
-    assert list(proto_nul_paths(money)) == ["currency_code"]
+    assert list(proto_unstorable_paths(money)) == [("currency_code", NUL_MESSAGE)]
     custom = struct_pb2.Struct()
     custom.update({"ok": "fine", "vip": {"tags": ["a", "b\x00"]}})
-    assert list(proto_nul_paths(custom, "custom_fields")) == ["custom_fields.vip.tags.1"]
-    assert list(proto_nul_paths(money_pb2.Money(currency_code="CNY", units=5))) == []
+    assert list(proto_unstorable_paths(custom, "custom_fields")) == [
+        ("custom_fields.vip.tags.1", NUL_MESSAGE)
+    ]
+    assert list(proto_unstorable_paths(money_pb2.Money(currency_code="CNY", units=5))) == []
 
 
-def test_input_models_refuse_a_nul_in_any_field_their_subclasses_declare() -> None:
+def test_input_models_refuse_unstorable_text_in_any_field_their_subclasses_declare() -> None:
     class Rule(InputModel):
         name: str
 
@@ -60,6 +84,9 @@ def test_input_models_refuse_a_nul_in_any_field_their_subclasses_declare() -> No
     errors = {e["loc"]: e["msg"] for e in caught.value.errors()}
     assert errors == {("name",): NUL_MESSAGE, ("labels",): f"at k: {NUL_MESSAGE}"}
     assert Named(name="a", labels={"k": "v"}).name == "a"
+    with pytest.raises(ValidationError) as caught:
+        Named(name="a", labels={"k": "v\ud800"})
+    assert caught.value.errors()[0]["msg"] == f"at k: {SURROGATE_MESSAGE}"
 
 
 def _app() -> Any:
@@ -106,6 +133,17 @@ async def test_rest_names_the_field_path_or_parameter_holding_a_nul() -> None:
             headers={"content-type": "application/json"},
         )
         plain = await client.get("/v1/things/1?q=ok")
+        # json.loads turns a lone surrogate escape into a str no UTF-8 can encode: pydantic's
+        # str check refuses it, and InputModel does so where the type is Any.
+        lone = '{"title": "a\\ud800", "custom": {"note": ["x", "\\udc00y"]}}'
+        surrogates = await client.post(
+            "/v1/things", content=lone, headers={"content-type": "application/json"}
+        )
+        paired = await client.post(
+            "/v1/things",
+            content='{"custom": {"note": "\\ud83d\\ude00"}}',
+            headers={"content-type": "application/json"},
+        )
     assert nested.status_code == 422
     assert nested.headers["content-type"] == "application/problem+json"
     assert nested.json()["violations"] == [
@@ -117,6 +155,10 @@ async def test_rest_names_the_field_path_or_parameter_holding_a_nul() -> None:
     assert path.json()["violations"] == [{"field": "path", "description": NUL_MESSAGE}]
     assert literal.status_code == 200 and literal.json()["title"] == "\\u0000"
     assert plain.json() == {"id": "1", "q": "ok"}
+    assert surrogates.status_code == 422, surrogates.text
+    assert [v["field"] for v in surrogates.json()["violations"]] == ["title", "custom"]
+    assert surrogates.json()["violations"][1]["description"] == f"at note.1: {SURROGATE_MESSAGE}"
+    assert paired.status_code == 200 and paired.json()["custom"] == {"note": "\U0001f600"}
 
 
 async def test_grpc_names_the_fields_holding_a_nul() -> None:
