@@ -207,6 +207,18 @@ async def test_grpc_names_the_fields_holding_a_nul() -> None:
         good = struct_pb2.Struct()
         good.update({"name": "ab"})
         assert await echo(good) == good
+        # Bytes no client library would send: a map key that is not UTF-8, and garbage.
+        raw = channel.unary_unary(
+            "/crm.test.v1.StructService/Echo",
+            request_serializer=lambda data: data,
+            response_deserializer=struct_pb2.Struct.FromString,
+        )
+        entry = b"\x0a\x01\xff" + b"\x12\x02\x1a\x00"  # {"\xff": ""}
+        undecodable = []
+        for data in (b"\x0a" + bytes([len(entry)]) + entry, b"\xff\xff\xff"):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await raw(data)
+            undecodable.append(refused.value)
     finally:
         await channel.close()
         await server.stop(None)
@@ -216,4 +228,9 @@ async def test_grpc_names_the_fields_holding_a_nul() -> None:
     request = error_details_pb2.BadRequest()
     assert any(d.Unpack(request) for d in status.details)
     assert [(v.field, v.description) for v in request.field_violations] == [("name", NUL_MESSAGE)]
-    assert handled == [good]  # the bad request never reached the handler
+    assert handled == [good]  # the bad requests never reached the handler
+    for error in undecodable:
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT  # not INTERNAL: the caller's
+        status = rpc_status.from_call(error)
+        assert status is not None and any(d.Unpack(request) for d in status.details)
+        assert [v.field for v in request.field_violations] == ["request"]

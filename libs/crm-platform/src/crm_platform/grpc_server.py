@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as ProtoMessage
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import _async as health_aio
@@ -170,14 +171,42 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
         return grpc.unary_unary_rpc_method_handler(
             wrapped,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_lenient(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
+
+
+@dataclass(frozen=True)
+class _Undecodable:
+    """A request body that is not the method's message (a string that is not UTF-8, a
+    truncated or foreign message)."""
+
+    error: str
+
+
+def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """The method's deserializer, but a body that does not parse is handed to the handler as
+    ``_Undecodable`` instead of raising: gRPC would answer INTERNAL (a server fault) and skip
+    the RED metrics, where the caller sent a bad argument."""
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except DecodeError as exc:
+            return _Undecodable(str(exc))
+
+    return parse
 
 
 def _check_storable(request: Any) -> None:
     """A NUL in any string of the request is INVALID_ARGUMENT naming the fields, as it is over
     REST: no text column can store one (proto3 strings may hold it)."""
+    if isinstance(request, _Undecodable):
+        raise InvalidArgument.from_violations(
+            [FieldViolation("request", f"not a valid message of this method ({request.error})")]
+        )
     if isinstance(request, ProtoMessage):
         violations = [FieldViolation(*found) for found in proto_unstorable_paths(request)]
         if violations:
