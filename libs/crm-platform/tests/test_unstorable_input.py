@@ -21,6 +21,7 @@ from crm_platform.auth import Authenticator
 from crm_platform.grpc_server import GrpcBinding, build_server
 from crm_platform.http import ApiModel, create_app
 from crm_platform.validation import (
+    NON_FINITE_MESSAGE,
     NUL_MESSAGE,
     SURROGATE_MESSAGE,
     InputModel,
@@ -59,6 +60,11 @@ def test_unstorable_paths_name_every_string_holding_one() -> None:
         ("s\\udc00", SURROGATE_MESSAGE),  # the name itself is printable, to be reported
     ]
     assert list(unstorable_paths("plain")) == []
+    numbers = {"ok": [1, 2.5], "nan": float("nan"), "inf": [float("-inf")]}
+    assert list(unstorable_paths(numbers)) == [
+        ("nan", NON_FINITE_MESSAGE),
+        ("inf.0", NON_FINITE_MESSAGE),
+    ]
 
 
 def test_proto_unstorable_paths_walk_strings_messages_lists_and_structs() -> None:
@@ -70,6 +76,12 @@ def test_proto_unstorable_paths_walk_strings_messages_lists_and_structs() -> Non
         ("custom_fields.vip.tags.1", NUL_MESSAGE)
     ]
     assert list(proto_unstorable_paths(money_pb2.Money(currency_code="CNY", units=5))) == []
+    numbers = struct_pb2.Struct()
+    numbers.update({"ok": 1.5, "rows": [{"n": float("nan")}], "k\x00": 1})
+    assert sorted(proto_unstorable_paths(numbers, "custom")) == [  # maps have no order
+        ("custom.k\\u0000", NUL_MESSAGE),
+        ("custom.rows.0.n", NON_FINITE_MESSAGE),
+    ]
 
 
 def test_input_models_refuse_unstorable_text_in_any_field_their_subclasses_declare() -> None:
@@ -139,6 +151,12 @@ async def test_rest_names_the_field_path_or_parameter_holding_a_nul() -> None:
         surrogates = await client.post(
             "/v1/things", content=lone, headers={"content-type": "application/json"}
         )
+        # Python's json reads NaN and 1e999 (infinity); neither is JSON nor fits in jsonb.
+        non_finite = await client.post(
+            "/v1/things",
+            content='{"custom": {"a": NaN, "b": [1e999]}, "items": [{"name": "x"}]}',
+            headers={"content-type": "application/json"},
+        )
         paired = await client.post(
             "/v1/things",
             content='{"custom": {"note": "\\ud83d\\ude00"}}',
@@ -158,6 +176,10 @@ async def test_rest_names_the_field_path_or_parameter_holding_a_nul() -> None:
     assert surrogates.status_code == 422, surrogates.text
     assert [v["field"] for v in surrogates.json()["violations"]] == ["title", "custom"]
     assert surrogates.json()["violations"][1]["description"] == f"at note.1: {SURROGATE_MESSAGE}"
+    assert non_finite.status_code == 422, non_finite.text
+    assert non_finite.json()["violations"] == [
+        {"field": "custom", "description": f"at a: {NON_FINITE_MESSAGE}"}
+    ]
     assert paired.status_code == 200 and paired.json()["custom"] == {"note": "\U0001f600"}
 
 
@@ -207,6 +229,10 @@ async def test_grpc_names_the_fields_holding_a_nul() -> None:
         good = struct_pb2.Struct()
         good.update({"name": "ab"})
         assert await echo(good) == good
+        nan = struct_pb2.Struct()
+        nan.update({"score": float("nan")})
+        with pytest.raises(grpc.aio.AioRpcError) as not_a_number:
+            await echo(nan)
         # Bytes no client library would send: a map key that is not UTF-8, and garbage.
         raw = channel.unary_unary(
             "/crm.test.v1.StructService/Echo",
@@ -229,6 +255,8 @@ async def test_grpc_names_the_fields_holding_a_nul() -> None:
     assert any(d.Unpack(request) for d in status.details)
     assert [(v.field, v.description) for v in request.field_violations] == [("name", NUL_MESSAGE)]
     assert handled == [good]  # the bad requests never reached the handler
+    assert not_a_number.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "score: must be a finite number" in (not_a_number.value.details() or "")
     for error in undecodable:
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT  # not INTERNAL: the caller's
         status = rpc_status.from_call(error)

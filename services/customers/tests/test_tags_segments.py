@@ -283,6 +283,16 @@ async def test_bad_segment_documents(client: httpx.AsyncClient, tenant: Tenant) 
         "rule.all.6.extra",
         "rule.all.7",
     }
+    # Python's json reads NaN; jsonb cannot hold it: the field's error, not a 500.
+    r = await client.post(
+        "/v1/segments",
+        content='{"display_name": "NaN", "rule": {"field": "city", "op": "eq", "value": NaN}}',
+        headers={**tenant.auth("d1-rep"), "content-type": "application/json"},
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["violations"] == [
+        {"field": "rule", "description": "at value: must be a finite number"}
+    ]
     r = await client.get(f"/v1/segments/{uuid.uuid4()}", headers=tenant.auth("d1-rep"))
     assert (r.status_code, r.json()["reason"]) == (404, "SEGMENT_NOT_FOUND")
 

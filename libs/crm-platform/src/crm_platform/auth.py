@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 import sqlalchemy as sa
@@ -20,6 +20,9 @@ from jwt import PyJWKClient, PyJWKClientError
 
 from crm.common.v1 import principal_pb2
 from crm_platform.errors import PermissionDenied, Unauthenticated
+
+if TYPE_CHECKING:
+    from crm_platform.org_moves import PathMoves
 
 ROLE_ADMIN = "tenant_admin"
 ROLE_MANAGER = "manager"
@@ -119,9 +122,13 @@ class Authenticator:
         self._audience = audience
         self._resolve_api_key = api_key_resolver
         self._api_key_ttl = api_key_cache_seconds
-        self._api_key_cache: dict[str, tuple[float, Principal]] = {}
-        # Full token string (signature included) -> (exp, principal); insertion ordered.
-        self._token_cache: dict[str, tuple[float, Principal]] = {}
+        # secret -> (cache expiry, principal, wall time of the directory's answer)
+        self._api_key_cache: dict[str, tuple[float, Principal, float]] = {}
+        # Full token string (signature included) -> (exp, iat, principal); insertion ordered.
+        self._token_cache: dict[str, tuple[float, float, Principal]] = {}
+        # Org units moved since a credential was issued (crm_platform.org_moves): its
+        # principal is read with the unit's current path. None: paths as issued.
+        self.moves: PathMoves | None = None
 
     @property
     def jwks_url(self) -> str:
@@ -162,7 +169,7 @@ class Authenticator:
         hit = self._token_cache.get(token)
         if hit is not None:
             if time.time() < hit[0]:
-                return hit[1]
+                return self._current(hit[2], hit[1])
             del self._token_cache[token]
         try:
             header = jwt.get_unverified_header(token)
@@ -182,8 +189,12 @@ class Authenticator:
         principal = principal_from_claims(claims)
         if len(self._token_cache) >= TOKEN_CACHE_MAX:
             self._token_cache.pop(next(iter(self._token_cache)))  # the oldest entry
-        self._token_cache[token] = (float(claims["exp"]), principal)
-        return principal
+        issued_at = float(claims["iat"])
+        self._token_cache[token] = (float(claims["exp"]), issued_at, principal)
+        return self._current(principal, issued_at)
+
+    def _current(self, principal: Principal, issued_at: float) -> Principal:
+        return principal if self.moves is None else self.moves.current(principal, issued_at)
 
     async def _signing_key(self, kid: object) -> jwt.PyJWK:
         if not isinstance(kid, str):
@@ -208,9 +219,9 @@ class Authenticator:
         now = time.monotonic()
         hit = self._api_key_cache.get(secret)
         if hit and hit[0] > now:
-            return hit[1]
+            return self._current(hit[1], hit[2])
         principal = await self._resolve_api_key(secret)
-        self._api_key_cache[secret] = (now + self._api_key_ttl, principal)
+        self._api_key_cache[secret] = (now + self._api_key_ttl, principal, time.time())
         return principal
 
 

@@ -32,6 +32,7 @@ from crm_platform.events import Namespace
 from crm_platform.gc_tuning import tune_gc
 from crm_platform.grpc_server import GrpcBinding, build_server, set_serving
 from crm_platform.http import create_app
+from crm_platform.org_moves import PathMoves
 from crm_platform.outbox import OutboxRelay
 from crm_platform.telemetry import configure_logging, init_tracing
 
@@ -184,6 +185,9 @@ class Runtime:
         s = self.settings
         await self.bus.connect()
         await self.bus.ensure_streams()
+        moves = PathMoves()
+        await moves.follow(self.bus.js, self.bus.ns)
+        self.auth.moves = moves
         if self.definition.on_start is not None:
             await self.definition.on_start(self)
         bindings = self.definition.grpc(self)

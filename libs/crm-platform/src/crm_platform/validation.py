@@ -4,6 +4,7 @@ character no text field can hold."""
 from __future__ import annotations
 
 import functools
+import math
 import re
 import unicodedata
 from collections.abc import Iterator, Mapping
@@ -11,11 +12,10 @@ from datetime import date
 from typing import Any, NamedTuple
 
 import phonenumbers
-from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from phonenumbers import PhoneMetadata
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic_core import PydanticCustomError
 
 # [0-9], not \d: \d also matches full-width and other Unicode digits.
@@ -33,6 +33,8 @@ _SEPARATORS = str.maketrans("", "", " -().")
 NUL = "\x00"
 NUL_MESSAGE = "contains a NUL character (U+0000), which cannot be stored"
 SURROGATE_MESSAGE = "contains a lone UTF-16 surrogate (U+D800-U+DFFF), which is not a character"
+# Python's json module reads NaN, Infinity and 1e999; JSON (and jsonb) has no such numbers.
+NON_FINITE_MESSAGE = "must be a finite number"
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
@@ -58,11 +60,14 @@ Found = tuple[str, str]  # (path, message)
 def unstorable_paths(value: Any, path: str = "") -> Iterator[Found]:
     """(dotted path, why) for each string in ``value`` — str, or lists, tuples and dicts of
     them, nested — that cannot be stored (``leads.0.full_name``; a mapping's key names its
-    entry, and a key that cannot be stored is itself reported)."""
+    entry, and a key that cannot be stored is itself reported), and each NaN or infinity."""
     if isinstance(value, str):
         why = unstorable(value)
         if why is not None:
             yield path, why
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            yield path, NON_FINITE_MESSAGE
     elif isinstance(value, dict):
         for key, item in value.items():
             label = printable(key) if isinstance(key, str) else key
@@ -82,7 +87,7 @@ def proto_unstorable_paths(message: Message, path: str = "") -> Iterator[Found]:
     nested messages, repeated fields and maps; a Struct's paths are its JSON keys. (A parsed
     proto3 string is valid UTF-8, so in practice only a NUL is found.)"""
     if message.DESCRIPTOR.full_name in _JSON_TYPES:
-        yield from unstorable_paths(json_format.MessageToDict(message), path)
+        yield from _json_value_paths(message, path)
         return
     for field, value in message.ListFields():
         kind = _kind(field)
@@ -100,6 +105,29 @@ def proto_unstorable_paths(message: Message, path: str = "") -> Iterator[Found]:
                 yield from proto_unstorable_paths(item, f"{name}.{index}")
         else:
             yield from _map_unstorable_paths(value, name)
+
+
+def _json_value_paths(message: Message, path: str) -> Iterator[Found]:
+    """A Struct, ListValue or Value walked as the JSON it stands for (json_format would
+    raise on a NaN instead of naming it)."""
+    kind = message.DESCRIPTOR.full_name
+    if kind == "google.protobuf.Struct":
+        for key, item in message.fields.items():  # type: ignore[attr-defined]
+            child = f"{path}.{printable(key)}" if path else printable(key)
+            why = unstorable(key)
+            if why is not None:
+                yield child, why
+            else:
+                yield from _json_value_paths(item, child)
+    elif kind == "google.protobuf.ListValue":
+        for index, item in enumerate(message.values):  # type: ignore[attr-defined]
+            yield from _json_value_paths(item, f"{path}.{index}" if path else str(index))
+    else:
+        which = message.WhichOneof("kind")
+        if which in ("string_value", "number_value"):
+            yield from unstorable_paths(getattr(message, which), path)
+        elif which in ("struct_value", "list_value"):
+            yield from _json_value_paths(getattr(message, which), path)
 
 
 def _map_unstorable_paths(entries: Mapping[Any, Any], path: str) -> Iterator[Found]:
@@ -137,9 +165,11 @@ def _kind(field: FieldDescriptor) -> int:
 
 class InputModel(BaseModel):
     """Base of every model parsed from client input (request bodies, rule documents): a
-    string that cannot be stored (``unstorable``) anywhere in a field, however nested — in
-    ``Any``-typed fields too, which pydantic's own str check does not reach — is that
-    field's validation error."""
+    string that cannot be stored (``unstorable``) or a NaN or infinity anywhere in a field,
+    however nested — in ``Any``-typed fields too, which pydantic's own checks do not reach —
+    is that field's validation error."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
     @field_validator("*", mode="after")
     @classmethod

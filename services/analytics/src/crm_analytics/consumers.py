@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from crm_analytics.dealerperf import service as dealerperf
+from crm_analytics.dealerperf.models import dealer_performance_daily, lead_received
 from crm_analytics.leadcounts import service as leadcounts
+from crm_analytics.leadcounts.models import lead_counts_daily
 from crm_platform.consumers import ConsumerSpec
+from crm_platform.org_moves import path_consumer
 from crm_platform.runtime import Runtime
 
 # Dealer performance: one durable consumer per subject (event type, consumer name, handler).
@@ -35,6 +38,13 @@ DEALER_PERFORMANCE = (
 
 def consumers(rt: Runtime) -> list[ConsumerSpec]:
     return [
+        # Reports follow the tree as it is now: a moved dealer's history moves with it.
+        path_consumer(
+            "analytics",
+            lead_counts_daily.c.owner_org_path,
+            dealer_performance_daily.c.owner_org_path,
+            lead_received.c.owner_org_path,
+        ),
         ConsumerSpec.batched(
             name="analytics-lead-created",
             event_type="crm.leads.lead.created.v1",

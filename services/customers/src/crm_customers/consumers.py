@@ -4,15 +4,19 @@ events lifecycle stages are derived from."""
 from __future__ import annotations
 
 from crm_customers.conversion import handlers
+from crm_customers.conversion.models import conversion_records
+from crm_customers.customer.models import customers
 from crm_customers.lifecycle import handlers as lifecycle_handlers
 from crm_customers.settings import Settings
 from crm_platform.consumers import ORDER_FREE_CONCURRENCY, ConsumerSpec
+from crm_platform.org_moves import path_consumer
 from crm_platform.runtime import Runtime
 
 
 def consumers(rt: Runtime) -> list[ConsumerSpec]:
     assert isinstance(rt.settings, Settings)
     return [
+        path_consumer("customers", customers.c.owner_org_path, conversion_records.c.org_path),
         ConsumerSpec(
             name="customers-prepare-conversion",
             event_type="crm.cmd.customers.prepare_conversion.v1",

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from crm_leads.acceptance.models import lead_acceptances, lead_rejections
 from crm_leads.conversion import service as conversion
+from crm_leads.conversion.models import lead_conversions
 from crm_leads.distribution import flows as distribution
+from crm_leads.imports.models import lead_imports
+from crm_leads.lead.models import leads
 from crm_leads.orgtree import service as orgtree
 from crm_leads.users import service as users
+from crm_leads.webhook.models import webhook_sources
 from crm_platform.consumers import (
     ORDER_FREE_CONCURRENCY,
     BatchHandler,
     ConsumerSpec,
     EventHandler,
 )
+from crm_platform.org_moves import path_consumer
 from crm_platform.runtime import Runtime
 
 # The conversion saga's forward replies, a fetch at a time: (durable name, event type, step).
@@ -55,6 +61,18 @@ def consumers(rt: Runtime) -> list[ConsumerSpec]:
             name="leads-org-unit-moved",
             event_type="crm.directory.org_unit.moved.v1",
             handler=orgtree.on_org_unit_moved,
+        ),
+        # What a moved unit owns moves with it (visibility is a prefix match on these);
+        # the owner history keeps the paths as they were.
+        path_consumer(
+            "leads",
+            leads.c.owner_org_path,
+            lead_imports.c.owner_org_path,
+            webhook_sources.c.owner_org_path,
+            lead_conversions.c.owner_org_path,
+            lead_conversions.c.actor_org_path,
+            lead_acceptances.c.org_unit_path,
+            lead_rejections.c.org_unit_path,
         ),
         # The users replica (assignment's eligible reps); a deactivated rep's leads go back
         # to their units' pools.

@@ -6,9 +6,10 @@ from pathlib import Path
 
 from crm_marketing.api import grpc as grpc_api
 from crm_marketing.api import http as http_api
-from crm_marketing.campaign.models import metadata
+from crm_marketing.campaign.models import campaigns, metadata
 from crm_marketing.settings import Settings
 from crm_platform.db import platform_metadata
+from crm_platform.org_moves import path_consumer
 from crm_platform.runtime import ServiceDefinition
 from crm_platform.runtime import main as run_main
 
@@ -20,6 +21,7 @@ DEFINITION = ServiceDefinition(
     metadata=(metadata, platform_metadata),
     grpc=grpc_api.bindings,
     http=lambda rt: [http_api.router(rt)],
+    consumers=lambda rt: [path_consumer("marketing", campaigns.c.owner_org_path)],
 )
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from crm_platform.consumers import ORDER_FREE_CONCURRENCY, ConsumerSpec
+from crm_platform.org_moves import path_consumer
 from crm_platform.runtime import Runtime
 from crm_sales.conversion import handlers as conversion
+from crm_sales.opportunity.models import opportunities
 
 
 def consumers(rt: Runtime) -> list[ConsumerSpec]:
     return [
+        path_consumer("sales", opportunities.c.owner_org_path),
         # The lead conversion saga's step (orchestrated by the leads service).
         ConsumerSpec(
             name="sales-create-conversion-opportunities",
