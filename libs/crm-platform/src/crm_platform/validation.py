@@ -20,7 +20,15 @@ from pydantic_core import PydanticCustomError
 
 # [0-9], not \d: \d also matches full-width and other Unicode digits.
 ISO_DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
-EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
+# RFC 5322 dot-atom local part (non-ASCII letters allowed, as SMTPUTF8 does), and an RFC 1035
+# host name: labels of letters, digits and inner hyphens, a top-level domain that is not
+# numeric. An IDN domain is checked in its ASCII (IDNA) form.
+_LOCAL_RE = re.compile(r"^[^\s@\"(),:;<>\[\]\\.]+(\.[^\s@\"(),:;<>\[\]\\.]+)*$")
+_DOMAIN_RE = re.compile(
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+    r"(?:[A-Za-z]{2,63}|xn--[A-Za-z0-9-]{1,59})$"
+)
+MAX_EMAIL = 254
 _MOBILE_TYPES = (
     phonenumbers.PhoneNumberType.MOBILE,
     phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
@@ -259,7 +267,16 @@ def is_mobile_e164(phone: str, region: str) -> bool:
 
 
 def is_email(value: str) -> bool:
-    return EMAIL_RE.fullmatch(value) is not None
+    """A deliverable-looking address: syntax and domain sanity, no DNS lookup."""
+    local, at, domain = value.rpartition("@")
+    if not at or len(value) > MAX_EMAIL or len(local) > 64 or not _LOCAL_RE.fullmatch(local):
+        return False
+    if not domain.isascii():
+        try:
+            domain = domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            return False
+    return len(domain) <= 253 and _DOMAIN_RE.fullmatch(domain) is not None
 
 
 def iso_date(raw: str) -> date:
