@@ -18,6 +18,7 @@ from crm_platform.http import proto_json
 from crm_platform.ids import parse_optional_id
 from crm_platform.money import decimal_to_money, money_json, money_to_decimal, parse_amount
 from crm_platform.protos import enum_by_short_name, parse_enum, timestamp
+from crm_platform.validation import is_email
 
 
 def cny(units: int, nanos: int) -> money_pb2.Money:
@@ -209,3 +210,44 @@ def test_timestamp_equals_protobufs_own_conversion(value: datetime) -> None:
     expected = Timestamp()
     expected.FromDatetime(value)
     assert timestamp(value) == expected
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "a@b.co",
+        "zhang.san@example.com",
+        "li+tag@mail.example.cn",
+        "o'neil@ex-ample.com",
+        "张三@例子.中国",  # an IDN domain is checked in its IDNA form
+        "x@xn--fiqs8s.cn",
+    ],
+)
+def test_addresses_that_look_deliverable(address: str) -> None:
+    assert is_email(address)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "a@..com",
+        "a@-x-.com",
+        "a@x_y!.com",
+        "a@b,c.com",
+        "a@[1.2.3.4].com",
+        "a@b",
+        "a@b.c",
+        "a@b.123",
+        "@b.com",
+        "a b@c.com",
+        "a..b@c.com",
+        ".a@c.com",
+        "a@b..com",
+        "a@b.com.",
+        "a@@b.com",
+        "a@" + "x" * 64 + ".com",
+        "x" * 65 + "@b.com",
+    ],
+)
+def test_addresses_whose_syntax_or_domain_is_wrong(address: str) -> None:
+    assert not is_email(address)
