@@ -409,3 +409,59 @@ def test_subtree_counts_roll_up_to_every_ancestor() -> None:
         "/t/r2/": 4,
         "/t/r2/d9/": 4,
     }
+
+
+async def test_rules_match_the_leads_territory_and_custom_attributes(
+    client: httpx.AsyncClient, leads: Runtime, t: Tenant
+) -> None:
+    east, d1, d2 = unit(t, "east"), unit(t, "d1"), unit(t, "d2")
+    admin = t.auth("admin")
+    for child, profile in ((d1, {"territories": ["east-zj-01"]}), (d2, {"territories": ["x"]})):
+        r = await client.put(f"/v1/distribution-profiles/{child}", json=profile, headers=admin)
+        assert r.status_code == 200, r.text
+    rules = {
+        "rules": [
+            {
+                "name": "fleet",
+                "strategy": "priority",
+                "match": {"custom": {"segment": {"equals": "fleet"}}},
+                "targets": [{"unit_id": str(d2)}],
+            },
+            {"name": "by-territory", "strategy": "territory"},
+        ]
+    }
+    r = await client.put(f"/v1/distribution-rules/{east}", json=rules, headers=admin)
+    assert r.status_code == 200, r.text
+
+    fleet = await capture(
+        client, t, "east-manager", territory="east-zj-01", custom_fields={"segment": "fleet"}
+    )
+    zone = await capture(client, t, "east-manager", territory="east-zj-01")
+    other = await capture(
+        client, t, "east-manager", territory="east-js-09", custom_fields={"segment": "retail"}
+    )
+
+    async def settled() -> None:
+        assert await owners(leads, [fleet, zone, other]) == {fleet: d2, zone: d1, other: east}
+
+    await eventually(settled)
+    r = await client.get(f"/v1/leads/{fleet}", headers=t.auth("d2-rep"))
+    assert (r.json()["territory"], r.json()["custom_fields"]) == (
+        "east-zj-01",
+        {"segment": "fleet"},
+    )
+
+
+async def test_territory_and_custom_attributes_are_validated(
+    client: httpx.AsyncClient, t: Tenant
+) -> None:
+    body = {"full_name": "Li", "phone": mobile(), "territory": "east zj"}
+    r = await client.post("/v1/leads", json=body, headers=t.auth("d1-rep"))
+    assert fields(r) == {"territory"}
+    body = {"full_name": "Li", "phone": mobile(), "custom_fields": {"9lives": "x", "ok": "y"}}
+    r = await client.post("/v1/leads", json=body, headers=t.auth("d1-rep"))
+    assert fields(r) == {"custom_fields.9lives"}
+    lead = await capture(client, t, "d1-rep", territory="t-1", custom_fields={"tier": " gold "})
+    r = await client.patch(f"/v1/leads/{lead}", json={"territory": "t-2"}, headers=t.auth("d1-rep"))
+    assert r.status_code == 200, r.text
+    assert (r.json()["territory"], r.json()["custom_fields"]) == ("t-2", {"tier": "gold"})

@@ -198,11 +198,17 @@ async def test_grpc_create_reports_field_violations(leads: Runtime, tenant: Tena
         md = (("authorization", f"Bearer {tenant.tokens['d1-rep']}"),)
         ok = await stub.CreateLead(
             lead_service_pb2.CreateLeadRequest(
-                lead=lead_pb2.Lead(full_name="G", phone="13500135000")
+                lead=lead_pb2.Lead(
+                    full_name="G",
+                    phone="13500135000",
+                    territory="t-9",
+                    custom_fields={"segment": "fleet"},
+                )
             ),
             metadata=md,
         )
         assert ok.owner_org_path.endswith("/d1/")
+        assert (ok.territory, dict(ok.custom_fields)) == ("t-9", {"segment": "fleet"})
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.CreateLead(
                 lead_service_pb2.CreateLeadRequest(lead=lead_pb2.Lead(full_name="G", phone="1")),

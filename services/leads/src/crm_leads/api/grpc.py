@@ -47,6 +47,8 @@ class LeadServicer(lead_service_pb2_grpc.LeadServiceServicer):
             source=lead.source,
             open_id=lead.open_id,
             union_id=lead.union_id,
+            territory=lead.territory,
+            custom_fields=dict(lead.custom_fields),
             phone_region=region,
         )
         intent = rules.validate_intent(

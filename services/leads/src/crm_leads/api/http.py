@@ -43,6 +43,12 @@ class LeadIn(ApiModel):
     source: str = Field(default="api", max_length=32)
     open_id: str = Field(default="", max_length=64)
     union_id: str = Field(default="", max_length=64)
+    territory: str = Field(default="", max_length=64, description="Sales-territory code.")
+    custom_fields: dict[str, Annotated[str, Field(max_length=200)]] = Field(
+        default_factory=dict,
+        max_length=20,
+        description="Custom attributes distribution rules can match (key -> value).",
+    )
     intent: IntentIn = IntentIn()
 
 
@@ -62,6 +68,7 @@ class LeadPatchIn(ApiModel):
     city: str | None = Field(default=None, max_length=100)
     open_id: str | None = Field(default=None, max_length=64)
     union_id: str | None = Field(default=None, max_length=64)
+    territory: str | None = Field(default=None, max_length=64)
 
     def mask(self) -> set[str]:
         return {*self.model_fields_set, *(self.model_extra or {})}

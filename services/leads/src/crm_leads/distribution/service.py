@@ -19,6 +19,7 @@ Functions taking ``conn`` never commit; ``run`` owns its transactions (one per b
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -84,7 +85,7 @@ _HISTORY_COLUMNS = (
 # Facts of the pool's leads, locked (in id order, as imports lock) so nothing else changes
 # them between the decision and the write. The product line is the first enquiry's.
 _POOL = (
-    "SELECT l.id, l.province, l.city, l.source, l.grade, l.score, "
+    "SELECT l.id, l.province, l.city, l.territory, l.custom_fields, l.source, l.grade, l.score, "
     "coalesce((SELECT i.product_interest FROM lead_intents i "
     "WHERE i.lead_id = l.id AND i.created_lead LIMIT 1), '') AS product_line "
     "FROM leads l WHERE l.tenant_id = $1 AND l.owner_org_id = $2 "
@@ -284,12 +285,21 @@ def _facts(row: Any, excluded: frozenset[str] = frozenset()) -> LeadFacts:
     return LeadFacts(
         province=row["province"],
         city=row["city"],
+        territory=row["territory"],
         product_line=row["product_line"],
         source=row["source"],
         grade=row["grade"],
         score=row["score"],
+        custom=_custom(row["custom_fields"]),
         excluded=excluded,
     )
+
+
+def _custom(raw: Any) -> dict[str, str]:
+    """The lead's custom attributes as distribution compares them (text); asyncpg hands
+    jsonb over as its JSON text."""
+    values = json.loads(raw) if isinstance(raw, str) else raw
+    return {str(k): str(v) for k, v in values.items()} if values else {}
 
 
 async def distribute_batch(

@@ -15,7 +15,17 @@ from crm_platform.protos import etag
 
 # What a user may change. Status, owner, assignee, score, grade, source and verification
 # change only through their own flows (pools, review, scoring, conversion ...).
-EDITABLE = ("full_name", "phone", "email", "company", "province", "city", "open_id", "union_id")
+EDITABLE = (
+    "full_name",
+    "phone",
+    "email",
+    "company",
+    "province",
+    "city",
+    "open_id",
+    "union_id",
+    "territory",
+)
 # The keys that identify a lead in ``lead_keys``, in NewLead.dedup_keys' order, so an edit
 # claims keys in the order captures do (no deadlocks between the two).
 KEY_FIELDS = (KEY_EMAIL, KEY_OPEN_ID, KEY_PHONE)
@@ -60,7 +70,9 @@ def plan_edit(
     person), so an edit can never produce a lead a capture would refuse. Only masked fields
     can change: re-normalising a stored value the user did not touch is not an edit."""
     check_mask(paths)
-    merged = {name: patch.get(name, "") if name in paths else current[name] for name in EDITABLE}
+    merged: dict[str, Any] = {
+        name: patch.get(name, "") if name in paths else current[name] for name in EDITABLE
+    }
     # The source is not editable: validated as the default, so a legacy value cannot block
     # an edit, then put back with the stored values of the unmasked fields.
     valid = validate_new_lead(**merged, source="", phone_region=phone_region)

@@ -25,6 +25,7 @@ its first result."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -94,6 +95,8 @@ _LEAD_COLUMNS: dict[str, str] = {
     "source": "text",
     "open_id": "text",
     "union_id": "text",
+    "territory": "text",
+    "custom_fields": "jsonb",
     "status": "smallint",
     "score": "smallint",
     "grade": "text",
@@ -186,7 +189,12 @@ async def _create(
     rows = {
         row.id: row
         for row in await conn.execute(
-            _INSERT_LEADS, {name: [v[name] for v in values] for name in _LEAD_COLUMNS}
+            _INSERT_LEADS,
+            {
+                **{name: [v[name] for v in values] for name in _LEAD_COLUMNS},
+                # An array of jsonb binds as the JSON texts.
+                "custom_fields": [json.dumps(v["custom_fields"]) for v in values],
+            },
         )
     }
     intents = {

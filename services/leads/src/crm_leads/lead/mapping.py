@@ -62,6 +62,8 @@ def lead_to_proto(row: Any, intents: Sequence[Any] = ()) -> lead_pb2.Lead:
         conversion_id=str(conversion_id)
         if (conversion_id := getattr(row, "conversion_id", None))
         else "",
+        territory=row.territory,
+        custom_fields=row.custom_fields,
     )
 
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 from crm.leads.v1 import lead_pb2
 from crm_platform.db import (
@@ -33,6 +33,9 @@ leads = sa.Table(
     sa.Column("status", sa.SmallInteger, nullable=False),
     sa.Column("open_id", sa.Text, nullable=False, server_default=""),
     sa.Column("union_id", sa.Text, nullable=False, server_default=""),
+    # Sales territory and custom attributes: facts distribution rules match on.
+    sa.Column("territory", sa.Text, nullable=False, server_default=""),
+    sa.Column("custom_fields", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
     sa.Column("intent_count", sa.Integer, nullable=False, server_default="1"),
     # Set by the tenant's scoring rules on every capture (crm_leads.scoring).
     sa.Column("score", sa.SmallInteger, nullable=False, server_default="0"),

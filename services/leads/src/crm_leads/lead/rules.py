@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from crm_platform.errors import FieldViolation, InvalidArgument
 from crm_platform.validation import clean_text, is_email, normalise_phone, unstorable
 
 SOURCE_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+# A sales-territory code ("east-zj-01"), matched exactly by distribution rules.
+TERRITORY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Custom attributes distribution rules can match (``custom``: key -> value).
+CUSTOM_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+MAX_CUSTOM = 20
 # WeChat open_id / union_id: URL-safe base64-like tokens (28 characters in practice).
 WECHAT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 MAX_TEXT = 200
@@ -30,6 +35,9 @@ class NewLead:
     source: str
     open_id: str = ""
     union_id: str = ""
+    territory: str = ""
+    # Sorted (key, value) pairs: hashable like the rest of the lead.
+    custom: tuple[tuple[str, str], ...] = ()
 
     def dedup_keys(self) -> list[tuple[str, str]]:
         """System de-duplication keys (same normalised phone, email or open_id), in a fixed
@@ -57,6 +65,8 @@ def validate_new_lead(
     phone_region: str,
     open_id: str = "",
     union_id: str = "",
+    territory: str = "",
+    custom_fields: Mapping[str, str] | None = None,
 ) -> NewLead:
     """Collects every violation at once, so a client fixes a form in one round trip."""
     given = (full_name, phone, email, company, province, city, source, open_id, union_id)
@@ -79,9 +89,48 @@ def validate_new_lead(
     source = clean_text(source).lower() or "api"
     if not SOURCE_RE.fullmatch(source):
         violations.append(FieldViolation("source", "lower-case letters, digits and '_'"))
+    territory = territory.strip()
+    if territory and not TERRITORY_RE.fullmatch(territory):
+        violations.append(
+            FieldViolation("territory", "1-64 characters of A-Z, a-z, 0-9, '_', '.', '-'")
+        )
+    custom = _custom(custom_fields or {}, violations)
     if violations:
         raise InvalidArgument.from_violations(violations, reason="LEAD_INVALID")
-    return NewLead(phone=phone_e164, email=email, source=source, **values, **wechat)
+    return NewLead(
+        phone=phone_e164,
+        email=email,
+        source=source,
+        **values,
+        **wechat,
+        territory=territory,
+        custom=custom,
+    )
+
+
+def _custom(
+    fields: Mapping[str, str], violations: list[FieldViolation]
+) -> tuple[tuple[str, str], ...]:
+    """Custom attributes, values cleaned; a blank value is no attribute."""
+    if len(fields) > MAX_CUSTOM:
+        violations.append(FieldViolation("custom_fields", f"at most {MAX_CUSTOM} attributes"))
+        return ()
+    custom: dict[str, str] = {}
+    for key, raw in fields.items():
+        value = clean_text(raw)
+        if not CUSTOM_KEY_RE.fullmatch(key):
+            violations.append(
+                FieldViolation(
+                    f"custom_fields.{key}", "key: a letter or '_', then letters, digits, '_' (≤ 64)"
+                )
+            )
+        elif unstorable(value) or len(value) > MAX_TEXT:
+            violations.append(
+                FieldViolation(f"custom_fields.{key}", f"at most {MAX_TEXT} storable characters")
+            )
+        elif value:
+            custom[key] = value
+    return tuple(sorted(custom.items()))
 
 
 def _contact(

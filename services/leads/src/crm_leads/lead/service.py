@@ -330,6 +330,8 @@ def new_lead_values(
         "source": lead.source,
         "open_id": lead.open_id,
         "union_id": lead.union_id,
+        "territory": lead.territory,
+        "custom_fields": dict(lead.custom),
         "status": lead_pb2.LEAD_STATUS_NEW,
         "score": scored.score,
         "grade": scored.grade,

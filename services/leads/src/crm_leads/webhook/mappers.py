@@ -217,12 +217,9 @@ def to_capture(platform: str, payload: Any, *, region: str) -> tuple[NewLead, Ne
     violations: list[FieldViolation] = []
     lead: NewLead | None = None
     intent: NewIntent | None = None
+    profile: dict[str, Any] = {name: mapped.values.get(name, "") for name in _LEAD_ARGS}
     try:
-        lead = validate_new_lead(
-            phone_region=region,
-            source=mapped.source,
-            **{name: mapped.values.get(name, "") for name in _LEAD_ARGS},
-        )
+        lead = validate_new_lead(phone_region=region, source=mapped.source, **profile)
     except InvalidArgument as exc:
         violations += exc.violations
     try:

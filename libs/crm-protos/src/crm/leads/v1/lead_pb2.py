@@ -25,19 +25,23 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63rm/leads/v1/lead.proto\x12\x0c\x63rm.leads.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8b\x05\n\x04Lead\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x14\n\x0cowner_org_id\x18\x03 \x01(\t\x12\x16\n\x0eowner_org_path\x18\x04 \x01(\t\x12\x11\n\tfull_name\x18\x05 \x01(\t\x12\r\n\x05phone\x18\x06 \x01(\t\x12\r\n\x05\x65mail\x18\x07 \x01(\t\x12\x0f\n\x07\x63ompany\x18\x08 \x01(\t\x12\x10\n\x08province\x18\t \x01(\t\x12\x0c\n\x04\x63ity\x18\n \x01(\t\x12\x0e\n\x06source\x18\x0b \x01(\t\x12(\n\x06status\x18\x0c \x01(\x0e\x32\x18.crm.leads.v1.LeadStatus\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0f \x01(\t\x12\x0f\n\x07open_id\x18\x10 \x01(\t\x12\x10\n\x08union_id\x18\x11 \x01(\t\x12\x14\n\x0cintent_count\x18\x12 \x01(\x05\x12)\n\x07intents\x18\x13 \x03(\x0b\x32\x18.crm.leads.v1.LeadIntent\x12\r\n\x05score\x18\x14 \x01(\x05\x12\r\n\x05grade\x18\x15 \x01(\t\x12\x34\n\x0cverification\x18\x16 \x01(\x0e\x32\x1e.crm.leads.v1.LeadVerification\x12\x15\n\rclosed_reason\x18\x17 \x01(\t\x12\x13\n\x0b\x61ssignee_id\x18\x18 \x01(\t\x12/\n\x0b\x61ssign_time\x18\x19 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rconversion_id\x18\x1a \x01(\t\"\x84\x01\n\nLeadIntent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61mpaign\x18\x03 \x01(\t\x12\x18\n\x10product_interest\x18\x04 \x01(\t\x12.\n\noccur_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xa8\x01\n\nLeadStatus\x12\x1b\n\x17LEAD_STATUS_UNSPECIFIED\x10\x00\x12\x13\n\x0fLEAD_STATUS_NEW\x10\x01\x12\x19\n\x15LEAD_STATUS_QUALIFIED\x10\x02\x12\x19\n\x15LEAD_STATUS_CONVERTED\x10\x03\x12\x16\n\x12LEAD_STATUS_CLOSED\x10\x04\x12\x1a\n\x16LEAD_STATUS_CONVERTING\x10\x05*\x96\x01\n\x10LeadVerification\x12!\n\x1dLEAD_VERIFICATION_UNSPECIFIED\x10\x00\x12 \n\x1cLEAD_VERIFICATION_UNVERIFIED\x10\x01\x12\x1e\n\x1aLEAD_VERIFICATION_VERIFIED\x10\x02\x12\x1d\n\x19LEAD_VERIFICATION_INVALID\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63rm/leads/v1/lead.proto\x12\x0c\x63rm.leads.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x90\x06\n\x04Lead\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x14\n\x0cowner_org_id\x18\x03 \x01(\t\x12\x16\n\x0eowner_org_path\x18\x04 \x01(\t\x12\x11\n\tfull_name\x18\x05 \x01(\t\x12\r\n\x05phone\x18\x06 \x01(\t\x12\r\n\x05\x65mail\x18\x07 \x01(\t\x12\x0f\n\x07\x63ompany\x18\x08 \x01(\t\x12\x10\n\x08province\x18\t \x01(\t\x12\x0c\n\x04\x63ity\x18\n \x01(\t\x12\x0e\n\x06source\x18\x0b \x01(\t\x12(\n\x06status\x18\x0c \x01(\x0e\x32\x18.crm.leads.v1.LeadStatus\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0f \x01(\t\x12\x0f\n\x07open_id\x18\x10 \x01(\t\x12\x10\n\x08union_id\x18\x11 \x01(\t\x12\x14\n\x0cintent_count\x18\x12 \x01(\x05\x12)\n\x07intents\x18\x13 \x03(\x0b\x32\x18.crm.leads.v1.LeadIntent\x12\r\n\x05score\x18\x14 \x01(\x05\x12\r\n\x05grade\x18\x15 \x01(\t\x12\x34\n\x0cverification\x18\x16 \x01(\x0e\x32\x1e.crm.leads.v1.LeadVerification\x12\x15\n\rclosed_reason\x18\x17 \x01(\t\x12\x13\n\x0b\x61ssignee_id\x18\x18 \x01(\t\x12/\n\x0b\x61ssign_time\x18\x19 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rconversion_id\x18\x1a \x01(\t\x12\x11\n\tterritory\x18\x1b \x01(\t\x12;\n\rcustom_fields\x18\x1c \x03(\x0b\x32$.crm.leads.v1.Lead.CustomFieldsEntry\x1a\x33\n\x11\x43ustomFieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x84\x01\n\nLeadIntent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61mpaign\x18\x03 \x01(\t\x12\x18\n\x10product_interest\x18\x04 \x01(\t\x12.\n\noccur_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xa8\x01\n\nLeadStatus\x12\x1b\n\x17LEAD_STATUS_UNSPECIFIED\x10\x00\x12\x13\n\x0fLEAD_STATUS_NEW\x10\x01\x12\x19\n\x15LEAD_STATUS_QUALIFIED\x10\x02\x12\x19\n\x15LEAD_STATUS_CONVERTED\x10\x03\x12\x16\n\x12LEAD_STATUS_CLOSED\x10\x04\x12\x1a\n\x16LEAD_STATUS_CONVERTING\x10\x05*\x96\x01\n\x10LeadVerification\x12!\n\x1dLEAD_VERIFICATION_UNSPECIFIED\x10\x00\x12 \n\x1cLEAD_VERIFICATION_UNVERIFIED\x10\x01\x12\x1e\n\x1aLEAD_VERIFICATION_VERIFIED\x10\x02\x12\x1d\n\x19LEAD_VERIFICATION_INVALID\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'crm.leads.v1.lead_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LEADSTATUS']._serialized_start=864
-  _globals['_LEADSTATUS']._serialized_end=1032
-  _globals['_LEADVERIFICATION']._serialized_start=1035
-  _globals['_LEADVERIFICATION']._serialized_end=1185
+  _globals['_LEAD_CUSTOMFIELDSENTRY']._loaded_options = None
+  _globals['_LEAD_CUSTOMFIELDSENTRY']._serialized_options = b'8\001'
+  _globals['_LEADSTATUS']._serialized_start=997
+  _globals['_LEADSTATUS']._serialized_end=1165
+  _globals['_LEADVERIFICATION']._serialized_start=1168
+  _globals['_LEADVERIFICATION']._serialized_end=1318
   _globals['_LEAD']._serialized_start=75
-  _globals['_LEAD']._serialized_end=726
-  _globals['_LEADINTENT']._serialized_start=729
-  _globals['_LEADINTENT']._serialized_end=861
+  _globals['_LEAD']._serialized_end=859
+  _globals['_LEAD_CUSTOMFIELDSENTRY']._serialized_start=808
+  _globals['_LEAD_CUSTOMFIELDSENTRY']._serialized_end=859
+  _globals['_LEADINTENT']._serialized_start=862
+  _globals['_LEADINTENT']._serialized_end=994
 # @@protoc_insertion_point(module_scope)

@@ -76,6 +76,26 @@ class Lead(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class CustomFieldsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     TENANT_ID_FIELD_NUMBER: _builtins.int
     OWNER_ORG_ID_FIELD_NUMBER: _builtins.int
@@ -102,6 +122,8 @@ class Lead(_message.Message):
     ASSIGNEE_ID_FIELD_NUMBER: _builtins.int
     ASSIGN_TIME_FIELD_NUMBER: _builtins.int
     CONVERSION_ID_FIELD_NUMBER: _builtins.int
+    TERRITORY_FIELD_NUMBER: _builtins.int
+    CUSTOM_FIELDS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant_id: _builtins.str
     owner_org_id: _builtins.str
@@ -135,6 +157,8 @@ class Lead(_message.Message):
     """The user holding the lead privately; empty while it is in its owner org unit's pool."""
     conversion_id: _builtins.str
     """The conversion that converted (or is converting) the lead; see GetLeadConversion."""
+    territory: _builtins.str
+    """Sales-territory code ("east-zj-01"), matched by distribution rules' territories."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -146,6 +170,10 @@ class Lead(_message.Message):
     @_builtins.property
     def assign_time(self) -> _timestamp_pb2.Timestamp:
         """When the assignee claimed it; unset while in the pool."""
+
+    @_builtins.property
+    def custom_fields(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Custom attributes (key -> value), matched by distribution rules' custom conditions."""
 
     def __init__(
         self,
@@ -176,10 +204,12 @@ class Lead(_message.Message):
         assignee_id: _builtins.str = ...,
         assign_time: _timestamp_pb2.Timestamp | None = ...,
         conversion_id: _builtins.str = ...,
+        territory: _builtins.str = ...,
+        custom_fields: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["assign_time", b"assign_time", "create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assign_time", b"assign_time", "assignee_id", b"assignee_id", "city", b"city", "closed_reason", b"closed_reason", "company", b"company", "conversion_id", b"conversion_id", "create_time", b"create_time", "email", b"email", "etag", b"etag", "full_name", b"full_name", "grade", b"grade", "id", b"id", "intent_count", b"intent_count", "intents", b"intents", "open_id", b"open_id", "owner_org_id", b"owner_org_id", "owner_org_path", b"owner_org_path", "phone", b"phone", "province", b"province", "score", b"score", "source", b"source", "status", b"status", "tenant_id", b"tenant_id", "union_id", b"union_id", "update_time", b"update_time", "verification", b"verification"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assign_time", b"assign_time", "assignee_id", b"assignee_id", "city", b"city", "closed_reason", b"closed_reason", "company", b"company", "conversion_id", b"conversion_id", "create_time", b"create_time", "custom_fields", b"custom_fields", "email", b"email", "etag", b"etag", "full_name", b"full_name", "grade", b"grade", "id", b"id", "intent_count", b"intent_count", "intents", b"intents", "open_id", b"open_id", "owner_org_id", b"owner_org_id", "owner_org_path", b"owner_org_path", "phone", b"phone", "province", b"province", "score", b"score", "source", b"source", "status", b"status", "tenant_id", b"tenant_id", "territory", b"territory", "union_id", b"union_id", "update_time", b"update_time", "verification", b"verification"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
