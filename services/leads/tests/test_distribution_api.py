@@ -465,3 +465,58 @@ async def test_territory_and_custom_attributes_are_validated(
     r = await client.patch(f"/v1/leads/{lead}", json={"territory": "t-2"}, headers=t.auth("d1-rep"))
     assert r.status_code == 200, r.text
     assert (r.json()["territory"], r.json()["custom_fields"]) == ("t-2", {"tier": "gold"})
+
+
+async def test_a_unit_passes_its_leads_up_and_is_not_offered_them_again(
+    client: httpx.AsyncClient, leads: Runtime, t: Tenant
+) -> None:
+    east, d1, d2 = unit(t, "east"), unit(t, "d1"), unit(t, "d2")
+    await t.add_user("d1-manager", "d1", ["manager"])
+    mine = [await capture(client, t, "d1-rep") for _ in range(2)]
+    held = await capture(client, t, "d1-rep")
+    r = await client.post(f"/v1/leads/{held}:claim", headers=t.auth("d1-rep"))
+    assert r.status_code == 200, r.text
+    at_hq = await capture(client, t, "admin")
+
+    body = {"lead_ids": [*mine, held, at_hq], "note": "outside our territory"}
+    r = await client.post("/v1/leads:passUp", json=body, headers=t.auth("d1-rep"))
+    assert r.status_code == 403  # reps do not give their unit's leads away
+    r = await client.post("/v1/leads:passUp", json=body, headers=t.auth("d1-manager"))
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [x["outcome"] for x in results] == ["DISTRIBUTED", "DISTRIBUTED", "FAILED", "FAILED"]
+    assert [x["error"]["reason"] for x in results[2:]] == ["LEAD_HELD", "LEAD_NOT_FOUND"]
+    assert results[0]["lead"]["owner_org_path"] == path(t, "east")
+    assert await owners(leads, mine) == {x: east for x in mine}
+    # d1 no longer sees them; east does, with the move in the owner history.
+    assert (await client.get(f"/v1/leads/{mine[0]}", headers=t.auth("d1-rep"))).status_code == 404
+    r = await client.get(f"/v1/leads/{mine[0]}/owner-history", headers=t.auth("east-manager"))
+    assert [(m["reason"], m["to_org_id"]) for m in r.json()["moves"]] == [("passed_up", str(east))]
+    envelope, payload = await wait_for_event(
+        leads.settings.nats_url,
+        leads.settings.nats_namespace,
+        "crm.leads.lead.passed_up.v1",
+        events_pb2.LeadPassedUp,
+        lambda p: p.lead_id == mine[0],
+    )
+    assert envelope.org_path == path(t, "east")
+    assert (payload.from_org_id, payload.note) == (str(d1), "outside our territory")
+
+    # Redistribution by east's rules skips d1, even with d1 first in line.
+    for child in (d1, d2):
+        r = await client.put(f"/v1/distribution-profiles/{child}", json={}, headers=t.auth("admin"))
+        assert r.status_code == 200, r.text
+    rules = {
+        "rules": [
+            {
+                "name": "d1-first",
+                "strategy": "priority",
+                "targets": [{"unit_id": str(d1)}, {"unit_id": str(d2)}],
+            }
+        ]
+    }
+    r = await client.put(f"/v1/distribution-rules/{east}", json=rules, headers=t.auth("admin"))
+    assert r.status_code == 200, r.text
+    r = await client.post(f"/v1/distribution-rules/{east}:run", headers=t.auth("east-manager"))
+    assert r.status_code == 200, r.text
+    assert await owners(leads, mine) == {x: d2 for x in mine}

@@ -44,6 +44,7 @@ SUBJECTS: dict[str, type[Message]] = {
     "crm.leads.lead_batch.created.v1": leads_events.LeadBatchCreated,
     "crm.leads.lead_batch.merged.v1": leads_events.LeadBatchMerged,
     "crm.leads.lead.distributed.v1": leads_events.LeadDistributed,
+    "crm.leads.lead.passed_up.v1": leads_events.LeadPassedUp,
     "crm.leads.lead_batch.distributed.v1": leads_events.LeadBatchDistributed,
     "crm.leads.lead_batch.assigned.v1": leads_events.LeadBatchAssigned,
     "crm.leads.lead.accepted.v1": leads_events.LeadAccepted,

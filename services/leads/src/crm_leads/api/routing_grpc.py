@@ -213,6 +213,18 @@ class LeadRoutingServicer(routing_service_pb2_grpc.LeadRoutingServiceServicer):
         results = await distribution_flows.distribute_manually(self.rt.db, principal, ids, target)
         return pb.DistributeLeadsResponse(results=[_distributed(x) for x in results])
 
+    async def PassUpLeads(
+        self, request: pb.PassUpLeadsRequest, context: GrpcContext
+    ) -> pb.PassUpLeadsResponse:
+        principal = require_principal()
+        principal.require_any(distribution_store.EDITOR_ROLES)
+        body = _model(
+            distribution_http.PassUpIn, {"lead_ids": list(request.lead_ids), "note": request.note}
+        )
+        ids = parse_ids(body.lead_ids, "lead_ids")
+        results = await distribution_flows.pass_up(self.rt.db, principal, ids, body.note)
+        return pb.PassUpLeadsResponse(results=[_distributed(x) for x in results])
+
     async def RunDistribution(
         self, request: pb.RunDistributionRequest, context: GrpcContext
     ) -> pb.RunDistributionResponse:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crm.leads.v1 import events_pb2
-from crm_leads.distribution import service, store
+from crm_leads.distribution import passup, service, store
 from crm_leads.distribution.rules import DistributionRules, Profile
 from crm_platform.auth import Principal
 from crm_platform.db import Database
@@ -45,6 +45,13 @@ async def distribute_manually(
         return await service.distribute_manually(
             conn=conn, principal=principal, lead_ids=lead_ids, target_id=target_id
         )
+
+
+async def pass_up(
+    db: Database, principal: Principal, lead_ids: list[uuid.UUID], note: str
+) -> list[service.ManualResult]:
+    async with db.unit_of_work() as conn:
+        return await passup.pass_up(conn=conn, principal=principal, lead_ids=lead_ids, note=note)
 
 
 async def on_leads_created(conn: AsyncConnection, events: Sequence[ReceivedEvent]) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends
 from pydantic import Field
 
-from crm_leads.distribution import flows, service, store
+from crm_leads.distribution import flows, passup, service, store
 from crm_leads.distribution.rules import document_json, parse_profile, parse_rules
 from crm_leads.lead.mapping import lead_to_proto
 from crm_platform.auth import Principal
@@ -25,6 +25,11 @@ Document = Annotated[dict[str, Any], Body()]
 class DistributeIn(ApiModel):
     lead_ids: list[IdText] = Field(min_length=1, max_length=service.MAX_MANUAL)
     target_org_unit_id: IdText
+
+
+class PassUpIn(ApiModel):
+    lead_ids: list[IdText] = Field(min_length=1, max_length=service.MAX_MANUAL)
+    note: str = Field(default="", max_length=passup.MAX_NOTE, description="Why.")
 
 
 async def _editor(principal: CurrentPrincipal) -> Principal:
@@ -175,6 +180,15 @@ def router(rt: Runtime) -> APIRouter:
         ids = parse_ids(body.lead_ids, "lead_ids")
         target = parse_id(body.target_org_unit_id, "target_org_unit_id")
         results = await flows.distribute_manually(rt.db, principal, ids, target)
+        return {"results": [_manual_json(x) for x in results]}
+
+    @r.post("/v1/leads:passUp", tags=["leads"])
+    async def pass_up_leads(body: PassUpIn, principal: Editor) -> Json:
+        """Hands up to 1,000 leads of their owner units' pools to each owner's parent (one
+        level up): the way a lead a unit collected leaves it. Results as for
+        ``:distribute``; the unit left is never offered the lead again."""
+        ids = parse_ids(body.lead_ids, "lead_ids")
+        results = await flows.pass_up(rt.db, principal, ids, body.note)
         return {"results": [_manual_json(x) for x in results]}
 
     @r.get("/v1/leads/{lead_id}/owner-history", tags=["leads"])

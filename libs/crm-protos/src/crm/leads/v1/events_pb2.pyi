@@ -457,6 +457,49 @@ class LeadDistributed(_message.Message):
 Global___LeadDistributed: _TypeAlias = LeadDistributed  # noqa: Y015
 
 @_typing.final
+class LeadPassedUp(_message.Message):
+    """Payload of crm.leads.lead.passed_up.v1: a unit handed a lead of its pool up to its parent
+    (a lead a unit collected stays with it unless it does this). Carries the parent's org path;
+    the unit it left is never offered the lead again.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAD_ID_FIELD_NUMBER: _builtins.int
+    FROM_ORG_ID_FIELD_NUMBER: _builtins.int
+    FROM_ORG_PATH_FIELD_NUMBER: _builtins.int
+    TO_ORG_ID_FIELD_NUMBER: _builtins.int
+    TO_ORG_PATH_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    lead_id: _builtins.str
+    from_org_id: _builtins.str
+    from_org_path: _builtins.str
+    to_org_id: _builtins.str
+    to_org_path: _builtins.str
+    actor: _builtins.str
+    """The user who passed it up (principal subject) and why."""
+    note: _builtins.str
+    def __init__(
+        self,
+        *,
+        lead_id: _builtins.str = ...,
+        from_org_id: _builtins.str = ...,
+        from_org_path: _builtins.str = ...,
+        to_org_id: _builtins.str = ...,
+        to_org_path: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "from_org_id", b"from_org_id", "from_org_path", b"from_org_path", "lead_id", b"lead_id", "note", b"note", "to_org_id", b"to_org_id", "to_org_path", b"to_org_path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeadPassedUp: _TypeAlias = LeadPassedUp  # noqa: Y015
+
+@_typing.final
 class LeadBatchDistributed(_message.Message):
     """Payload of crm.leads.lead_batch.distributed.v1: leads an org unit's automatic rules moved
     down the tree (a cascade may pass them several levels), up to 1,000 per event, all landing

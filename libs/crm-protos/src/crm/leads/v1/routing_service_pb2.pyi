@@ -147,6 +147,56 @@ class DistributeLeadsResult(_message.Message):
 Global___DistributeLeadsResult: _TypeAlias = DistributeLeadsResult  # noqa: Y015
 
 @_typing.final
+class PassUpLeadsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAD_IDS_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    note: _builtins.str
+    """Why (kept with the unit's exclusion from the lead)."""
+    @_builtins.property
+    def lead_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """1 to 1,000 distinct lead ids, each open, unassigned and without a pending offer."""
+
+    def __init__(
+        self,
+        *,
+        lead_ids: _abc.Iterable[_builtins.str] | None = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lead_ids", b"lead_ids", "note", b"note"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PassUpLeadsRequest: _TypeAlias = PassUpLeadsRequest  # noqa: Y015
+
+@_typing.final
+class PassUpLeadsResponse(_message.Message):
+    """PassUpLeadsResponse has one result per lead, in request order: DISTRIBUTED (the lead at
+    its owner's parent) or FAILED with the reason; a failed lead never blocks the others.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___DistributeLeadsResult]: ...
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___DistributeLeadsResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PassUpLeadsResponse: _TypeAlias = PassUpLeadsResponse  # noqa: Y015
+
+@_typing.final
 class RunDistributionRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -48,6 +48,11 @@ class LeadRoutingServiceStub:
                 request_serializer=crm_dot_leads_dot_v1_dot_routing__service__pb2.RunDistributionRequest.SerializeToString,
                 response_deserializer=crm_dot_leads_dot_v1_dot_routing__service__pb2.RunDistributionResponse.FromString,
                 _registered_method=True)
+        self.PassUpLeads = channel.unary_unary(
+                '/crm.leads.v1.LeadRoutingService/PassUpLeads',
+                request_serializer=crm_dot_leads_dot_v1_dot_routing__service__pb2.PassUpLeadsRequest.SerializeToString,
+                response_deserializer=crm_dot_leads_dot_v1_dot_routing__service__pb2.PassUpLeadsResponse.FromString,
+                _registered_method=True)
         self.AcceptLead = channel.unary_unary(
                 '/crm.leads.v1.LeadRoutingService/AcceptLead',
                 request_serializer=crm_dot_leads_dot_v1_dot_routing__service__pb2.AcceptLeadRequest.SerializeToString,
@@ -125,6 +130,13 @@ class LeadRoutingServiceServicer:
 
     def RunDistribution(self, request, context):
         """Runs an org unit's automatic distribution rules over its pool now, through its children.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PassUpLeads(self, request, context):
+        """Hands leads of their owner units' pools up to each owner's parent (one level up).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -227,6 +239,11 @@ def add_LeadRoutingServiceServicer_to_server(servicer, server):
                     servicer.RunDistribution,
                     request_deserializer=crm_dot_leads_dot_v1_dot_routing__service__pb2.RunDistributionRequest.FromString,
                     response_serializer=crm_dot_leads_dot_v1_dot_routing__service__pb2.RunDistributionResponse.SerializeToString,
+            ),
+            'PassUpLeads': grpc.unary_unary_rpc_method_handler(
+                    servicer.PassUpLeads,
+                    request_deserializer=crm_dot_leads_dot_v1_dot_routing__service__pb2.PassUpLeadsRequest.FromString,
+                    response_serializer=crm_dot_leads_dot_v1_dot_routing__service__pb2.PassUpLeadsResponse.SerializeToString,
             ),
             'AcceptLead': grpc.unary_unary_rpc_method_handler(
                     servicer.AcceptLead,
@@ -346,6 +363,33 @@ class LeadRoutingService:
             '/crm.leads.v1.LeadRoutingService/RunDistribution',
             crm_dot_leads_dot_v1_dot_routing__service__pb2.RunDistributionRequest.SerializeToString,
             crm_dot_leads_dot_v1_dot_routing__service__pb2.RunDistributionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PassUpLeads(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crm.leads.v1.LeadRoutingService/PassUpLeads',
+            crm_dot_leads_dot_v1_dot_routing__service__pb2.PassUpLeadsRequest.SerializeToString,
+            crm_dot_leads_dot_v1_dot_routing__service__pb2.PassUpLeadsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,8 @@ class LeadRoutingServiceStub:
     """Moves up to 1,000 leads of the target's parent pool one level down, one result per lead."""
     RunDistribution: _grpc.UnaryUnaryMultiCallable[_routing_service_pb2.RunDistributionRequest, _routing_service_pb2.RunDistributionResponse]
     """Runs an org unit's automatic distribution rules over its pool now, through its children."""
+    PassUpLeads: _grpc.UnaryUnaryMultiCallable[_routing_service_pb2.PassUpLeadsRequest, _routing_service_pb2.PassUpLeadsResponse]
+    """Hands leads of their owner units' pools up to each owner's parent (one level up)."""
     AcceptLead: _grpc.UnaryUnaryMultiCallable[_routing_service_pb2.AcceptLeadRequest, _routing_service_pb2.AcceptLeadResponse]
     """Accepts a lead offered to the caller's unit before its deadline; its follow-up SLA starts."""
     RejectLead: _grpc.UnaryUnaryMultiCallable[_routing_service_pb2.RejectLeadRequest, _routing_service_pb2.RejectLeadResponse]
@@ -80,6 +82,8 @@ class LeadRoutingServiceAsyncStub(LeadRoutingServiceStub):
     """Moves up to 1,000 leads of the target's parent pool one level down, one result per lead."""
     RunDistribution: _aio.UnaryUnaryMultiCallable[_routing_service_pb2.RunDistributionRequest, _routing_service_pb2.RunDistributionResponse]  # type: ignore[assignment]
     """Runs an org unit's automatic distribution rules over its pool now, through its children."""
+    PassUpLeads: _aio.UnaryUnaryMultiCallable[_routing_service_pb2.PassUpLeadsRequest, _routing_service_pb2.PassUpLeadsResponse]  # type: ignore[assignment]
+    """Hands leads of their owner units' pools up to each owner's parent (one level up)."""
     AcceptLead: _aio.UnaryUnaryMultiCallable[_routing_service_pb2.AcceptLeadRequest, _routing_service_pb2.AcceptLeadResponse]  # type: ignore[assignment]
     """Accepts a lead offered to the caller's unit before its deadline; its follow-up SLA starts."""
     RejectLead: _aio.UnaryUnaryMultiCallable[_routing_service_pb2.RejectLeadRequest, _routing_service_pb2.RejectLeadResponse]  # type: ignore[assignment]
@@ -128,6 +132,14 @@ class LeadRoutingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_routing_service_pb2.RunDistributionResponse, _abc.Awaitable[_routing_service_pb2.RunDistributionResponse]]:
         """Runs an org unit's automatic distribution rules over its pool now, through its children."""
+
+    @_abc_1.abstractmethod
+    def PassUpLeads(
+        self,
+        request: _routing_service_pb2.PassUpLeadsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_routing_service_pb2.PassUpLeadsResponse, _abc.Awaitable[_routing_service_pb2.PassUpLeadsResponse]]:
+        """Hands leads of their owner units' pools up to each owner's parent (one level up)."""
 
     @_abc_1.abstractmethod
     def AcceptLead(
