@@ -1,6 +1,6 @@
 """Customer lifecycle stages: the pure rules, the event consumers over real NATS JetStream
 and PostgreSQL (opportunities from sales, tickets from service-desk), the inactivity job,
-visibility of the lifecycle endpoint and segments on the stage."""
+the stage system tags, visibility of the lifecycle endpoint and segments on the stage."""
 
 from __future__ import annotations
 
@@ -25,10 +25,14 @@ from crm_customers.customer.models import customers as customers_table
 from crm_customers.lifecycle import rules, service
 from crm_customers.lifecycle.models import customer_lifecycle, lifecycle_changes
 from crm_customers.settings import Settings
+from crm_platform import migrations
+from crm_platform.db import Database
 from crm_platform.errors import InvalidArgument
-from crm_platform.events import build_event
+from crm_platform.events import build_event, parse_event
+from crm_platform.outbox import outbox
 from crm_platform.runtime import Runtime
 from crm_platform.testing.events import wait_for_event
+from crm_platform.testing.harness import ServiceStarter
 
 CHANGED = "crm.customers.customer.lifecycle_changed.v1"
 NOW = datetime(2027, 6, 1, 12, 0, tzinfo=UTC)
@@ -469,3 +473,178 @@ async def test_segments_filter_on_the_lifecycle_stage(
     )
     assert (r.status_code, r.json()["reason"]) == (422, "SEGMENT_RULE_INVALID")
     assert "rule.value" in r.text
+
+
+# -- stage system tags -------------------------------------------------------------------------
+
+OPPORTUNITY_CREATED = "crm.sales.opportunity.created.v1"
+TAGGED = "crm.customers.customer.tagged.v1"
+UNTAGGED = "crm.customers.customer.untagged.v1"
+
+
+def _won(customer_id: str) -> sales_events.OpportunityCreated:
+    return sales_events.OpportunityCreated(
+        opportunity=opportunity_pb2.Opportunity(
+            id=str(uuid.uuid4()),
+            customer_id=customer_id,
+            stage=opportunity_pb2.OPPORTUNITY_STAGE_WON,
+        )
+    )
+
+
+async def _tags(client: httpx.AsyncClient, tenant: Tenant, customer_id: str) -> list[Any]:
+    """(name, source, tagged_by) of the customer's tags, by name."""
+    r = await client.get(f"/v1/customers/{customer_id}/tags", headers=tenant.auth("d1-rep"))
+    assert r.status_code == 200, r.text
+    short = len("TAG_KIND_")
+    return [(t["name"], t["source"][short:], t["tagged_by"]) for t in r.json()["tags"]]
+
+
+def _system(name: str) -> tuple[str, str, str]:
+    return (name, "SYSTEM", service.ACTOR)
+
+
+async def test_a_stage_change_swaps_the_stage_system_tag_which_users_cannot_remove(
+    client: httpx.AsyncClient, customers: Runtime, tenant: Tenant
+) -> None:
+    cid = (await _customer(client, tenant))["id"]
+    r = await client.post(
+        f"/v1/customers/{cid}/tags", json={"names": ["vip"]}, headers=tenant.auth("d1-rep")
+    )
+    assert r.status_code == 200, r.text
+    vip = r.json()["tags"][0]
+    manual = ("vip", "MANUAL", vip["tagged_by"])
+    # A prospect has none: every customer starts as one and never returns to it.
+    assert await _tags(client, tenant, cid) == [manual]
+
+    first = await _publish(customers, tenant.id, OPPORTUNITY_CREATED, _won(cid))
+    await _until(client, tenant, cid, lambda b: b["stage"] == "LIFECYCLE_STAGE_CUSTOMER")
+    assert await _tags(client, tenant, cid) == [_system("stage-customer"), manual]
+
+    await _publish(customers, tenant.id, OPPORTUNITY_CREATED, _won(cid))
+    await _until(client, tenant, cid, lambda b: b["stage"] == "LIFECYCLE_STAGE_REPEAT")
+    assert await _tags(client, tenant, cid) == [_system("stage-repeat"), manual]
+
+    # The inactivity job swaps it the same way.
+    await _backdate(customers, cid, 100)
+    await _run_job(customers)
+    assert (await _lifecycle(client, tenant, cid))["stage"] == "LIFECYCLE_STAGE_AT_RISK"
+    assert await _tags(client, tenant, cid) == [_system("stage-at-risk"), manual]
+
+    # Users can neither remove a stage tag nor attach one (even before the system made it).
+    r = await client.delete(f"/v1/customers/{cid}/tags/stage-at-risk", headers=tenant.auth("admin"))
+    assert (r.status_code, r.json()["reason"]) == (403, "SYSTEM_TAG_PROTECTED")
+    r = await client.post(
+        f"/v1/customers/{cid}/tags", json={"names": ["Stage-Lost"]}, headers=tenant.auth("admin")
+    )
+    assert (r.status_code, r.json()["reason"]) == (403, "SYSTEM_TAG_PROTECTED")
+    assert await _tags(client, tenant, cid) == [_system("stage-at-risk"), manual]
+
+    def ns() -> tuple[str, str]:
+        return customers.settings.nats_url, customers.settings.nats_namespace
+
+    envelope, tagged = await wait_for_event(
+        *ns(),
+        TAGGED,
+        ev.CustomerTagged,
+        lambda p: p.customer_id == cid and list(p.tag_names) == ["stage-customer"],
+    )
+    assert (tagged.tagged_by, tagged.source) == (service.ACTOR, customer_pb2.TAG_KIND_SYSTEM)
+    assert envelope.causation_id == first  # the order that moved the stage
+    _, untagged = await wait_for_event(
+        *ns(),
+        UNTAGGED,
+        ev.CustomerUntagged,
+        lambda p: p.customer_id == cid and list(p.tag_names) == ["stage-repeat"],
+    )
+    assert untagged.untagged_by == service.ACTOR
+
+
+async def _staged_tag_events(db: Database, customer_id: str) -> list[tuple[str, list[str]]]:
+    """(event type, tag names) of the customer's tag events in the outbox, oldest first."""
+    async with db.read() as conn:
+        data = (
+            await conn.execute(
+                sa.select(outbox.c.data)
+                .where(outbox.c.event_type.in_([TAGGED, UNTAGGED]))
+                .order_by(outbox.c.id)
+            )
+        ).scalars()
+        events = [parse_event(d) for d in data]
+    return [
+        (e.envelope.type, list(e.payload.tag_names))
+        for e in events
+        if isinstance(e.payload, ev.CustomerTagged | ev.CustomerUntagged)
+        and e.payload.customer_id == customer_id
+    ]
+
+
+async def test_one_batch_tags_each_customer_with_its_final_stage_only(
+    client: httpx.AsyncClient, customers: Runtime, tenant: Tenant
+) -> None:
+    a = (await _customer(client, tenant))["id"]
+    b = (await _customer(client, tenant))["id"]
+    now = datetime.now(UTC)
+    cause = service.Cause(uuid.UUID(tenant.id), correlation_id="c", causation_id="e")
+    reports = [service.Report(cause, cid, True, now) for cid in (a, b, a)]
+    async with customers.db.unit_of_work() as conn:
+        changes = await service.record_many(conn=conn, reports=reports, now=now, thresholds=T)
+    assert len(changes) == 3  # a: PROSPECT -> CUSTOMER -> REPEAT, b: PROSPECT -> CUSTOMER
+    assert await _tags(client, tenant, a) == [_system("stage-repeat")]
+    assert await _tags(client, tenant, b) == [_system("stage-customer")]
+    # a's passing stage was never attached: one tagged event, naming the final stage only.
+    assert await _staged_tag_events(customers.db, a) == [(TAGGED, ["stage-repeat"])]
+    assert await _staged_tag_events(customers.db, b) == [(TAGGED, ["stage-customer"])]
+
+
+async def test_migration_tags_customers_already_past_prospect(
+    starter: ServiceStarter, customers: Runtime
+) -> None:
+    db_url = starter.db_url("customers", "_stage_tags")
+    await migrations.upgrade(customers.definition.migrations, db_url, "0006")
+    tenant_a, tenant_b = uuid.uuid4(), uuid.uuid4()
+    rows = {
+        "repeat": (tenant_a, rules.REPEAT),
+        "at_risk": (tenant_a, rules.AT_RISK),
+        "prospect": (tenant_a, rules.PROSPECT),
+        "lost": (tenant_b, rules.LOST),  # tenant b made a manual "stage-lost" first
+    }
+    ids = {key: uuid.uuid4() for key in rows}
+    db = Database(db_url, pool_size=1)
+    try:
+        async with db.unit_of_work() as conn:
+            for key, (tenant_id, stage) in rows.items():
+                await conn.execute(
+                    sa.text(
+                        "INSERT INTO customers (id, tenant_id, owner_org_id, owner_org_path, kind,"
+                        " display_name, account_path, lifecycle_stage)"
+                        " VALUES (:id, :tenant, :tenant, '/', 1, 'x', '/', :stage)"
+                    ),
+                    {"id": ids[key], "tenant": tenant_id, "stage": stage},
+                )
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO tags (id, tenant_id, name, kind, created_by)"
+                    " VALUES (:id, :tenant, 'stage-lost', 'manual', 'someone')"
+                ),
+                {"id": uuid.uuid4(), "tenant": tenant_b},
+            )
+        await migrations.upgrade(customers.definition.migrations, db_url)
+        async with db.read() as conn:
+            tagged = (
+                await conn.execute(
+                    sa.text(
+                        "SELECT ct.customer_id, t.name, t.kind, ct.source FROM customer_tags ct"
+                        " JOIN tags t ON t.id = ct.tag_id"
+                    )
+                )
+            ).all()
+    finally:
+        await db.dispose()
+    assert sorted((tuple(r) for r in tagged), key=str) == sorted(
+        [
+            (ids["repeat"], "stage-repeat", "system", "system"),
+            (ids["at_risk"], "stage-at-risk", "system", "system"),
+        ],
+        key=str,
+    )

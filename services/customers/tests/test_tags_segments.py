@@ -3,8 +3,10 @@ over REST and gRPC on real servers."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -15,9 +17,11 @@ import sqlalchemy as sa
 from conftest import Tenant, http_client
 from crm.customers.v1 import customer_service_pb2, customer_service_pb2_grpc
 from crm.customers.v1 import events_pb2 as customers_events
+from crm.sales.v1 import events_pb2 as sales_events
+from crm.sales.v1 import opportunity_pb2
 from crm_customers.customer import segments
 from crm_customers.customer.models import customers as customers_table
-from crm_platform.events import parse_event
+from crm_platform.events import build_event, parse_event
 from crm_platform.outbox import outbox
 from crm_platform.runtime import Runtime
 from crm_platform.testing.events import wait_for_event
@@ -136,6 +140,21 @@ async def test_system_tags_are_protected(
     assert "system tag" in r.json()["detail"]
     # Nothing of the refused request was attached.
     r = await client.get(f"/v1/customers/{other}/tags", headers=tenant.auth("d1-rep"))
+    assert r.json()["tags"] == []
+
+
+async def test_stage_tag_names_are_reserved_before_the_system_uses_them(
+    client: httpx.AsyncClient, other_tenant: Tenant
+) -> None:
+    # A fresh tenant: no customer changed stage, so no stage tag exists yet.
+    t = other_tenant
+    cid, pid = await _contact(client, t)
+    for url in (f"/v1/customers/{cid}/tags", f"/v1/customers/{cid}/contacts/{pid}/tags"):
+        r = await client.post(url, json={"names": ["ok", "STAGE-AT-RISK"]}, headers=t.auth("admin"))
+        assert (r.status_code, r.json()["reason"]) == (403, "SYSTEM_TAG_PROTECTED")
+        assert (await client.get(url, headers=t.auth("admin"))).json()["tags"] == []
+    # Not even created as a manual tag, which would keep the system from using the name.
+    r = await client.get("/v1/tags", headers=t.auth("admin"))
     assert r.json()["tags"] == []
 
 
@@ -534,3 +553,157 @@ async def test_segment_versions(client: httpx.AsyncClient, other_tenant: Tenant)
 
     r = await client.get(f"/v1/segments/{uuid.uuid4()}/versions", headers=hq)
     assert (r.status_code, r.json()["reason"]) == (404, "SEGMENT_NOT_FOUND")
+
+
+# -- behaviour from the lifecycle facts -------------------------------------------------------
+
+OPPORTUNITY_CREATED = "crm.sales.opportunity.created.v1"
+
+
+async def _activity(
+    rt: Runtime, tenant: Tenant, customer_id: str, days_ago: int, *, won: bool = True
+) -> None:
+    """An opportunity (a won order unless ``won`` is False) ``days_ago`` days back, reported
+    as sales does: the lifecycle consumers record it in the customer's facts."""
+    stage = (
+        opportunity_pb2.OPPORTUNITY_STAGE_WON if won else opportunity_pb2.OPPORTUNITY_STAGE_PROPOSAL
+    )
+    envelope = build_event(
+        event_type=OPPORTUNITY_CREATED,
+        payload=sales_events.OpportunityCreated(
+            opportunity=opportunity_pb2.Opportunity(
+                id=str(uuid.uuid4()), customer_id=customer_id, stage=stage
+            )
+        ),
+        tenant_id=tenant.id,
+        org_path="/",
+        producer="tests",
+        occurred_at=datetime.now(UTC) - timedelta(days=days_ago),
+    )
+    await rt.bus.publish(OPPORTUNITY_CREATED, envelope.SerializeToString(), {}, envelope.id)
+
+
+async def _recorded(
+    client: httpx.AsyncClient, tenant: Tenant, expected: dict[str, int], who: str = "hq-manager"
+) -> None:
+    """Wait until each customer's facts count the expected reported opportunities' orders."""
+    deadline = asyncio.get_running_loop().time() + 20
+    for cid, won in expected.items():
+        while True:
+            r = await client.get(f"/v1/customers/{cid}/lifecycle", headers=tenant.auth(who))
+            assert r.status_code == 200, r.text
+            if r.json()["last_activity_time"] and r.json()["won_orders"] == won:
+                break
+            assert asyncio.get_running_loop().time() < deadline, r.text
+            await asyncio.sleep(0.1)
+
+
+VIP_ZJ_LAPSED = {
+    "all": [
+        {"field": "province", "op": "eq", "value": "浙江"},
+        {"tag": "VIP"},
+        {"last_order_older_than_days": 90},
+    ]
+}
+
+
+async def test_segment_on_last_order_age(
+    client: httpx.AsyncClient, customers: Runtime, other_tenant: Tenant
+) -> None:
+    t = other_tenant
+    zj = {"province": "浙江"}
+    lapsed = await _create(client, t, **zj)
+    reordered = await _create(client, t, **zj)  # an old order and a recent one
+    never = await _create(client, t, **zj)  # long idle, but never ordered
+    untagged = await _create(client, t, **zj)
+    elsewhere = await _create(client, t, province="江苏")
+    d2_lapsed = await _create(client, t, who="d2-rep", **zj)
+    for cid in (lapsed, reordered, never, elsewhere):
+        assert (await _tag(client, t, cid, "vip")).status_code == 200
+    assert (await _tag(client, t, d2_lapsed, "VIP", who="d2-rep")).status_code == 200
+    for cid in (lapsed, reordered, untagged, elsewhere, d2_lapsed):
+        await _activity(customers, t, cid, 120)
+    await _activity(customers, t, reordered, 10)
+    await _activity(customers, t, never, 10, won=False)  # activity is not an order
+    await _age(customers, 400, never)
+    await _recorded(
+        client, t, {lapsed: 1, reordered: 2, never: 0, untagged: 1, elsewhere: 1, d2_lapsed: 1}
+    )
+
+    r = await client.post(
+        "/v1/segments",
+        json={"display_name": "Lapsed Zhejiang VIPs", "rule": VIP_ZJ_LAPSED},
+        headers=t.auth("hq-manager"),
+    )
+    assert r.status_code == 201, r.text
+    seg = r.json()
+    assert seg["rule"]["all"][2] == {"last_order_older_than_days": 90}
+    assert seg["member_count"] == 2
+    sid = seg["id"]
+    assert await _members(client, t, sid, "hq-manager") == sorted([lapsed, d2_lapsed])
+    r = await client.get(f"/v1/segments/{sid}", headers=t.auth("d1-rep"))
+    assert r.json()["member_count"] == 1
+    assert await _members(client, t, sid, "d1-rep") == [lapsed]
+    # The gRPC the marketing service reads members through: the same count and members.
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{customers.grpc_port}") as channel:
+        stub = customer_service_pb2_grpc.CustomerServiceStub(channel)
+        md = (("authorization", f"Bearer {t.tokens['hq-manager']}"),)
+        got = await stub.GetSegment(customer_service_pb2.GetSegmentRequest(id=sid), metadata=md)
+        assert got.member_count == 2
+        page = await stub.ListSegmentMembers(
+            customer_service_pb2.ListSegmentMembersRequest(segment_id=sid), metadata=md
+        )
+        assert [c.id for c in page.customers] == sorted([lapsed, d2_lapsed])
+
+    # Under "not", a customer who never ordered matches: nothing of it is older than 90 days.
+    rule = {"all": [{"tag": "vip"}, {"not": {"last_order_older_than_days": 90}}]}
+    r = await client.put(
+        f"/v1/segments/{sid}",
+        json={"display_name": "Ordered lately or never", "rule": rule},
+        headers={**t.auth("hq-manager"), "If-Match": seg["etag"]},
+    )
+    assert r.status_code == 200, r.text
+    assert await _members(client, t, sid, "hq-manager") == sorted([reordered, never])
+
+
+async def test_segment_on_last_activity_reads_the_reported_activity(
+    client: httpx.AsyncClient, customers: Runtime, other_tenant: Tenant
+) -> None:
+    t = other_tenant
+    idle = await _create(client, t)  # edited today, last activity 120 days ago
+    busy = await _create(client, t)  # not edited for long, active 10 days ago
+    silent = await _create(client, t)  # nothing reported: its last edit counts
+    await _create(client, t)  # nothing reported, edited today: not a member
+    await _activity(customers, t, idle, 120, won=False)
+    await _activity(customers, t, busy, 10, won=False)
+    await _recorded(client, t, {idle: 0, busy: 0})
+    await _age(customers, 200, busy, silent)
+    r = await client.post(
+        "/v1/segments",
+        json={"display_name": "Dormant", "rule": {"last_activity_older_than_days": 90}},
+        headers=t.auth("hq-manager"),
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["member_count"] == 2
+    assert await _members(client, t, r.json()["id"], "hq-manager") == sorted([idle, silent])
+
+
+async def test_bad_last_order_conditions(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    bad = {
+        "all": [
+            {"last_order_older_than_days": 0},
+            {"last_order_older_than_days": "90"},
+            {"last_order_older_than_days": 36501},
+            {"last_order_older_than_days": 90, "last_activity_older_than_days": 90},
+        ]
+    }
+    r = await client.post(
+        "/v1/segments", json={"display_name": "Bad", "rule": bad}, headers=tenant.auth("d1-rep")
+    )
+    assert (r.status_code, r.json()["reason"]) == (422, "SEGMENT_RULE_INVALID")
+    assert {v["field"] for v in r.json()["violations"]} == {
+        "rule.all.0.last_order_older_than_days",
+        "rule.all.1.last_order_older_than_days",
+        "rule.all.2.last_order_older_than_days",
+        "rule.all.3",
+    }

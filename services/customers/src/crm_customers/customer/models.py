@@ -132,7 +132,7 @@ field_changes = sa.Table(
 )
 
 # Tags of the tenant: names normalised (NFKC, case-folded), unique per tenant. System tags
-# are attached by the service itself (rules, lifecycle), never by users.
+# are attached by the service itself (the lifecycle's stage tags), never by users.
 tags = sa.Table(
     "tags",
     metadata,

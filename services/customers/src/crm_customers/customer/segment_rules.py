@@ -3,9 +3,17 @@ of that tree into one SQLAlchemy Core WHERE clause over ``customers``.
 
 A document is a node; a node is a group ``{"all": [...]}`` / ``{"any": [...]}``, a negation
 ``{"not": node}``, or a condition: ``{"field": ..., "op": ..., "value": ...}`` over the
-profile, ``{"tag": name}`` (has the tag) or ``{"last_activity_older_than_days": N}``
-(behaviour: the customer's ``update_time``, which every write to it or its contacts moves;
-tagging does not)."""
+profile, ``{"tag": name}`` (has the tag) or behaviour from the lifecycle facts
+(``customer_lifecycle``, fed by order and activity events):
+
+- ``{"last_order_older_than_days": N}``: the customer's last won order is more than N days
+  old. A customer who never ordered does not match (nothing is older than N days); under
+  ``not`` it does. "Never ordered" is ``lifecycle_stage = PROSPECT``.
+- ``{"last_activity_older_than_days": N}``: the last reported activity (opportunity, ticket,
+  lead conversion) is more than N days old. A customer with no activity reported yet falls
+  back to its ``update_time`` (every write to it or its contacts; tagging does not): the
+  last sign of life this service has, and what the rule meant before the facts existed, so
+  stored segments keep such customers."""
 
 from __future__ import annotations
 
@@ -23,6 +31,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from crm_customers.customer import rules, tagging
 from crm_customers.customer.models import customer_tags, customers, tags
 from crm_customers.lifecycle import rules as lifecycle_rules
+from crm_customers.lifecycle.models import customer_lifecycle
 from crm_platform.errors import FieldViolation, InvalidArgument, loc_to_field
 from crm_platform.validation import InputModel
 
@@ -58,6 +67,10 @@ class ActivityCondition(_Strict):
     last_activity_older_than_days: int = Field(ge=1, le=MAX_DAYS)
 
 
+class OrderCondition(_Strict):
+    last_order_older_than_days: int = Field(ge=1, le=MAX_DAYS)
+
+
 class _All(_Strict):
     all: list[Any] = Field(min_length=1, max_length=MAX_CHILDREN)
 
@@ -81,7 +94,7 @@ class Not:
     child: Node
 
 
-Condition = FieldCondition | TagCondition | ActivityCondition
+Condition = FieldCondition | TagCondition | ActivityCondition | OrderCondition
 Node = Group | Not | Condition
 
 # Which model a node is, told by the key it carries.
@@ -92,6 +105,7 @@ _KINDS: tuple[tuple[str, type[_Strict]], ...] = (
     ("field", FieldCondition),
     ("tag", TagCondition),
     ("last_activity_older_than_days", ActivityCondition),
+    ("last_order_older_than_days", OrderCondition),
 )
 
 
@@ -126,7 +140,7 @@ class _Parser:
                 return None
         if isinstance(parsed, FieldCondition):
             return self.field_condition(parsed, at)
-        assert isinstance(parsed, ActivityCondition)
+        assert isinstance(parsed, ActivityCondition | OrderCondition)
         return parsed
 
     def validate(self, raw: object, at: str, depth: int) -> tuple[str, _Strict] | None:
@@ -140,7 +154,7 @@ class _Parser:
             self.fail(at, f"rules nest at most {MAX_DEPTH} levels deep")
             return None
         if not isinstance(raw, Mapping):
-            self.fail(at, "must be an object: all, any, not, field, tag or last_activity_...")
+            self.fail(at, "must be an object: all, any, not, field, tag or last_..._days")
             return None
         kinds = [(key, model) for key, model in _KINDS if key in raw]
         if len(kinds) != 1:
@@ -251,8 +265,32 @@ def _field_clause(cond: FieldCondition) -> sa.ColumnElement[bool]:
     return column.contains(str(cond.value), autoescape=True)
 
 
+def _older_than(days: int) -> sa.ColumnElement[Any]:
+    return sa.func.now() - sa.literal(timedelta(days=days), sa.Interval)
+
+
+def _behaviour_clause(cond: ActivityCondition | OrderCondition) -> sa.ColumnElement[bool]:
+    facts = customer_lifecycle
+    if isinstance(cond, OrderCondition):
+        # EXISTS, not a NULL comparison: never ordered is plainly false, so its ``not`` holds.
+        return sa.exists(
+            sa.select(sa.literal(1)).where(
+                facts.c.customer_id == customers.c.id,
+                facts.c.last_order_time < _older_than(cond.last_order_older_than_days),
+            )
+        )
+    last_activity = (
+        sa.select(facts.c.last_activity_time)
+        .where(facts.c.customer_id == customers.c.id)
+        .scalar_subquery()
+    )
+    since = sa.func.coalesce(last_activity, customers.c.update_time)
+    return since < _older_than(cond.last_activity_older_than_days)
+
+
 def compile_rule(node: Node, tenant_id: uuid.UUID) -> sa.ColumnElement[bool]:
-    """One WHERE clause over ``customers`` (tag conditions are correlated EXISTS)."""
+    """One WHERE clause over ``customers`` (tag and behaviour conditions are correlated
+    subqueries on the primary keys of the link and facts tables)."""
     if isinstance(node, Group):
         parts = [compile_rule(c, tenant_id) for c in node.children]
         return sa.and_(*parts) if node.op == "all" else sa.or_(*parts)
@@ -268,7 +306,6 @@ def compile_rule(node: Node, tenant_id: uuid.UUID) -> sa.ColumnElement[bool]:
                 tags.c.name == node.tag,
             )
         )
-    if isinstance(node, ActivityCondition):
-        age = sa.literal(timedelta(days=node.last_activity_older_than_days), sa.Interval)
-        return customers.c.update_time < sa.func.now() - age
+    if isinstance(node, ActivityCondition | OrderCondition):
+        return _behaviour_clause(node)
     return _field_clause(node)

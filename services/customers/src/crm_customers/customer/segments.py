@@ -6,13 +6,13 @@ the caller's visible customers."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from google.protobuf.message import Message
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import ARRAY, UUID, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crm.customers.v1 import customer_pb2
@@ -30,7 +30,7 @@ from crm_platform import records
 from crm_platform.auth import WRITE_ROLES, Principal, visible_to
 from crm_platform.errors import EtagMismatch, FailedPrecondition, NotFound, PermissionDenied
 from crm_platform.ids import new_id
-from crm_platform.outbox import add_event
+from crm_platform.outbox import NewEvent, add_event, add_events
 from crm_platform.pagination import PageRequest
 from crm_platform.protos import etag
 from crm_platform.versioned import append_version
@@ -164,23 +164,24 @@ async def _ensure_tags(
 ) -> list[Any]:
     """The tenant's tags of these names, creating missing ones with ``kind`` (race-free:
     unique (tenant_id, name))."""
+    return await _ensure_tags_of(conn, [(tenant_id, n) for n in names], kind, actor)
+
+
+async def _ensure_tags_of(
+    conn: AsyncConnection, keys: Sequence[tuple[uuid.UUID, str]], kind: str, actor: str
+) -> list[Any]:
+    """The tags of these (tenant, name) keys, creating missing ones with ``kind``."""
     await conn.execute(
         insert(tags)
         .values(
             [
-                {
-                    "id": new_id(),
-                    "tenant_id": tenant_id,
-                    "name": n,
-                    "kind": kind,
-                    "created_by": actor,
-                }
-                for n in names
+                {"id": new_id(), "tenant_id": t, "name": n, "kind": kind, "created_by": actor}
+                for t, n in keys
             ]
         )
         .on_conflict_do_nothing(index_elements=[tags.c.tenant_id, tags.c.name])
     )
-    stmt = sa.select(tags).where(tags.c.tenant_id == tenant_id, tags.c.name.in_(names))
+    stmt = sa.select(tags).where(sa.tuple_(tags.c.tenant_id, tags.c.name).in_(keys))
     return list((await conn.execute(stmt)).all())
 
 
@@ -215,6 +216,9 @@ def _system_tag_error(name: str, action: str) -> PermissionDenied:
 async def _add_manual(
     conn: AsyncConnection, principal: Principal, target: _Target, normalised: list[str]
 ) -> list[Any]:
+    reserved = [n for n in normalised if n in tagging.RESERVED]
+    if reserved:
+        raise _system_tag_error(reserved[0], "attach")
     rows = await _ensure_tags(
         conn, principal.tenant_id, normalised, tagging.MANUAL, principal.subject
     )
@@ -323,7 +327,8 @@ async def apply_system_tags(
     names: Sequence[str],
     actor: str,
 ) -> list[Any]:
-    """The system's own tagging (rules, lifecycle jobs); never reachable by users. A name
+    """The system's own additive tagging of one customer; never reachable by users (the
+    stage tags, one of a family at a time, go through ``replace_system_tags``). A name
     already used by a manual tag: FailedPrecondition."""
     normalised = tagging.normalise_all(names)
     customer = (
@@ -351,6 +356,119 @@ async def apply_system_tags(
     target = _Target(customer)
     await _attach(conn, target, rows, tagging.SYSTEM, actor)
     return await _tags_of(conn, target)
+
+
+@dataclass(frozen=True)
+class SystemTag:
+    """The one tag of a family a customer is to carry (``replace_system_tags``); the
+    correlation and causation go on the events it makes."""
+
+    customer_id: uuid.UUID
+    tenant_id: uuid.UUID
+    org_path: str
+    name: str
+    correlation_id: str = ""
+    causation_id: str = ""
+
+
+async def replace_system_tags(
+    *, conn: AsyncConnection, wanted: Sequence[SystemTag], family: Collection[str], actor: str
+) -> None:
+    """Make each customer carry exactly one system tag of ``family`` (normalised names, e.g.
+    ``tagging.STAGE_TAGS``): its wanted one, attached if missing, the family's others
+    detached, with one untagged and one tagged event per customer naming only what moved.
+    Set-based: five statements however many customers (one entry each). The caller holds
+    the customers' rows locked. A wanted name the tenant has as a manual tag (made before
+    the name was reserved) is not attached: the customer is left with none of the family."""
+    if not wanted:
+        return
+    # Sorted: concurrent batches create missing tags in one order, never deadlocking.
+    keys = sorted({(w.tenant_id, w.name) for w in wanted})
+    rows = await _ensure_tags_of(conn, keys, tagging.SYSTEM, actor)
+    tag_ids = {(r.tenant_id, r.name): r.id for r in rows if r.kind == tagging.SYSTEM}
+    want = (
+        sa.func.unnest(
+            sa.bindparam("w_customers", type_=ARRAY(UUID(as_uuid=True))),
+            sa.bindparam("w_names", type_=ARRAY(sa.Text)),
+        )
+        .table_valued(sa.column("customer_id", UUID(as_uuid=True)), sa.column("name", sa.Text))
+        .render_derived(name="want", with_types=False)
+    )
+    detached = await conn.execute(
+        customer_tags.delete()
+        .where(
+            customer_tags.c.customer_id == want.c.customer_id,
+            customer_tags.c.tag_id == tags.c.id,
+            tags.c.kind == tagging.SYSTEM,
+            tags.c.name.in_(sorted(family)),
+            tags.c.name != want.c.name,
+        )
+        .returning(customer_tags.c.customer_id, tags.c.name),
+        {"w_customers": [w.customer_id for w in wanted], "w_names": [w.name for w in wanted]},
+    )
+    untagged: dict[uuid.UUID, list[str]] = {}
+    for row in detached:
+        untagged.setdefault(row.customer_id, []).append(row.name)
+    links = [
+        {
+            "customer_id": w.customer_id,
+            "tag_id": tag_ids[(w.tenant_id, w.name)],
+            "source": tagging.SYSTEM,
+            "tagged_by": actor,
+        }
+        for w in wanted
+        if (w.tenant_id, w.name) in tag_ids
+    ]
+    tagged: set[uuid.UUID] = set()
+    if links:
+        inserted = await conn.execute(
+            insert(customer_tags)
+            .values(links)
+            .on_conflict_do_nothing()
+            .returning(customer_tags.c.customer_id)
+        )
+        tagged = set(inserted.scalars())
+    events = _system_tag_events(wanted, untagged, tagged, actor)
+    await add_events(conn, events, producer=service.PRODUCER)
+
+
+def _system_tag_events(
+    wanted: Sequence[SystemTag],
+    untagged: dict[uuid.UUID, list[str]],
+    tagged: set[uuid.UUID],
+    actor: str,
+) -> list[NewEvent]:
+    events: list[NewEvent] = []
+    for w in wanted:
+        payloads: list[tuple[str, Message]] = []
+        if w.customer_id in untagged:
+            payloads.append(
+                (
+                    CUSTOMER_UNTAGGED,
+                    customers_events.CustomerUntagged(
+                        customer_id=str(w.customer_id),
+                        tag_names=sorted(untagged[w.customer_id]),
+                        untagged_by=actor,
+                    ),
+                )
+            )
+        if w.customer_id in tagged:
+            payloads.append(
+                (
+                    CUSTOMER_TAGGED,
+                    customers_events.CustomerTagged(
+                        customer_id=str(w.customer_id),
+                        tag_names=[w.name],
+                        tagged_by=actor,
+                        source=customer_pb2.TAG_KIND_SYSTEM,
+                    ),
+                )
+            )
+        events += [
+            NewEvent(subject, payload, w.tenant_id, w.org_path, w.correlation_id, w.causation_id)
+            for subject, payload in payloads
+        ]
+    return events
 
 
 async def list_tags(*, conn: AsyncConnection, principal: Principal, page: PageRequest) -> list[Any]:

@@ -1,16 +1,30 @@
-"""Tag names: normalised (NFKC, case-folded, trimmed) and checked."""
+"""Tag names: normalised (NFKC, case-folded, trimmed) and checked; the names of the system
+tags the service keeps itself."""
 
 from __future__ import annotations
 
 import unicodedata
 from collections.abc import Sequence
 
+from crm_customers.lifecycle import rules as lifecycle_rules
 from crm_platform.errors import FieldViolation, InvalidArgument
 
 MAX_LEN = 32
 MAX_PER_REQUEST = 20
 SYSTEM = "system"
 MANUAL = "manual"
+
+
+def stage_tag(stage: str) -> str:
+    """The system tag naming a lifecycle stage: AT_RISK -> ``stage-at-risk``."""
+    return "stage-" + stage.lower().replace("_", "-")
+
+
+# A customer carries exactly one of these: its current stage (lifecycle service).
+STAGE_TAGS = frozenset(stage_tag(s) for s in lifecycle_rules.STAGES)
+# Names only the system may use. Reserved up front, not only once the system tag exists:
+# a user's first use would otherwise create the name as a manual tag.
+RESERVED = STAGE_TAGS
 
 
 def normalise(raw: str) -> str:

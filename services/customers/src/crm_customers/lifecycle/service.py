@@ -3,10 +3,11 @@ customers on (the periodic job), read a customer's lifecycle. Keyword-only funct
 the connection; they never commit.
 
 The current stage is on the ``customers`` row; the facts (won orders, last order, last
-activity) are in ``customer_lifecycle``. Every change writes a ``lifecycle_changes`` row
-and stages crm.customers.customer.lifecycle_changed.v1 in the same transaction. An event
-handler locks the customer row first, the job claims rows with SKIP LOCKED, so the two
-never wait on each other and never both move the same customer."""
+activity) are in ``customer_lifecycle``. Every change writes a ``lifecycle_changes`` row,
+stages crm.customers.customer.lifecycle_changed.v1 and swaps the customer's stage system
+tag (``tagging.stage_tag``: the new stage's attached, the old one's detached) in the same
+transaction. An event handler locks the customer row first, the job claims rows with SKIP
+LOCKED, so the two never wait on each other and never both move the same customer."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from sqlalchemy.dialects.postgresql import UUID, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crm.customers.v1 import events_pb2
+from crm_customers.customer import segments, tagging
 from crm_customers.customer.mapping import lifecycle_stage
 from crm_customers.customer.models import customers
 from crm_customers.lifecycle import rules
@@ -34,6 +36,7 @@ from crm_platform.pagination import PageRequest
 
 PRODUCER = "customers"
 CHANGED = "crm.customers.customer.lifecycle_changed.v1"
+ACTOR = "system:lifecycle"  # tagged_by of the stage tags
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,29 @@ async def _write_changes(
     )
 
 
+async def _tag_stages(
+    conn: AsyncConnection, moved: Sequence[Change], causes: Sequence[Cause | None]
+) -> None:
+    """Each moved customer's stage tag: ``moved`` holds one change per customer, its last,
+    and ``causes[i]`` the event behind ``moved[i]``."""
+    await segments.replace_system_tags(
+        conn=conn,
+        wanted=[
+            segments.SystemTag(
+                customer_id=ch.customer_id,
+                tenant_id=ch.tenant_id,
+                org_path=ch.org_path,
+                name=tagging.stage_tag(ch.to_stage),
+                correlation_id=cause.correlation_id if cause else "",
+                causation_id=cause.causation_id if cause else "",
+            )
+            for ch, cause in zip(moved, causes, strict=True)
+        ],
+        family=tagging.STAGE_TAGS,
+        actor=ACTOR,
+    )
+
+
 @dataclass(frozen=True)
 class Report:
     """An order or activity an event reported about a customer (by id, as the event had it)."""
@@ -164,7 +190,7 @@ async def record_many(
 ) -> list[Change]:
     """Count the reported activities (and won orders) of customers of each report's tenant
     and move their stages, reports applied in order: the same facts, changes and events as
-    one report at a time, in at most five statements however many. Unknown customers
+    one report at a time, in at most ten statements however many. Unknown customers
     (another tenant's, deleted, or none named) are ignored. Redeliveries never reach here
     (the consumer's inbox)."""
     by_customer: dict[uuid.UUID, list[Report]] = {}
@@ -181,6 +207,8 @@ async def record_many(
     stages: list[dict[str, Any]] = []
     changes: list[Change] = []
     causes: list[Cause | None] = []
+    finals: list[Change] = []
+    final_causes: list[Cause | None] = []
     for row in locked:
         mine = [r for r in by_customer[row.id] if r.cause.tenant_id == row.tenant_id]
         if not mine:
@@ -216,11 +244,14 @@ async def record_many(
                 )
             )
             causes.append(mine[move.report].cause)
+        finals.append(changes[-1])
+        final_causes.append(causes[-1])
     if facts:
         await conn.execute(_SET_FACTS, facts)
     if stages:
         await conn.execute(_SET_STAGE, stages)
     await _write_changes(conn, changes, now=now, causes=causes)
+    await _tag_stages(conn, finals, final_causes)
     return changes
 
 
@@ -230,7 +261,7 @@ async def mark_inactive(
     """Move customers who ordered and have been idle past the thresholds to AT_RISK or LOST:
     one UPDATE ... RETURNING over at most ``batch_size`` rows (the longest idle first),
     claimed with SKIP LOCKED so replicas running it at once split the work, and idempotent
-    (a customer already in its stage is not selected)."""
+    (a customer already in its stage is not selected); then their stage tags, set-based."""
     c, f = customers, customer_lifecycle
     target = sa.case(
         (f.c.last_activity_time <= now - thresholds.lost, rules.LOST), else_=rules.AT_RISK
@@ -261,6 +292,7 @@ async def mark_inactive(
         for r in moved
     ]
     await _write_changes(conn, changes, now=now, causes=[None] * len(changes))
+    await _tag_stages(conn, changes, [None] * len(changes))
     return changes
 
 
