@@ -32,7 +32,7 @@ lead_rejections = sa.Table(
     sa.Column("org_unit_id", UUID(as_uuid=True), primary_key=True),
     sa.Column("tenant_id", UUID(as_uuid=True), nullable=False),
     sa.Column("org_unit_path", sa.Text, nullable=False),
-    # 'rejected', 'expired' or 'reclaimed'
+    # 'rejected', 'expired', 'reclaimed' or 'passed_up' (crm_leads.distribution.passup)
     sa.Column("kind", sa.Text, nullable=False),
     sa.Column("reason_code", sa.Text, nullable=False, server_default=""),
     sa.Column("note", sa.Text, nullable=False, server_default=""),

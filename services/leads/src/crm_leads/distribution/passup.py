@@ -18,14 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from crm.leads.v1 import events_pb2
 from crm_leads.acceptance.models import lead_acceptances, lead_rejections
 from crm_leads.distribution.models import distribution_unmatched, lead_owner_history
-from crm_leads.distribution.service import ManualResult
-from crm_leads.lead.models import OPEN_STATUSES, leads
+from crm_leads.distribution.service import ManualResult, unmovable
+from crm_leads.lead.models import leads
 from crm_leads.lead.service import PRODUCER
 from crm_leads.orgtree.models import org_units
 from crm_leads.sla import service as sla
 from crm_platform import metrics
 from crm_platform.auth import ROLE_ADMIN, ROLE_MANAGER, Principal, visible_to
-from crm_platform.errors import DomainError, FailedPrecondition, NotFound, PermissionDenied
+from crm_platform.errors import DomainError, FailedPrecondition, PermissionDenied
 from crm_platform.ids import new_id
 from crm_platform.outbox import add_event
 
@@ -117,16 +117,9 @@ async def _move(conn: AsyncConnection, rows: Sequence[Any]) -> dict[uuid.UUID, A
 
 def _why_not(lead_id: uuid.UUID, row: Any) -> DomainError | None:
     meta = {"lead": str(lead_id)}
-    if row is None:
-        return NotFound(f"lead {lead_id} not found", reason="LEAD_NOT_FOUND", metadata=meta)
-    if row.status not in OPEN_STATUSES:
-        return FailedPrecondition(
-            f"lead {lead_id} is not open", reason="LEAD_NOT_OPEN", metadata=meta
-        )
-    if row.assignee_id is not None:
-        return FailedPrecondition(
-            f"lead {lead_id} is held by a user; release it first", reason="LEAD_HELD", metadata=meta
-        )
+    blocked = unmovable(lead_id, row)
+    if blocked is not None:
+        return blocked
     if row.offered is not None:
         return FailedPrecondition(
             f"lead {lead_id} waits for its unit to accept it: reject the offer instead",

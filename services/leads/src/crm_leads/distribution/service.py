@@ -601,7 +601,9 @@ async def distribute_manually(
     return results
 
 
-def _why_not(lead_id: uuid.UUID, row: Any, parent: Any, target: Any) -> DomainError:
+def unmovable(lead_id: uuid.UUID, row: Any) -> DomainError | None:
+    """Why a lead (its locked row, None if not visible) cannot change units by hand, if so:
+    what manual distribution and passing up both require."""
     meta = {"lead": str(lead_id)}
     if row is None:
         return NotFound(f"lead {lead_id} not found", reason="LEAD_NOT_FOUND", metadata=meta)
@@ -615,6 +617,14 @@ def _why_not(lead_id: uuid.UUID, row: Any, parent: Any, target: Any) -> DomainEr
             reason="LEAD_HELD",
             metadata=meta,
         )
+    return None
+
+
+def _why_not(lead_id: uuid.UUID, row: Any, parent: Any, target: Any) -> DomainError:
+    meta = {"lead": str(lead_id)}
+    blocked = unmovable(lead_id, row)
+    if blocked is not None:
+        return blocked
     if row.owner_org_id == target.id:
         return FailedPrecondition(
             f"lead {lead_id} is already owned by the target",
