@@ -40,10 +40,10 @@ async def test_holder_and_managers_log_activities_listed_newest_first(
     client: httpx.AsyncClient, leads: Runtime, tenant: Tenant
 ) -> None:
     lead_id = await held_lead(client, tenant)
-    seen: list[tuple[uuid.UUID, datetime]] = []
+    seen: list[hooks.FollowUp] = []
 
-    async def hook(conn: AsyncConnection, lead: uuid.UUID, at: datetime) -> None:
-        seen.append((lead, at))
+    async def hook(conn: AsyncConnection, follow_up: hooks.FollowUp) -> None:
+        seen.append(follow_up)
 
     hooks.FOLLOW_UP_HOOKS.append(hook)
     try:
@@ -65,8 +65,12 @@ async def test_holder_and_managers_log_activities_listed_newest_first(
         second = r.json()
     finally:
         hooks.FOLLOW_UP_HOOKS.remove(hook)
-    assert [x[0] for x in seen] == [uuid.UUID(lead_id)] * 2
-    assert seen[0][1] == datetime.fromisoformat(yesterday)
+    assert [x.lead_id for x in seen] == [uuid.UUID(lead_id)] * 2
+    assert [(str(x.activity_id), x.kind) for x in seen] == [
+        (first["id"], "call"),
+        (second["id"], "note"),
+    ]
+    assert seen[0].at == datetime.fromisoformat(yesterday)
 
     r = await client.get(f"/v1/leads/{lead_id}/activities", headers=tenant.auth("d1-rep"))
     assert r.status_code == 200, r.text

@@ -198,6 +198,10 @@ INVALID = [
         {"behaviours": {"campaign_responses": [{"at_least": 3, "points": 5}] * 2}},
         {"behaviours.campaign_responses"},
     ),
+    (
+        {"behaviours": {"visits": {"points": 10, "max_points": 5}}},
+        {"behaviours.visits.max_points"},
+    ),
 ]
 
 
@@ -267,3 +271,57 @@ async def test_rescore_of_an_invisible_lead_is_not_found(
     assert missing.status_code == 404
     malformed = await client.post("/v1/leads/nope:rescore", headers=tenant.auth("d1-rep"))
     assert malformed.status_code == 422
+
+
+async def test_a_logged_visit_rescores_the_lead_and_publishes_lead_scored(
+    client: httpx.AsyncClient, other_tenant: Tenant, leads: Runtime, nats_url: str
+) -> None:
+    t = other_tenant
+    rules = {
+        "completeness": {"phone": 10},
+        "behaviours": {"visits": {"points": 15, "max_points": 30}},
+        "grades": {"A": 60, "B": 40, "C": 20},
+    }
+    put = await client.put("/v1/scoring-rules", json=rules, headers=t.auth("admin"))
+    assert put.status_code == 200, put.text
+    assert put.json()["rules"]["behaviours"]["visits"] == {"points": 15, "max_points": 30}
+    lead = await capture(client, t, phone=mobile())
+    assert (lead["score"], lead["grade"]) == (10, "D")
+    url = f"/v1/leads/{lead['id']}"
+    assert (await client.post(f"{url}:claim", headers=t.auth("d1-rep"))).status_code == 200
+
+    async def log(kind: str) -> dict[str, Any]:
+        r = await client.post(f"{url}/activities", json={"kind": kind}, headers=t.auth("d1-rep"))
+        assert r.status_code == 201, r.text
+        got = await client.get(url, headers=t.auth("d1-rep"))
+        body: dict[str, Any] = got.json()
+        return body
+
+    # A call is no behaviour scoring counts: nothing changes.
+    called = await log("call")
+    assert (called["score"], called["grade"]) == (10, "D")
+    visited = await log("visit")
+    assert (visited["score"], visited["grade"]) == (25, "C")
+    assert visited["etag"] != called["etag"]
+    _, event = await wait_for_event(
+        nats_url,
+        leads.settings.nats_namespace,
+        SCORED,
+        events_pb2.LeadScored,
+        lambda e: e.lead_id == lead["id"],
+    )
+    assert (event.previous_score, event.previous_grade, event.score, event.grade) == (
+        10,
+        "D",
+        25,
+        "C",
+    )
+    assert sorted(event.reasons) == ["behaviours.visits 1 x 15 +15", "completeness.phone +10"]
+    assert event.rules_version == 1
+    # The second visit reaches the cap; the third earns nothing more, so no event.
+    assert (await log("visit"))["grade"] == "B"
+    third = await log("visit")
+    assert (third["score"], third["grade"]) == (40, "B")
+    events = await scored_events(leads, lead["id"])
+    assert [(e.previous_score, e.score) for e in events] == [(10, 25), (25, 40)]
+    assert "behaviours.visits 2 x 15 +30" in events[-1].reasons

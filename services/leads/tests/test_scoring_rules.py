@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any, get_args
 
 import pytest
@@ -17,6 +18,7 @@ from crm_leads.scoring.rules import (
     Completeness,
     KeyField,
     LeadFacts,
+    Scorer,
     ScoringRules,
     grade_for,
     parse_rules,
@@ -144,6 +146,53 @@ def test_campaign_responses_and_product_interest() -> None:
     assert score(LeadFacts(campaign_responses=1), r).score == 0
     assert score(LeadFacts(campaign_responses=2), r).score == 20
     assert score(LeadFacts(product_interests=3), r).reasons == ["behaviours.product_interest +15"]
+
+
+def test_visits_earn_points_each_up_to_the_cap() -> None:
+    r = rules(behaviours={"visits": {"points": 10, "max_points": 25}})
+    assert score(LeadFacts(visits=0), r).score == 0
+    assert score(LeadFacts(visits=2), r).reasons == ["behaviours.visits 2 x 10 +20"]
+    capped = score(LeadFacts(visits=7), r)
+    assert (capped.score, capped.reasons) == (25, ["behaviours.visits 7 x 10, capped +25"])
+    # The bulk path (no reasons, memoised by counts) agrees.
+    scorer = Scorer(r)
+    assert [scorer.score(LeadFacts(visits=n), explain=False).score for n in (0, 1, 2, 3)] == [
+        0,
+        10,
+        20,
+        25,
+    ]
+
+
+def test_documents_without_visits_read_serve_and_score_as_before() -> None:
+    document = {"behaviours": {"product_interest": 15}, "grades": GRADES_DOC}
+    r = parse_rules(document)
+    assert r.behaviours.visits is None
+    assert rules_json(r)["behaviours"] == {
+        "intent_count": [],
+        "campaign_responses": [],
+        "product_interest": 15,
+    }
+    assert score(LeadFacts(visits=9, product_interests=1), r) == score(
+        LeadFacts(product_interests=1), r
+    )
+    assert score(RICH, DEFAULT_RULES) == score(replace(RICH, visits=5), DEFAULT_RULES)
+
+
+def test_visit_rules_are_validated_naming_the_field() -> None:
+    def visits(rule: object) -> dict[str, str]:
+        return violations({"grades": GRADES_DOC, "behaviours": {"visits": rule}})
+
+    assert visits({"points": 10, "max_points": 5}) == {
+        "behaviours.visits.max_points": "must not be less than points"
+    }
+    assert set(visits({"points": -1, "max_points": 101, "each": 1})) == {
+        "behaviours.visits.points",
+        "behaviours.visits.max_points",
+        "behaviours.visits.each",
+    }
+    assert set(visits({"points": 5})) == {"behaviours.visits.max_points"}
+    assert set(visits(5)) == {"behaviours.visits"}
 
 
 @pytest.mark.parametrize(
@@ -278,6 +327,9 @@ RULE_DOCUMENTS = st.fixed_dictionaries(
                 "intent_count": _tiers(),
                 "campaign_responses": _tiers(),
                 "product_interest": POINTS,
+                "visits": st.lists(POINTS, min_size=2, max_size=2)
+                .map(sorted)
+                .map(lambda p: {"points": p[0], "max_points": p[1]}),
             },
         ),
     },
@@ -295,6 +347,7 @@ FACTS = st.builds(
     intent_count=st.integers(1, 40),
     campaign_responses=st.integers(0, 40),
     product_interests=st.integers(0, 40),
+    visits=st.integers(0, 40),
 )
 REASON_POINTS = re.compile(r" ([+-]\d+)$")
 
@@ -310,6 +363,7 @@ def test_score_is_within_bounds_and_explained_by_its_reasons(
     earned = [REASON_POINTS.search(reason) for reason in scored.reasons]
     total = sum(int(m.group(1)) for m in earned if m is not None)
     assert scored.score == min(MAX_SCORE, max(MIN_SCORE, total))
+    assert Scorer(r).score(facts, explain=False)[:2] == scored[:2]
     assert parse_rules(rules_json(r)) == r
 
 

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from conftest import Tenant, http_client, make_tenant
 from crm.leads.v1 import events_pb2
 from crm_leads.__main__ import DEFINITION
+from crm_leads.activities.hooks import FollowUp
 from crm_leads.distribution.models import lead_owner_history
 from crm_leads.lead.models import leads as leads_table
 from crm_leads.orgtree import service as orgtree
@@ -37,6 +38,7 @@ from crm_leads.sla.rules import (
     timers,
 )
 from crm_platform.errors import InvalidArgument
+from crm_platform.ids import new_id
 from crm_platform.runtime import Runtime
 from crm_platform.testing.events import wait_for_event
 from crm_platform.testing.harness import ServiceStarter, eventually
@@ -241,8 +243,9 @@ async def test_policy_reminders_breaches_and_follow_ups(
     # Follow-ups (as activities log them): protection grows, capped at 48h.
     lead_id = uuid.UUID(lead)
     for at, until in ((3, 24), (20, 32), (40, 48)):
+        follow_up = FollowUp(lead_id, new_id(), "call", start + at * H)
         async with leads.db.unit_of_work() as conn:
-            clock = await service.on_follow_up(conn, lead_id, start + at * H)
+            clock = await service.on_follow_up(conn, follow_up)
         assert clock is not None and clock.protect_until == start + until * H
     r = await client.get(f"/v1/leads/{lead}/sla", headers=t.auth("d1-rep"))
     body = r.json()

@@ -22,7 +22,9 @@ from crm_leads.imports import http as imports_http
 from crm_leads.lead import hooks as lead_hooks
 from crm_leads.lead import review
 from crm_leads.lead.models import metadata
+from crm_leads.scoring import rescore
 from crm_leads.settings import Settings
+from crm_leads.sla import alerts as sla_alerts
 from crm_leads.sla import http as sla_http
 from crm_leads.sla import jobs as sla_jobs
 from crm_leads.sla import service as sla_service
@@ -32,8 +34,11 @@ from crm_platform.db import platform_metadata
 from crm_platform.runtime import PeriodicJob, Runtime, ServiceDefinition
 from crm_platform.runtime import main as run_main
 
-# A logged follow-up re-arms the lead's SLA clock in the activity's transaction.
-activity_hooks.FOLLOW_UP_HOOKS.append(sla_service.on_follow_up)
+# A logged follow-up, in the activity's transaction: re-arms the lead's SLA clock, resolves
+# its open SLA alerts, and (a visit) re-scores it.
+activity_hooks.FOLLOW_UP_HOOKS.extend(
+    [sla_service.on_follow_up, sla_alerts.on_follow_up, rescore.on_follow_up]
+)
 # A lead given to a rep without an acceptance step starts its SLA clock there.
 lead_hooks.ASSIGNED_HOOKS.append(sla_service.on_assigned)
 

@@ -30,14 +30,15 @@ async def log(
     conn: AsyncConnection,
     principal: Principal,
     lead_id: uuid.UUID,
-    kind: str,
+    kind: rules.Kind,
     note: str,
     occur_time: datetime | None,
 ) -> Any:
     """Record an activity by the lead's holder or a manager/administrator of its subtree
     (others who can see the lead: 403; others: 404), publish
-    ``crm.leads.lead.followed_up.v1`` and run the follow-up hooks (SLA timers), all in the
-    caller's transaction. The lead's update_time moves: a followed-up lead is not stale."""
+    ``crm.leads.lead.followed_up.v1`` and run the follow-up hooks (SLA clock and alerts,
+    scoring), all in the caller's transaction. The lead's update_time moves: a followed-up
+    lead is not stale."""
     me = user_id(principal)
     lead = await records.get_visible(conn, leads, principal, lead_id, kind="lead")
     if lead.assignee_id != me and not principal.roles & TAKE_BACK_ROLES:
@@ -82,7 +83,8 @@ async def log(
         org_path=lead.owner_org_path,
         producer=PRODUCER,
     )
-    await hooks.followed_up(conn, lead.id, at)
+    follow_up = hooks.FollowUp(lead_id=lead.id, activity_id=row.id, kind=kind, at=at)
+    await hooks.followed_up(conn, follow_up)
     return row
 
 

@@ -93,13 +93,17 @@ _ADD_KEYS = (
     "ORDER BY kind, value ON CONFLICT DO NOTHING"
 )
 # Locked in id order, so two imports merging into the same leads cannot deadlock.
+# Logged visits count in a merged lead's score (scoring's behaviours.visits).
+VISIT = events_pb2.LEAD_ACTIVITY_KIND_VISIT
 _LOCK_TARGETS = (
     "SELECT l.id, l.owner_org_path, l.full_name, l.phone, l.email, l.company, l.province, "
     "l.city, l.open_id, l.union_id, l.source, l.intent_count, "
     "(SELECT count(*) FROM lead_intents i WHERE i.lead_id = l.id AND i.campaign <> '') "
     "AS campaigns, "
     "(SELECT count(*) FROM lead_intents i WHERE i.lead_id = l.id AND i.product_interest <> '') "
-    "AS products "
+    "AS products, "
+    f"(SELECT count(*) FROM lead_activities a WHERE a.lead_id = l.id AND a.kind = {VISIT}) "
+    "AS visits "
     "FROM leads l WHERE l.id = ANY($1::uuid[]) ORDER BY l.id FOR UPDATE OF l"
 )
 _UPDATE_TARGETS = (
@@ -353,6 +357,7 @@ async def _merge(
                 intent_count=count,
                 campaign_responses=row["campaigns"] + sum(1 for i in intents if i[1]),
                 product_interests=row["products"] + sum(1 for i in intents if i[2]),
+                visits=row["visits"],
                 **{name: profile[name] for name in FILLABLE if name != "union_id"},
             ),
             explain=False,

@@ -26,6 +26,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crm.leads.v1 import conversion_pb2, events_pb2, lead_pb2, lead_service_pb2
+from crm_leads.activities.models import lead_activities
 from crm_leads.conversion.models import lead_conversions
 from crm_leads.dedup import history, matching
 from crm_leads.dedup import rules as dedup
@@ -94,6 +95,8 @@ _ADD_INTENT = sa.text(
         for c in ("id", "tenant_id", "lead_id", "request_id")
     )
 )
+# Logged visits count in the score (scoring's behaviours.visits).
+VISIT = events_pb2.LEAD_ACTIVITY_KIND_VISIT
 _PROFILE = ("full_name", "phone", "email", "company", "province", "city", "open_id", "source")
 
 
@@ -379,6 +382,7 @@ async def _merge(
         intent_count=current.intent_count + 1,
         campaign_responses=added.other_campaigns + int(bool(intent.campaign)),
         product_interests=added.other_products + int(bool(intent.product_interest)),
+        visits=await _visit_count(conn, target, rules.rules),
     )
     scored = score(facts, rules.rules)
     row = (
@@ -407,7 +411,7 @@ async def _merge(
         org_path=row.owner_org_path,
         producer=PRODUCER,
     )
-    await _scored_event(conn, current, row, scored, rules.version)
+    await scored_event(conn, current, row, scored, rules.version)
     await _record_changes(conn, principal, row, duplicate, changed, added.id, request_id)
     return Captured(row, Outcome.MERGED, visible)
 
@@ -453,7 +457,7 @@ async def _record_changes(
     )
 
 
-async def _scored_event(
+async def scored_event(
     conn: AsyncConnection, before: Any, after: Any, scored: Scored, rules_version: int
 ) -> None:
     """lead.scored, if the score or the grade changed."""
@@ -510,18 +514,19 @@ async def rescore(*, conn: AsyncConnection, principal: Principal, lead_id: uuid.
                 .returning(*leads.c)
             )
         ).one()
-        await _scored_event(conn, current, row, scored, rules.version)
+        await scored_event(conn, current, row, scored, rules.version)
     return Rescored(row, scored.reasons, rules.version)
 
 
 async def _facts(conn: AsyncConnection, lead: Any, profile: Any) -> LeadFacts:
     """Scoring facts of ``lead`` with the profile fields of ``profile`` (the lead itself, or
-    its edited profile), counting its intents."""
+    its edited profile), counting its intents and logged visits."""
     counts = (
         await conn.execute(
             sa.select(
                 sa.func.count().filter(lead_intents.c.campaign != ""),
                 sa.func.count().filter(lead_intents.c.product_interest != ""),
+                _visits(lead.id),
             ).where(lead_intents.c.lead_id == lead.id)
         )
     ).one()
@@ -530,7 +535,24 @@ async def _facts(conn: AsyncConnection, lead: Any, profile: Any) -> LeadFacts:
         intent_count=lead.intent_count,
         campaign_responses=counts[0],
         product_interests=counts[1],
+        visits=counts[2],
     )
+
+
+def _visits(lead_id: Any) -> sa.ScalarSelect[int]:
+    """Logged visits of a lead: a behaviour scoring counts (behaviours.visits)."""
+    return (
+        sa.select(sa.func.count())
+        .where(lead_activities.c.lead_id == lead_id, lead_activities.c.kind == VISIT)
+        .scalar_subquery()
+    )
+
+
+async def _visit_count(conn: AsyncConnection, lead_id: uuid.UUID, rules: Any) -> int:
+    """Only read when the tenant's rules give visits points: merges stay one read less."""
+    if rules.behaviours.visits is None:
+        return 0
+    return int((await conn.execute(sa.select(_visits(lead_id)))).scalar_one())
 
 
 async def update(
@@ -692,7 +714,7 @@ async def _edited(
         producer=PRODUCER,
     )
     if rescored is not None:
-        await _scored_event(conn, before, row, *rescored)
+        await scored_event(conn, before, row, *rescored)
 
 
 async def _add_intent(

@@ -17,6 +17,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -35,11 +36,14 @@ KeyField = Literal[
     "full_name", "phone", "email", "company", "province", "city", "open_id", "source"
 ]
 Points = Annotated[int, Field(ge=0, le=MAX_SCORE)]
+# LeadFacts' fields that are the lead's own (the others are counts).
+PROFILE_FIELDS = ("full_name", "phone", "email", "company", "province", "city", "open_id", "source")
 
 
 @dataclass(frozen=True)
 class LeadFacts:
-    """What scoring looks at: the lead's fields and counts over its intents (enquiries)."""
+    """What scoring looks at: the lead's fields, counts over its intents (enquiries) and over
+    its logged activities."""
 
     full_name: str = ""
     phone: str = ""
@@ -52,6 +56,7 @@ class LeadFacts:
     intent_count: int = 1
     campaign_responses: int = 0  # intents that named a campaign
     product_interests: int = 0  # intents that named a product
+    visits: int = 0  # activities of kind visit
 
 
 class _Document(InputModel):
@@ -100,6 +105,21 @@ class KeyFieldRule(_Document):
         return bool(value) and (self._accepted is None or value.casefold() in self._accepted)
 
 
+class PerCount(_Document):
+    """``points`` for each one counted, at most ``max_points`` in all."""
+
+    points: Points
+    max_points: Points
+
+    @field_validator("max_points")
+    @classmethod
+    def _covers_one(cls, cap: int, info: ValidationInfo) -> int:
+        points = info.data.get("points")  # absent: points itself was invalid
+        if points is not None and cap < points:
+            raise PydanticCustomError("cap_below_points", "must not be less than points")
+        return cap
+
+
 class Behaviours(_Document):
     """Tiers by count: the highest tier reached counts (not the sum of all reached)."""
 
@@ -107,6 +127,9 @@ class Behaviours(_Document):
     campaign_responses: list[Tier] = Field(default_factory=list, max_length=20)
     # Any enquiry that named a product.
     product_interest: Points = 0
+    # Logged activities of kind visit. Optional, so documents stored before it existed read
+    # (and are served) exactly as they were.
+    visits: PerCount | None = None
 
     @field_validator("intent_count", "campaign_responses")
     @classmethod
@@ -219,6 +242,7 @@ class Scorer:
         "_key_fields",
         "_product_interest",
         "_tiers",
+        "_visits",
     )
 
     def __init__(self, rules: ScoringRules) -> None:
@@ -234,10 +258,12 @@ class Scorer:
             ("campaign_responses", tuple(behaviours.campaign_responses)),
         )
         self._product_interest = behaviours.product_interest
+        visits = behaviours.visits
+        self._visits = (0, 0) if visits is None else (visits.points, visits.max_points)
         self._grades = (("A", rules.grades.A), ("B", rules.grades.B), ("C", rules.grades.C))
-        # Behaviour points by (intents, campaign responses, any product interest): a handful
-        # of distinct counts across a whole import, so computed once each.
-        self._behaviour_points: dict[tuple[int, int, bool], int] = {}
+        # Behaviour points by (intents, campaign responses, any product interest, visits): a
+        # handful of distinct counts across a whole import, so computed once each.
+        self._behaviour_points: dict[tuple[int, int, bool, int], int] = {}
 
     def score(self, facts: LeadFacts, *, explain: bool = True) -> Scored:
         """With the reason for every point unless ``explain`` is off (bulk paths need the
@@ -247,6 +273,7 @@ class Scorer:
             intent_count=facts.intent_count,
             campaign_responses=facts.campaign_responses,
             product_interests=facts.product_interests,
+            visits=facts.visits,
             explain=explain,
         )
 
@@ -257,20 +284,21 @@ class Scorer:
         intent_count: int,
         campaign_responses: int,
         product_interests: int,
+        visits: int = 0,
         explain: bool = False,
     ) -> Scored:
         """``profile``: anything with LeadFacts' profile attributes (a NewLead, a row), so a
         bulk path scores without building a LeadFacts per lead."""
         reasons: list[str] | None = [] if explain else None
         if reasons is None:
-            counts = (intent_count, campaign_responses, product_interests > 0)
+            counts = (intent_count, campaign_responses, product_interests > 0, visits)
             behaviours = self._behaviour_points.get(counts)
             if behaviours is None:
                 behaviours = self._behaviours(*counts, None)
                 self._behaviour_points[counts] = behaviours
         else:
             behaviours = self._behaviours(
-                intent_count, campaign_responses, product_interests, reasons
+                intent_count, campaign_responses, product_interests, visits, reasons
             )
         total = self._profile(profile, reasons) + behaviours
         clamped = min(MAX_SCORE, max(MIN_SCORE, total))
@@ -295,7 +323,12 @@ class Scorer:
         return total
 
     def _behaviours(
-        self, intent_count: int, campaigns: int, products: int, reasons: list[str] | None
+        self,
+        intent_count: int,
+        campaigns: int,
+        products: int,
+        visits: int,
+        reasons: list[str] | None,
     ) -> int:
         total = 0
         for (name, tiers), count in zip(self._tiers, (intent_count, campaigns), strict=True):
@@ -308,7 +341,15 @@ class Scorer:
             total += self._product_interest
             if reasons is not None:
                 reasons.append(f"behaviours.product_interest +{self._product_interest}")
-        return total
+        return total + self._visit_points(visits, reasons)
+
+    def _visit_points(self, visits: int, reasons: list[str] | None) -> int:
+        each, cap = self._visits
+        earned = min(each * visits, cap)
+        if earned and reasons is not None:
+            capped = ", capped" if earned < each * visits else ""
+            reasons.append(f"behaviours.visits {visits} x {each}{capped} +{earned}")
+        return earned
 
 
 def _highest_reached(tiers: Sequence[Tier], count: int) -> Tier | None:

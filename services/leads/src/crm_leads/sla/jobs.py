@@ -1,8 +1,9 @@
 """The timer job: every replica runs it every few seconds (``SLA_TIMER_POLL_SECONDS``).
 
 Each batch claims due, unfired timers with FOR UPDATE SKIP LOCKED, marks them fired and
-fires each one (its effect and its event) in the same transaction, so with any number of
-replicas a timer fires exactly once, and a crash before the commit leaves it to fire again.
+fires each one (its effect, its event and, for a reminder or a breach, its alert in the SLA
+inbox) in the same transaction, so with any number of replicas a timer fires exactly once,
+and a crash before the commit leaves it to fire again.
 A timer only acts if the lead's state still calls for it (checked under the lead's lock):
 one superseded by a follow-up, an acceptance or a move does nothing. A timer whose effect
 fails is retried later (its own savepoint rolls back; the batch goes on), up to
@@ -22,7 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from crm.leads.v1 import events_pb2
 from crm_leads.acceptance import flows as acceptance
 from crm_leads.lead.service import PRODUCER
-from crm_leads.sla import service
+from crm_leads.sla import alerts, service
+from crm_leads.sla.alert_rules import BREACH, ESCALATION_ROLE, WARNING, AlertKind
 from crm_leads.sla.models import lead_timers
 from crm_leads.sla.rules import (
     ACCEPTANCE_DEADLINE,
@@ -32,7 +34,6 @@ from crm_leads.sla.rules import (
     REMINDER,
     target_due,
 )
-from crm_platform.auth import ROLE_MANAGER
 from crm_platform.db import Database
 from crm_platform.outbox import add_event
 from crm_platform.protos import timestamp
@@ -128,21 +129,23 @@ async def fire(conn: AsyncConnection, timer: Any, now: datetime) -> bool:
         due = datetime.fromisoformat(timer.payload["due"])
         if target_due(clock, target) != due:
             return False
-        await _sla_event(conn, lead, "crm.leads.lead.sla_warning.v1", target, due)
+        await _raise_alert(conn, lead, WARNING, target, due, now)
         return True
     if timer.kind in SLA_KINDS:
         breach = target_due(clock, timer.kind)
         if breach is None or breach != timer.due_time:
             return False
-        await _sla_event(conn, lead, "crm.leads.lead.sla_breached.v1", timer.kind, breach)
+        await _raise_alert(conn, lead, BREACH, timer.kind, breach, now)
         return True
     log.warning("timer %s has an unknown kind %r", timer.id, timer.kind)
     return False
 
 
-async def _sla_event(
-    conn: AsyncConnection, lead: Any, event_type: str, kind: str, due: datetime
+async def _raise_alert(
+    conn: AsyncConnection, lead: Any, alert: AlertKind, kind: str, due: datetime, now: datetime
 ) -> None:
+    """The warning or breach of the lead's ``kind`` target: its event, and the alert in the
+    SLA inbox for whoever it is addressed to (``alert_rules``)."""
     common: dict[str, Any] = {
         "lead_id": str(lead.id),
         "org_unit_id": str(lead.owner_org_id),
@@ -152,13 +155,16 @@ async def _sla_event(
         "assignee_id": "" if lead.assignee_id is None else str(lead.assignee_id),
     }
     payload: events_pb2.LeadSlaWarning | events_pb2.LeadSlaBreached
-    if event_type.endswith("sla_breached.v1"):
+    if alert == BREACH:
         # Escalation: the managers of the lead's owner unit.
+        event_type = "crm.leads.lead.sla_breached.v1"
         payload = events_pb2.LeadSlaBreached(
-            **common, escalate_to_role=ROLE_MANAGER, escalate_to_org_id=str(lead.owner_org_id)
+            **common, escalate_to_role=ESCALATION_ROLE, escalate_to_org_id=str(lead.owner_org_id)
         )
     else:
+        event_type = "crm.leads.lead.sla_warning.v1"
         payload = events_pb2.LeadSlaWarning(**common)
+    await alerts.record(conn, lead=lead, kind=alert, target=kind, due=due, at=now)
     await add_event(
         conn,
         event_type=event_type,

@@ -1,6 +1,6 @@
 """SLA policies and leads' follow-up clocks with I/O: storing the tenant's policy, arming a
-lead's timers when it is accepted or assigned, and ``on_follow_up`` (called by activities when
-one is logged against a lead). Functions taking ``conn`` never commit.
+lead's timers when it is accepted or assigned, and ``on_follow_up`` (a follow-up hook:
+activities call it when one is logged against a lead). Functions taking ``conn`` never commit.
 
 Lock order, shared with the timer job (crm_leads.sla.jobs) so they never deadlock: the lead
 row, then its lead_sla row; superseded timers are deleted with SKIP LOCKED (one the job is
@@ -20,8 +20,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crm_leads.acceptance.models import lead_acceptances
+from crm_leads.activities.hooks import FollowUp
 from crm_leads.lead.models import OPEN_STATUSES, leads
-from crm_leads.sla.models import lead_sla, lead_timers, sla_policies
+from crm_leads.sla.models import lead_sla, lead_timers, sla_alerts, sla_policies
 from crm_leads.sla.rules import (
     CLOCK_KINDS,
     DEFAULT_POLICY,
@@ -217,9 +218,15 @@ async def arm(
 
 
 async def clear(conn: AsyncConnection, lead_ids: Sequence[uuid.UUID]) -> None:
-    """The leads left their unit: their clocks and pending timers go."""
+    """The leads left their unit: their clocks and pending timers go, and their open SLA
+    alerts (about a clock that no longer runs) are resolved, with no activity named."""
     await conn.execute(lead_sla.delete().where(lead_sla.c.lead_id.in_(lead_ids)))
     await drop_timers(conn, lead_ids)
+    await conn.execute(
+        sla_alerts.update()
+        .where(sla_alerts.c.lead_id.in_(lead_ids), sla_alerts.c.resolve_time.is_(None))
+        .values(resolve_time=sa.func.now())
+    )
 
 
 async def locked(conn: AsyncConnection, lead_id: uuid.UUID) -> tuple[Any, Any] | None:
@@ -240,17 +247,18 @@ async def locked(conn: AsyncConnection, lead_id: uuid.UUID) -> tuple[Any, Any] |
     return lead, clock
 
 
-async def on_follow_up(conn: AsyncConnection, lead_id: uuid.UUID, at: datetime) -> Clock | None:
-    """A follow-up was logged against the lead at ``at`` (activities call this in the same
-    transaction as the activity): the first meets first contact; each makes the next one
-    due by the lead's grade, extends the protection period (never past the maximum) and
-    re-arms the timers. None: the lead has no clock (not accepted at its unit, or closed)."""
-    current = await locked(conn, lead_id)
+async def on_follow_up(conn: AsyncConnection, activity: FollowUp) -> Clock | None:
+    """A follow-up was logged against the lead (a follow-up hook: activities call it in the
+    same transaction as the activity): whatever its kind, the first meets first contact;
+    each makes the next one due by the lead's grade, extends the protection period (never
+    past the maximum) and re-arms the timers. None: the lead has no clock (not accepted at
+    its unit, or closed)."""
+    current = await locked(conn, activity.lead_id)
     if current is None:
         return None
     lead, row = current
     rules = await policy(conn, lead.tenant_id)
-    clock = follow_up(rules, clock_of(row), at)
+    clock = follow_up(rules, clock_of(row), activity.at)
     await _save(conn, lead.tenant_id, lead.id, lead.owner_org_id, rules, clock)
     return clock
 
