@@ -1,6 +1,7 @@
 """Dealer performance through real services: leads distributed by a unit's rules, accepted,
-rejected and followed up through the leads REST API reach the analytics report, which
-shows each dealer its own rows, HQ all of them, and a sibling none."""
+rejected and followed up through the leads REST API, and the SLA warning and breach its
+timer job fires, reach the analytics report, which shows each dealer its own rows, HQ all
+of them, and a sibling none."""
 
 from __future__ import annotations
 
@@ -11,9 +12,13 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from conftest import Tenant, http_client, make_tenant
 from crm_leads.orgtree import service as orgtree
+from crm_leads.sla import jobs
+from crm_leads.sla.models import lead_timers
+from crm_leads.sla.rules import FIRST_CONTACT_DUE, REMINDER
 from crm_platform.runtime import Runtime
 from crm_platform.testing.harness import eventually
 
@@ -144,6 +149,57 @@ async def test_distribution_acceptance_and_follow_up_reach_the_report(
     assert (await report(analytics, t, "admin", **around))["totals"] == totals
     later = {"start_day": (today + timedelta(days=2)).isoformat()}
     assert (await report(analytics, t, "admin", **later))["rows"] == []
+
+
+async def due_time(leads: Runtime, lead: str, kind: str) -> datetime:
+    """When the lead's unfired ``kind`` timer is due (its clock started on acceptance)."""
+    async with leads.db.read() as conn:
+        due: datetime = await conn.scalar(
+            sa.select(lead_timers.c.due_time).where(
+                lead_timers.c.lead_id == uuid.UUID(lead),
+                lead_timers.c.kind == kind,
+                lead_timers.c.fired_time.is_(None),
+            )
+        )
+    return due
+
+
+async def test_sla_warning_and_breach_count_at_the_unit_holding_the_lead(
+    leads: Runtime, analytics: Runtime, t: Tenant
+) -> None:
+    d1 = t.units["d1"]["id"]
+    async with http_client(leads) as c:
+        phone = "139" + "".join(random.choices("0123456789", k=8))
+        body = {"full_name": "Han Meimei", "phone": phone}
+        r = await c.post("/v1/leads", json=body, headers=t.auth("east-manager"))
+        assert r.status_code == 201, r.text
+        lead = str(r.json()["id"])
+        body = {"lead_ids": [lead], "target_org_unit_id": d1}
+        r = await c.post("/v1/leads:distribute", json=body, headers=t.auth("east-manager"))
+        assert r.status_code == 200, r.text
+        r = await c.post(f"/v1/leads/{lead}:accept", headers=t.auth("d1-manager"))
+        assert r.status_code == 200, r.text
+
+    # Acceptance armed the default policy's reminder and first-contact target; fire each
+    # at its due time (hours ahead), as the timer job would, with no follow-up in between.
+    tenant = uuid.UUID(t.id)
+    warn = await due_time(leads, lead, REMINDER)
+    assert await jobs.fire_due(leads.db, now=warn, tenant_id=tenant) == {REMINDER: 1}
+    breach = await due_time(leads, lead, FIRST_CONTACT_DUE)
+    assert await jobs.fire_due(leads.db, now=breach, tenant_id=tenant) == {FIRST_CONTACT_DUE: 1}
+
+    async def settled() -> dict[str, Any]:
+        body = await report(analytics, t, "d1-manager")
+        assert (body["totals"]["sla_warnings"], body["totals"]["sla_breaches"]) == (1, 1)
+        return body
+
+    mine = await eventually(settled)
+    assert {x["org_unit_id"] for x in mine["rows"]} == {d1}
+    hq = await report(analytics, t, "hq-manager")
+    assert hq["rows"] == mine["rows"] and hq["totals"]["sla_warnings"] == 1
+    # The sibling dealer sees none of it.
+    theirs = await report(analytics, t, "d2-rep")
+    assert theirs["rows"] == [] and theirs["totals"]["sla_warnings"] == 0
 
 
 async def test_invalid_ranges_name_the_field(analytics: Runtime, tenant: Tenant) -> None:

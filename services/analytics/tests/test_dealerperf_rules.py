@@ -135,3 +135,32 @@ def test_an_earlier_activity_consumed_late_replaces_the_first_contact() -> None:
         D1, NOON, NOON + timedelta(hours=2), NOON + timedelta(hours=1)
     )
     assert (same.counts["first_contacts"], same.first_contact_seconds) == (0, -3600)
+
+
+def test_sla_warnings_are_counted_apart_from_breaches_and_summed_in_totals() -> None:
+    (d,) = rules.merge(
+        [
+            rules.delta(D1, NOON, "sla_warnings"),
+            rules.delta(D1, NOON, "sla_warnings"),
+            rules.delta(D1, NOON, "sla_breaches"),
+        ]
+    )
+    assert d.counts == {"sla_warnings": 2, "sla_breaches": 1}
+
+    def row(day: int, **kw: float) -> SimpleNamespace:
+        return SimpleNamespace(
+            owner_org_id=D1.org_id,
+            owner_org_path=D1.org_path,
+            day=date(2026, 11, day),
+            **counts(**kw),
+        )
+
+    body = report_to_json([row(1, sla_warnings=2, sla_breaches=1), row(2, sla_warnings=3)])
+    assert [x["sla_warnings"] for x in body["rows"]] == [2, 3]
+    assert (body["totals"]["sla_warnings"], body["totals"]["sla_breaches"]) == (5, 1)
+
+
+def test_no_rate_is_derived_from_sla_warnings() -> None:
+    # A breach need not follow a warning (reminders off, or longer than the target), so
+    # breaches / warnings is not the share of warnings that ended in a breach.
+    assert rules.rates(counts(sla_warnings=4, sla_breaches=6)) == rules.rates(counts())

@@ -22,6 +22,11 @@ DEALER_PERFORMANCE = (
     ("crm.leads.lead.rejected.v1", "analytics-lead-rejected", dealerperf.on_lead_rejected),
     ("crm.leads.lead.followed_up.v1", "analytics-lead-followed-up", dealerperf.on_lead_followed_up),
     (
+        "crm.leads.lead.sla_warning.v1",
+        "analytics-lead-sla-warning",
+        dealerperf.on_lead_sla_warning,
+    ),
+    (
         "crm.leads.lead.sla_breached.v1",
         "analytics-lead-sla-breached",
         dealerperf.on_lead_sla_breached,

@@ -35,9 +35,9 @@ def router(rt: Runtime) -> APIRouter:
         principal: CurrentPrincipal, start_day: str = "", end_day: str = ""
     ) -> dict[str, Any]:
         """Per receiving org unit and UTC day within the caller's subtree: leads received,
-        accepted, rejected, expired, reclaimed, assigned, SLA breaches, first contacts and
-        their summed seconds; totals with acceptance rate, reclaim rate and average seconds
-        to first contact (null when there is nothing to divide by)."""
+        accepted, rejected, expired, reclaimed, assigned, SLA warnings, SLA breaches, first
+        contacts and their summed seconds; totals with acceptance rate, reclaim rate and
+        average seconds to first contact (null when there is nothing to divide by)."""
         start, end = rules.parse_range(start_day, end_day)
         async with rt.db.read() as conn:
             rows = await dealerperf.report_rows(

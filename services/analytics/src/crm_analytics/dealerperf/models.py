@@ -17,6 +17,7 @@ COUNTERS = (
     "expired",
     "reclaimed",
     "assigned",
+    "sla_warnings",
     "sla_breaches",
     "first_contacts",
 )

@@ -70,6 +70,14 @@ async def on_lead_reclaimed(conn: AsyncConnection, event: ReceivedEvent) -> None
     await _apply(conn, [rules.delta(unit, _occurred(event), "reclaimed")])
 
 
+async def on_lead_sla_warning(conn: AsyncConnection, event: ReceivedEvent) -> None:
+    """A reminder before a first-contact or follow-up target, at the unit owning the lead."""
+    assert isinstance(event.payload, events_pb2.LeadSlaWarning)
+    p = event.payload
+    unit = _unit(event, p.org_unit_id, p.org_unit_path)
+    await _apply(conn, [rules.delta(unit, _occurred(event), "sla_warnings")])
+
+
 async def on_lead_sla_breached(conn: AsyncConnection, event: ReceivedEvent) -> None:
     assert isinstance(event.payload, events_pb2.LeadSlaBreached)
     p = event.payload
