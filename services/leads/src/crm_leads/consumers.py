@@ -9,6 +9,7 @@ from crm_leads.distribution import flows as distribution
 from crm_leads.imports.models import lead_imports
 from crm_leads.lead.models import leads
 from crm_leads.orgtree import service as orgtree
+from crm_leads.sla.models import sla_alerts
 from crm_leads.users import service as users
 from crm_leads.webhook.models import webhook_sources
 from crm_platform.consumers import (
@@ -73,6 +74,7 @@ def consumers(rt: Runtime) -> list[ConsumerSpec]:
             lead_conversions.c.actor_org_path,
             lead_acceptances.c.org_unit_path,
             lead_rejections.c.org_unit_path,
+            sla_alerts.c.owner_org_path,
         ),
         # The users replica (assignment's eligible reps); a deactivated rep's leads go back
         # to their units' pools.
