@@ -499,23 +499,32 @@ async def rescore(*, conn: AsyncConnection, principal: Principal, lead_id: uuid.
     ).one()
     rules = await scoring.latest(conn=conn, tenant_id=current.tenant_id)
     scored = score(await _facts(conn, current, current), rules.rules)
-    row = current
-    if (scored.score, scored.grade) != (current.score, current.grade):
-        row = (
-            await conn.execute(
-                leads.update()
-                .where(leads.c.id == current.id)
-                .values(
-                    score=scored.score,
-                    grade=scored.grade,
-                    version=leads.c.version + 1,
-                    update_time=sa.func.now(),
-                )
-                .returning(*leads.c)
+    row = await store_score(conn, current, scored, rules.version)
+    return Rescored(row or current, scored.reasons, rules.version)
+
+
+async def store_score(
+    conn: AsyncConnection, current: Any, scored: Scored, rules_version: int
+) -> Any | None:
+    """Write a lead's new score and grade (a new version) with its lead.scored event; the
+    updated row, or None when neither changed (nothing written)."""
+    if (scored.score, scored.grade) == (current.score, current.grade):
+        return None
+    row = (
+        await conn.execute(
+            leads.update()
+            .where(leads.c.id == current.id)
+            .values(
+                score=scored.score,
+                grade=scored.grade,
+                version=leads.c.version + 1,
+                update_time=sa.func.now(),
             )
-        ).one()
-        await scored_event(conn, current, row, scored, rules.version)
-    return Rescored(row, scored.reasons, rules.version)
+            .returning(*leads.c)
+        )
+    ).one()
+    await scored_event(conn, current, row, scored, rules_version)
+    return row
 
 
 async def _facts(conn: AsyncConnection, lead: Any, profile: Any) -> LeadFacts:
@@ -526,7 +535,7 @@ async def _facts(conn: AsyncConnection, lead: Any, profile: Any) -> LeadFacts:
             sa.select(
                 sa.func.count().filter(lead_intents.c.campaign != ""),
                 sa.func.count().filter(lead_intents.c.product_interest != ""),
-                _visits(lead.id),
+                visit_count(lead.id),
             ).where(lead_intents.c.lead_id == lead.id)
         )
     ).one()
@@ -539,7 +548,7 @@ async def _facts(conn: AsyncConnection, lead: Any, profile: Any) -> LeadFacts:
     )
 
 
-def _visits(lead_id: Any) -> sa.ScalarSelect[int]:
+def visit_count(lead_id: Any) -> sa.ScalarSelect[int]:
     """Logged visits of a lead: a behaviour scoring counts (behaviours.visits)."""
     return (
         sa.select(sa.func.count())
@@ -552,7 +561,7 @@ async def _visit_count(conn: AsyncConnection, lead_id: uuid.UUID, rules: Any) ->
     """Only read when the tenant's rules give visits points: merges stay one read less."""
     if rules.behaviours.visits is None:
         return 0
-    return int((await conn.execute(sa.select(_visits(lead_id)))).scalar_one())
+    return int((await conn.execute(sa.select(visit_count(lead_id)))).scalar_one())
 
 
 async def update(

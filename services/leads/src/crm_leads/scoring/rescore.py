@@ -12,10 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crm_leads.activities.hooks import FollowUp
-from crm_leads.activities.models import lead_activities
-from crm_leads.activities.rules import KINDS
 from crm_leads.lead.models import lead_intents, leads
-from crm_leads.lead.service import scored_event
+from crm_leads.lead.service import store_score, visit_count
 from crm_leads.scoring import service as scoring
 from crm_leads.scoring.rules import PROFILE_FIELDS, LeadFacts, score
 
@@ -39,7 +37,7 @@ _LOCKED_WITH_COUNTS = (
         leads,
         _count(lead_intents, lead_intents.c.campaign != "").label("campaign_responses"),
         _count(lead_intents, lead_intents.c.product_interest != "").label("product_interests"),
-        _count(lead_activities, lead_activities.c.kind == KINDS["visit"]).label("visits"),
+        visit_count(leads.c.id).label("visits"),
     )
     .where(leads.c.id == sa.bindparam("lead_id"))
     .with_for_update(of=leads)
@@ -67,24 +65,7 @@ async def rescore_stored(conn: AsyncConnection, lead_id: uuid.UUID) -> Any | Non
     if current is None:
         return None
     rules = await scoring.CACHE.current(conn, current.tenant_id)
-    scored = score(facts_of(current), rules.rules)
-    if (scored.score, scored.grade) == (current.score, current.grade):
-        return None
-    row = (
-        await conn.execute(
-            leads.update()
-            .where(leads.c.id == lead_id)
-            .values(
-                score=scored.score,
-                grade=scored.grade,
-                version=leads.c.version + 1,
-                update_time=sa.func.now(),
-            )
-            .returning(*leads.c)
-        )
-    ).one()
-    await scored_event(conn, current, row, scored, rules.version)
-    return row
+    return await store_score(conn, current, score(facts_of(current), rules.rules), rules.version)
 
 
 async def on_follow_up(conn: AsyncConnection, activity: FollowUp) -> Any | None:
